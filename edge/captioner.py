@@ -1,0 +1,133 @@
+"""The Python API for apps: Captioner.load(bundle).caption(image) -> Caption."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scenecap.edge.bundle import Bundle, load_bundle
+from scenecap.edge.decode import Hypothesis, beam_search, greedy
+from scenecap.edge.errors import ScenecapError
+from scenecap.edge.interpreter import TFLiteModel, find_runtime, load_edgetpu_delegate
+from scenecap.edge.preprocess import prepare
+
+
+@dataclass
+class Caption:
+    text: str
+    tokens: list[int]  # generated ids, <end> excluded
+    words: list[str]
+    log_prob: float
+    attention: np.ndarray  # [n_words, locations]
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
+    invokes: int = 0  # decoder invokes used
+
+
+class Captioner:
+    """Runs a bundle: the encoder once per image, then the decoder step word by word."""
+
+    def __init__(self, bundle: Bundle, threads: int | None = None, device: str = "cpu", beam: int = 1,
+                 length_penalty: float = 0.0, runtime: str | None = None):
+        self.bundle = bundle
+        m = bundle.manifest
+        self.runtime = find_runtime(runtime)
+        delegate = None
+        files = {k: v.file for k, v in m.models.items()}
+        if device == "edgetpu":
+            missing = [k for k, v in m.models.items() if not v.edgetpu_file]
+            if missing:
+                raise ScenecapError(
+                    f"{bundle.path}: no Edge TPU-compiled model for {', '.join(missing)}; convert with "
+                    "--quant edgetpu and run edgetpu_compiler (see 'scenecap convert --help')"
+                )
+            files = {k: v.edgetpu_file for k, v in m.models.items()}
+            delegate = load_edgetpu_delegate(self.runtime)
+        elif device != "cpu":
+            raise ScenecapError(f"device {device!r} unknown; expected cpu or edgetpu")
+        self.encoder = TFLiteModel(bundle.file(files["encoder"]), m.models["encoder"], threads, delegate, self.runtime)
+        self.decoder = TFLiteModel(bundle.file(files["decoder_step"]), m.models["decoder_step"], threads, delegate,
+                                   self.runtime)
+        self.batch = m.decoder_batch
+        self.units = int(m.models["decoder_step"].inputs["hidden"].shape[-1])
+        self.beam = max(1, int(beam))
+        self.length_penalty = float(length_penalty)
+        self.feature_names = [n for n in m.models["encoder"].outputs]
+        self._invokes = 0
+        self._decoder_ms = 0.0
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path, **kwargs) -> Captioner:
+        return cls(load_bundle(bundle_dir), **kwargs)
+
+    @property
+    def vocab(self):
+        return self.bundle.vocab
+
+    def encode(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Model-size RGB uint8 [H, W, 3] -> per-image tensors (features, attention keys)."""
+        self.encoder.set("image", image[None])
+        self.encoder.invoke()
+        return {name: self.encoder.get(name) for name in self.feature_names}
+
+    def _bind_features(self, feats: dict[str, np.ndarray]) -> None:
+        # Inputs persist between invokes: set the image's tensors once, not once per word.
+        for name, value in feats.items():
+            self.decoder.set(name, np.repeat(value, self.batch, axis=0) if self.batch > 1 else value)
+
+    def _step(self, tokens: np.ndarray, hidden: np.ndarray):
+        """Advance n hypotheses; n may exceed the model's batch (several invokes) or fall short (padding)."""
+        n, b = len(tokens), self.batch
+        outs = []
+        t0 = time.perf_counter()
+        for s in range(0, n, b):
+            tk, hd = tokens[s : s + b], hidden[s : s + b]
+            pad = b - len(tk)
+            if pad:
+                tk = np.concatenate([tk, np.zeros(pad, np.int32)])
+                hd = np.concatenate([hd, np.zeros((pad, hd.shape[1]), np.float32)])
+            self.decoder.set("token", tk)
+            self.decoder.set("hidden", hd)
+            self.decoder.invoke()
+            self._invokes += 1
+            k = b - pad
+            outs.append((self.decoder.get("logits")[:k], self.decoder.get("new_hidden")[:k],
+                         self.decoder.get("attention")[:k]))
+        self._decoder_ms += (time.perf_counter() - t0) * 1e3
+        if len(outs) == 1:
+            return outs[0]
+        return tuple(np.concatenate(parts) for parts in zip(*outs, strict=True))
+
+    def caption(self, frame: np.ndarray, bgr: bool = False) -> Caption:
+        """Caption one frame (any size, RGB unless bgr=True)."""
+        m = self.bundle.manifest
+        t0 = time.perf_counter()
+        image = prepare(frame, m.preprocess, bgr=bgr)
+        t1 = time.perf_counter()
+        feats = self.encode(image)
+        t2 = time.perf_counter()
+        self._bind_features(feats)
+        self._invokes, self._decoder_ms = 0, 0.0
+        hidden0 = np.zeros((1, self.units), np.float32)
+        ids = m.tokens
+        if self.beam > 1:
+            hyp = beam_search(self._step, hidden0, ids["start"], ids["end"], m.max_length - 1, self.beam,
+                              self.length_penalty)
+        else:
+            hyp = greedy(self._step, hidden0, ids["start"], ids["end"], m.max_length - 1)
+        t3 = time.perf_counter()
+        return self._finish(hyp, {
+            "preprocess": (t1 - t0) * 1e3,
+            "encoder": (t2 - t1) * 1e3,
+            "decoder": (t3 - t2) * 1e3,
+            "decoder_invokes": self._decoder_ms,
+            "total": (t3 - t0) * 1e3,
+        })
+
+    def _finish(self, hyp: Hypothesis, timings: dict[str, float]) -> Caption:
+        end = self.bundle.manifest.tokens["end"]
+        tokens = [t for t in hyp.tokens if t != end]
+        words = self.vocab.decode(tokens)
+        attn = np.stack(hyp.attention[: len(tokens)]) if tokens else np.zeros((0, 0), np.float32)
+        return Caption(" ".join(words), tokens, words, hyp.log_prob, attn, timings, self._invokes)

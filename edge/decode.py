@@ -1,0 +1,104 @@
+"""Greedy and beam search over a single-step decoder, in numpy.
+
+`step(tokens[n], hidden[n, U]) -> (logits[n, V], hidden[n, U], attention[n, L])` advances n hypotheses by one
+word; the caller binds the image's features. Each hypothesis carries its own hidden state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+StepFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # generated ids, without <start>; ends with <end> if finished
+    log_prob: float  # total log-probability of `tokens`
+    attention: list[np.ndarray] = field(default_factory=list)  # one [L] map per token
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float32, copy=False)
+    m = z.max(axis=-1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
+def greedy(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_steps: int) -> Hypothesis:
+    """Pick the most likely word each step until <end> or max_steps words."""
+    token = np.array([start], np.int32)
+    hidden = hidden0[:1]
+    hyp = Hypothesis([], 0.0)
+    for _ in range(max_steps):
+        logits, hidden, attn = step(token, hidden)
+        row = logits[0]
+        best = int(np.argmax(row))
+        hyp.log_prob += float(log_softmax(row)[best])
+        hyp.tokens.append(best)
+        hyp.attention.append(attn[0])
+        if best == end:
+            break
+        token = np.array([best], np.int32)
+    return hyp
+
+
+def length_normalised(h: Hypothesis, alpha: float) -> float:
+    """GNMT length penalty ((5 + n) / 6) ** alpha; alpha = 0 compares raw total log-probabilities."""
+    if alpha == 0:
+        return h.log_prob
+    return h.log_prob / (((5.0 + len(h.tokens)) / 6.0) ** alpha)
+
+
+def beam_search(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_steps: int, width: int = 3,
+                length_penalty: float = 0.0) -> Hypothesis:
+    """Beam search with log-softmax scores, one hidden state per beam and early stop.
+
+    The greedy path is always kept among the beams (it replaces the weakest when pruned), so the result is
+    never less likely than greedy's; with width 1 this is exactly greedy.
+    """
+    if width <= 1:
+        return greedy(step, hidden0, start, end, max_steps)
+    beams = [Hypothesis([], 0.0)]
+    hiddens = hidden0[:1]
+    greedy_idx = 0  # which live beam is the greedy path
+    finished: list[Hypothesis] = []
+    for t in range(max_steps):
+        last = np.array([h.tokens[-1] if h.tokens else start for h in beams], np.int32)
+        logits, new_hidden, attn = step(last, hiddens)
+        logp = log_softmax(logits)
+        k = min(width, logp.shape[1])
+        # Top-k per beam, then the best `width` of those: the full n x V sort is never needed.
+        part = np.argpartition(-logp, k - 1, axis=1)[:, :k]
+        cand = [(beams[b].log_prob + float(logp[b, w]), b, int(w)) for b in range(len(beams)) for w in part[b]]
+        cand.sort(key=lambda c: -c[0])
+        chosen = cand[:width]
+        g_word = int(np.argmax(logp[greedy_idx]))
+        g_pick = next((i for i, c in enumerate(chosen) if c[1] == greedy_idx and c[2] == g_word), None)
+        if g_pick is None:
+            chosen[-1] = (beams[greedy_idx].log_prob + float(logp[greedy_idx, g_word]), greedy_idx, g_word)
+            g_pick = len(chosen) - 1
+        next_beams, rows, next_greedy = [], [], None
+        for i, (score, b, w) in enumerate(chosen):
+            hyp = Hypothesis(beams[b].tokens + [w], score, beams[b].attention + [attn[b]])
+            if w == end or t == max_steps - 1:
+                finished.append(hyp)
+            else:
+                if i == g_pick:
+                    next_greedy = len(next_beams)
+                next_beams.append(hyp)
+                rows.append(b)
+        if not next_beams:
+            break
+        best_done = max((length_normalised(h, length_penalty) for h in finished), default=-np.inf)
+        # Early stop: with no length bonus, scores only fall, so no live beam can overtake the best finished one.
+        if length_penalty <= 0 and best_done >= max(h.log_prob for h in next_beams):
+            break
+        beams, hiddens = next_beams, new_hidden[rows]
+        # Once the greedy path has ended its guarantee is met; the slot then just points at a live beam.
+        greedy_idx = next_greedy if next_greedy is not None else 0
+    if not finished:
+        finished = beams
+    return max(finished, key=lambda h: length_normalised(h, length_penalty))

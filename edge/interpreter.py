@@ -1,0 +1,168 @@
+"""Load a .tflite model with whichever LiteRT runtime is installed, and run it by tensor name.
+
+Preference: ai_edge_litert, then tflite_runtime, then tf.lite (only if TensorFlow happens to be there).
+The adapter is deliberately thin, in the manner of pycoral's: find the runtime, make an interpreter,
+(de)quantise by the manifest's parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scenecap.edge.bundle import ModelSpec, TensorSpec
+from scenecap.edge.errors import ScenecapError
+
+log = logging.getLogger("scenecap.edge")
+
+EDGETPU_LIBS = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str  # "ai_edge_litert 2.3.0"
+    interpreter_cls: Any
+    load_delegate: Any
+
+
+_RUNTIME: Runtime | None = None
+
+
+def find_runtime(prefer: str | None = None) -> Runtime:
+    """The first importable LiteRT runtime (or the one named by `prefer`), logged once."""
+    global _RUNTIME
+    if _RUNTIME is not None and prefer is None:
+        return _RUNTIME
+    order = [prefer] if prefer else ["ai_edge_litert", "tflite_runtime", "tensorflow"]
+    for name in order:
+        try:
+            if name == "ai_edge_litert":
+                import ai_edge_litert as pkg
+                from ai_edge_litert import interpreter as mod
+            elif name == "tflite_runtime":
+                import tflite_runtime as pkg
+                from tflite_runtime import interpreter as mod
+            elif name == "tensorflow":
+                import tensorflow as pkg  # last resort on a workstation; never on a Pi
+
+                mod = pkg.lite
+                mod.load_delegate = pkg.lite.experimental.load_delegate
+            else:
+                raise ScenecapError(f"runtime {name!r} unknown; expected ai_edge_litert, tflite_runtime or tensorflow")
+        except ImportError:
+            continue
+        version = getattr(pkg, "__version__", "?")
+        rt = Runtime(f"{name} {version}", mod.Interpreter, mod.load_delegate)
+        log.info("LiteRT runtime: %s", rt.name)
+        if prefer is None:
+            _RUNTIME = rt
+        return rt
+    raise ScenecapError(
+        "no LiteRT runtime found; install one: pip install 'scenecap[edge]' (ai-edge-litert) or tflite-runtime"
+    )
+
+
+_OP_RE = re.compile(r"Didn't find op for builtin opcode '(\w+)' version '(\d+)'")
+
+
+def _explain_load_failure(path: Path, exc: Exception, runtime: Runtime) -> ScenecapError:
+    text = str(exc)
+    m = _OP_RE.search(text)
+    if m:
+        op, ver = m.groups()
+        return ScenecapError(
+            f"{path}: op {op} version {ver} is not in {runtime.name}; convert with "
+            f"'scenecap convert --target-runtime tflite-runtime-2.14' "
+            "(or upgrade the runtime: pip install ai-edge-litert)"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return ScenecapError(f"{path}: {runtime.name} cannot load this model ({first})")
+
+
+def load_edgetpu_delegate(runtime: Runtime) -> Any:
+    lib = EDGETPU_LIBS.get(platform.system(), "libedgetpu.so.1")
+    try:
+        return runtime.load_delegate(lib)
+    except (ValueError, OSError) as e:
+        raise ScenecapError(
+            f"Edge TPU delegate {lib} could not be loaded ({str(e).splitlines()[0] if str(e) else 'not found'}); "
+            "install libedgetpu1-std and plug in the Coral, or use --device cpu"
+        ) from None
+
+
+class TFLiteModel:
+    """One .tflite model, run by input/output name, (de)quantised per the manifest."""
+
+    def __init__(self, path: Path, spec: ModelSpec, threads: int | None = None, delegate: Any = None,
+                 runtime: Runtime | None = None):
+        self.path = Path(path)
+        self.spec = spec
+        self.runtime = runtime or find_runtime()
+        kwargs: dict[str, Any] = {"model_path": str(self.path)}
+        if threads:
+            kwargs["num_threads"] = int(threads)
+        if delegate is not None:
+            kwargs["experimental_delegates"] = [delegate]
+        try:
+            self.interpreter = self.runtime.interpreter_cls(**kwargs)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise _explain_load_failure(self.path, e, self.runtime) from None
+        runner = self.interpreter.get_signature_runner()
+        in_details = runner.get_input_details()
+        out_details = runner.get_output_details()
+        self._in = self._bind(in_details, spec.inputs, "input")
+        self._out = self._bind(out_details, spec.outputs, "output")
+
+    def _bind(self, details: dict, specs: dict[str, TensorSpec], kind: str) -> dict[str, tuple[int, TensorSpec]]:
+        bound = {}
+        for name, spec in specs.items():
+            d = details.get(name)
+            if d is None:
+                raise ScenecapError(
+                    f"{self.path}: has no {kind} named {name!r} (it has {sorted(details)}); "
+                    "the file does not belong to this bundle's manifest"
+                )
+            shape = [int(x) for x in d["shape"]]
+            dtype = np.dtype(d["dtype"]).name
+            if shape != list(spec.shape) or dtype != spec.dtype:
+                raise ScenecapError(
+                    f"{self.path}: {kind} {name!r} is {dtype}{shape}; the manifest expects {spec.dtype}{spec.shape}"
+                )
+            bound[name] = (d["index"], spec)
+        return bound
+
+    def set(self, name: str, value: np.ndarray) -> None:
+        index, spec = self._in[name]
+        self.interpreter.set_tensor(index, quantize(value, spec))
+
+    def invoke(self) -> None:
+        self.interpreter.invoke()
+
+    def get(self, name: str) -> np.ndarray:
+        index, spec = self._out[name]
+        return dequantize(self.interpreter.get_tensor(index), spec)
+
+    def raw(self, name: str) -> np.ndarray:
+        """Output as stored (int8 stays int8): for argmax, which dequantisation does not change."""
+        return self.interpreter.get_tensor(self._out[name][0])
+
+
+def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    dtype = np.dtype(spec.dtype)
+    if spec.quantized and np.asarray(x).dtype != dtype:
+        info = np.iinfo(dtype)
+        q = np.round(np.asarray(x, np.float32) / spec.scale) + spec.zero_point
+        return np.clip(q, info.min, info.max).astype(dtype)
+    return np.asarray(x, dtype=dtype)
+
+
+def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    if spec.quantized:
+        return (q.astype(np.float32) - spec.zero_point) * np.float32(spec.scale)
+    return q

@@ -1,0 +1,73 @@
+"""Frame -> model input. The one resize both training and the edge runtime use, so they see the same pixels.
+
+Pixel normalisation lives inside the encoder graph; here we only convert to RGB uint8 and resize.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+from scenecap.edge.errors import ScenecapError
+
+RESIZE_METHODS = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    height: int
+    width: int
+    resize: str = "area"  # area averages pixels when shrinking: no aliasing on camera frames
+    keep_aspect: bool = False  # False: stretch the whole frame, as training did
+    color: str = "RGB"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_METHODS:
+            raise ScenecapError(f"resize method {self.resize!r} unknown; expected one of {sorted(RESIZE_METHODS)}")
+        if self.height < 1 or self.width < 1:
+            raise ScenecapError(f"input size {self.height}x{self.width}; expected positive height and width")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def to_rgb_uint8(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """Any HxW, HxWx1/3/4 array of uint8/uint16/float -> HxWx3 RGB uint8."""
+    a = np.asarray(frame)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ScenecapError(f"frame of shape {a.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        if not np.issubdtype(a.dtype, np.floating):
+            raise ScenecapError(f"frame of dtype {a.dtype}; expected uint8, uint16 or float in [0, 1]")
+        a = (np.clip(np.nan_to_num(a), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.shape[2] == 4:
+        a = a[:, :, :3]
+    if bgr:
+        a = a[:, :, ::-1]
+    return np.ascontiguousarray(a)
+
+
+def prepare(frame: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.ndarray:
+    """Frame -> uint8 [H, W, 3] RGB at the model's input size."""
+    rgb = to_rgb_uint8(frame, bgr=bgr)
+    h, w = rgb.shape[:2]
+    if (h, w) == (spec.height, spec.width):
+        return rgb
+    interp = RESIZE_METHODS[spec.resize]
+    if not spec.keep_aspect:
+        return cv2.resize(rgb, (spec.width, spec.height), interpolation=interp)
+    # Letterbox: scale to fit, pad with black, centred.
+    scale = min(spec.width / w, spec.height / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    out = np.zeros((spec.height, spec.width, 3), np.uint8)
+    y0, x0 = (spec.height - nh) // 2, (spec.width - nw) // 2
+    out[y0 : y0 + nh, x0 : x0 + nw] = small
+    return out

@@ -1,0 +1,104 @@
+"""The vocabulary: token strings by id, and the special tokens. Shared by train (encode) and edge (decode)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scenecap.edge.errors import ScenecapError
+
+VOCAB_FORMAT = "scenecap-vocab"
+# The order of the system scenecap replaces (pad 0, <unk> 1, <start> 2, <end> 3), so imported models keep their ids.
+DEFAULT_SPECIALS = {"pad": "<pad>", "unk": "<unk>", "start": "<start>", "end": "<end>"}
+
+
+@dataclass
+class Vocab:
+    tokens: list[str]
+    specials: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SPECIALS))
+
+    def __post_init__(self) -> None:
+        self.index = {}
+        for i, tok in enumerate(self.tokens):
+            if not isinstance(tok, str) or not tok:
+                raise ScenecapError(f"vocabulary entry {i} is {tok!r}; expected a non-empty string")
+            if tok in self.index:
+                raise ScenecapError(f"vocabulary token {tok!r} appears twice (ids {self.index[tok]} and {i})")
+            self.index[tok] = i
+        for role in ("pad", "unk", "start", "end"):
+            name = self.specials.get(role)
+            if name not in self.index:
+                raise ScenecapError(f"vocabulary has no {role} token {name!r}; expected it among the tokens")
+
+    @property
+    def ids(self) -> dict[str, int]:
+        """Special token ids by role: pad, unk, start, end."""
+        return {role: self.index[name] for role, name in self.specials.items()}
+
+    @property
+    def pad(self) -> int:
+        return self.index[self.specials["pad"]]
+
+    @property
+    def unk(self) -> int:
+        return self.index[self.specials["unk"]]
+
+    @property
+    def start(self) -> int:
+        return self.index[self.specials["start"]]
+
+    @property
+    def end(self) -> int:
+        return self.index[self.specials["end"]]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, words: list[str]) -> list[int]:
+        """Word list -> ids wrapped in <start> ... <end>; unknown words become <unk>."""
+        return [self.start] + [self.index.get(w, self.unk) for w in words] + [self.end]
+
+    def decode(self, ids) -> list[str]:
+        """Ids -> words, stopping at <end> and skipping the other special tokens."""
+        skip = {self.pad, self.start, self.unk}
+        words = []
+        for i in ids:
+            i = int(i)
+            if i == self.end:
+                break
+            if i in skip or not 0 <= i < len(self.tokens):
+                continue
+            words.append(self.tokens[i])
+        return words
+
+    def to_json(self) -> dict:
+        return {"format": VOCAB_FORMAT, "version": 1, "specials": self.specials, "tokens": self.tokens}
+
+    def save(self, path: str | Path) -> None:
+        from scenecap.edge.fileio import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_json(), ensure_ascii=False, indent=0))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocab:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise ScenecapError(f"{path}: vocabulary file not found") from None
+        except UnicodeDecodeError as e:
+            raise ScenecapError(f"{path}: not UTF-8 text (byte {e.start}); expected a JSON vocabulary") from None
+        except json.JSONDecodeError as e:
+            raise ScenecapError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        if not isinstance(data, dict) or data.get("format") != VOCAB_FORMAT or not isinstance(
+            data.get("tokens"), list
+        ):
+            raise ScenecapError(f"{path}: expected a JSON object with format {VOCAB_FORMAT!r} and a tokens list")
+        specials = data.get("specials", DEFAULT_SPECIALS)
+        if not isinstance(specials, dict) or not all(isinstance(v, str) for v in specials.values()):
+            raise ScenecapError(f"{path}: 'specials' must map pad/unk/start/end to token strings")
+        try:
+            return cls(list(data["tokens"]), dict(specials))
+        except ScenecapError as e:
+            raise ScenecapError(f"{path}: {e}") from None

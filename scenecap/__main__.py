@@ -1,0 +1,5 @@
+import sys
+
+from scenecap.cli import main
+
+sys.exit(main())

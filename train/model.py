@@ -1,0 +1,194 @@
+"""Show, Attend and Tell in Keras 3: MobileNet feature map -> Bahdanau attention -> GRU cell, one word a step.
+
+The step is written once (`ShowAttendTell.step`) and used three ways: unrolled for teacher-forced training,
+as the exported single-step decoder, and by the Keras reference caption loop the tests compare against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from scenecap import ScenecapError
+
+BACKBONES = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    max_length: int = 24  # tokens including <start> and <end>
+    backbone: str = "mobilenet_v2"
+    alpha: float = 0.35
+    image_size: int = 96
+    weights: str | None = None  # None (from scratch), "imagenet", or a local .h5 path
+    embed_dim: int = 256  # encoder feature size and word embedding size
+    units: int = 512  # GRU hidden state
+    attention_units: int = 512
+    fc_units: int = 512
+    decoder_state: str = "carry"  # "legacy-zero": GRU restarts from zeros each step (the replaced system)
+    bn_momentum: float = 0.9  # Keras fixes 0.999, which lags badly in short from-scratch training
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ScenecapError(f"model config: unknown keys {unknown}; expected some of {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_weights(weights: str | None) -> str | None:
+    if weights in (None, "", "none", "None"):
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    if not Path(weights).is_file():
+        raise ScenecapError(f"backbone weights {weights}: file not found; expected 'imagenet', 'none' or a local .h5")
+    return str(weights)
+
+
+def make_backbone(cfg: ModelConfig) -> keras.Model:
+    shape = (cfg.image_size, cfg.image_size, 3)
+    weights = resolve_weights(cfg.weights)
+    try:
+        if cfg.backbone == "mobilenet_v2":
+            net = keras.applications.MobileNetV2(input_shape=shape, alpha=cfg.alpha, include_top=False, weights=weights)
+        elif cfg.backbone in ("mobilenet_v3_small", "mobilenet_v3_large"):
+            ctor = (keras.applications.MobileNetV3Small if cfg.backbone.endswith("small")
+                    else keras.applications.MobileNetV3Large)
+            # include_preprocessing=False: our encoder already maps pixels to [-1, 1].
+            net = ctor(input_shape=shape, alpha=cfg.alpha, include_top=False, weights=weights,
+                       include_preprocessing=False)
+        else:
+            raise ScenecapError(f"backbone {cfg.backbone!r} unknown; expected one of {BACKBONES}")
+    except ValueError as e:
+        raise ScenecapError(f"backbone {cfg.backbone} alpha={cfg.alpha} size={cfg.image_size}: {e}") from None
+    except Exception as e:  # network failure when fetching ImageNet weights
+        if weights == "imagenet":
+            raise ScenecapError(
+                f"could not fetch ImageNet weights for {cfg.backbone} ({type(e).__name__}); with no network, "
+                "download the .h5 elsewhere and pass --weights PATH.h5, or --weights none"
+            ) from None
+        raise
+    for layer in net.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = cfg.bn_momentum
+    return net
+
+
+class ShowAttendTell(keras.Model):
+    def __init__(self, cfg: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.cfg = cfg
+        self.backbone = make_backbone(cfg)
+        fmap = self.backbone.output_shape  # (None, h, w, c)
+        self.locations = int(fmap[1] * fmap[2])
+        self.backbone_channels = int(fmap[3])
+        self.encoder_fc = layers.Dense(cfg.embed_dim, activation="relu", name="encoder_fc")
+        self.W1 = layers.Dense(cfg.attention_units, name="attention_W1")
+        self.W2 = layers.Dense(cfg.attention_units, name="attention_W2")
+        self.V = layers.Dense(1, name="attention_V")
+        self.embedding = layers.Embedding(cfg.vocab_size, cfg.embed_dim, name="embedding")
+        self.gru = layers.GRUCell(cfg.units, recurrent_initializer="glorot_uniform", name="gru")
+        self.fc1 = layers.Dense(cfg.fc_units, name="fc1")
+        self.fc2 = layers.Dense(cfg.vocab_size, name="fc2")
+
+    # --- per image -------------------------------------------------------------------------------------
+    def feature_map(self, images, training=False):
+        """uint8 pixels [B, H, W, 3] -> backbone feature map [B, L, C]. Normalisation is part of the graph."""
+        x = ops.cast(images, "float32") / 127.5 - 1.0
+        fmap = self.backbone(x, training=training)
+        return ops.reshape(fmap, (-1, self.locations, self.backbone_channels))
+
+    def project(self, fmap):
+        """Feature map -> (features [B, L, E], attention keys [B, L, A]); keys are computed once per image."""
+        features = self.encoder_fc(fmap)
+        return features, self.W1(features)
+
+    def encode(self, images, training=False):
+        return self.project(self.feature_map(images, training=training))
+
+    # --- per word --------------------------------------------------------------------------------------
+    def step(self, token, hidden, features, keys):
+        """(token [B], hidden [B, U], features, keys) -> (logits [B, V], new hidden [B, U], attention [B, L])."""
+        query = ops.expand_dims(self.W2(hidden), 1)
+        score = self.V(ops.tanh(keys + query))  # [B, L, 1]
+        attention = ops.softmax(score, axis=1)
+        context = ops.sum(attention * features, axis=1)
+        x = ops.concatenate([context, self.embedding(token)], axis=-1)
+        state = ops.zeros_like(hidden) if self.cfg.decoder_state == "legacy-zero" else hidden
+        new_hidden, _ = self.gru(x, [state])
+        logits = self.fc2(self.fc1(new_hidden))
+        return logits, new_hidden, ops.squeeze(attention, -1)
+
+    def call(self, inputs, training=False):
+        """Teacher forcing: (images, input tokens [B, T]) -> logits [B, T, V]."""
+        images, tokens = inputs
+        features, keys = self.encode(images, training=training)
+        return self.unroll(tokens, features, keys)
+
+    def unroll(self, tokens, features, keys):
+        """Run `step` over every position with a symbolic loop (tf.scan): tracing cost does not grow with T."""
+        import tensorflow as tf  # the training side is TensorFlow; the loop must be graph-level, not unrolled
+
+        hidden0 = tf.zeros((tf.shape(tokens)[0], self.cfg.units), dtype="float32")
+
+        def body(carry, token):
+            _, hidden = carry
+            logits, hidden, _ = self.step(token, hidden, features, keys)
+            return logits, hidden
+
+        logits0 = tf.zeros((tf.shape(tokens)[0], self.cfg.vocab_size), dtype="float32")
+        logits, _ = tf.scan(body, tf.transpose(tokens), initializer=(logits0, hidden0))
+        return tf.transpose(logits, (1, 0, 2))
+
+    # --- reference inference (Keras, eager): what the exported and converted models must reproduce ----
+    def greedy_caption(self, image: np.ndarray, start: int, end: int) -> list[int]:
+        features, keys = self.encode(image[None])
+        hidden = ops.zeros((1, self.cfg.units))
+        token = ops.convert_to_tensor(np.array([start], np.int32))
+        out = []
+        for _ in range(self.cfg.max_length - 1):
+            logits, hidden, _ = self.step(token, hidden, features, keys)
+            best = int(ops.argmax(logits[0]))
+            out.append(best)
+            if best == end:
+                break
+            token = ops.convert_to_tensor(np.array([best], np.int32))
+        return out
+
+
+def build(cfg: ModelConfig) -> ShowAttendTell:
+    model = ShowAttendTell(cfg)
+    s = cfg.image_size
+    model((np.zeros((1, s, s, 3), np.uint8), np.zeros((1, 2), np.int32)))  # create every weight
+    return model
+
+
+def masked_loss(pad_id: int = 0):
+    def loss(y_true, y_pred):
+        ce = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+        mask = ops.cast(ops.not_equal(y_true, pad_id), ce.dtype)
+        return ops.sum(ce * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+    loss.__name__ = "masked_ce"
+    return loss
+
+
+def masked_accuracy(pad_id: int = 0):
+    def acc(y_true, y_pred):
+        y_true = ops.cast(y_true, "int32")
+        hit = ops.cast(ops.equal(y_true, ops.cast(ops.argmax(y_pred, axis=-1), "int32")), "float32")
+        mask = ops.cast(ops.not_equal(y_true, pad_id), "float32")
+        return ops.sum(hit * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+    acc.__name__ = "word_acc"
+    return acc
