@@ -8,14 +8,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from scenecap import ScenecapError, __version__
 from scenecap.edge.bundle import FORMAT_VERSION, MANIFEST, Manifest, ModelSpec, TensorSpec, load_bundle
 from scenecap.edge.fileio import atomic_write_text, sha256_file
 from scenecap.edge.interpreter import find_runtime
 from scenecap.edge.modelinfo import read_ops
 from scenecap.edge.preprocess import PreprocessSpec
 from scenecap.edge.vocab import Vocab
-
-from scenecap import ScenecapError, __version__
 
 
 def describe_model(path: Path, quant: str) -> ModelSpec:

@@ -7,11 +7,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
+
+from scenecap import ScenecapError
 from scenecap.convert.export_reader import ExportInfo
 from scenecap.edge.images import IMAGE_SUFFIXES, load_image
 from scenecap.edge.preprocess import PreprocessSpec, prepare
-
-from scenecap import ScenecapError
 
 log = logging.getLogger("scenecap.convert")
 

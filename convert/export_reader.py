@@ -6,9 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from scenecap.edge.vocab import Vocab
-
 from scenecap import ScenecapError
+from scenecap.edge.vocab import Vocab
 
 SIDECAR = "scenecap_export.json"
 

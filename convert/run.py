@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scenecap import ScenecapError
 from scenecap.convert.bundle_writer import write_bundle
 from scenecap.convert.calibrate import (
     batch_rows,
@@ -18,8 +19,6 @@ from scenecap.convert.calibrate import (
 from scenecap.convert.export_reader import check_signatures, read_export
 from scenecap.convert.tflite import QUANTS, convert_signature
 from scenecap.edge.preprocess import PreprocessSpec
-
-from scenecap import ScenecapError
 
 log = logging.getLogger("scenecap.convert")
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import tensorflow as tf
-from scenecap.edge.bundle import QUANTS
 
 from scenecap import ScenecapError
+from scenecap.edge.bundle import QUANTS
 
 log = logging.getLogger("scenecap.convert")
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from scenecap.edge.bundle import Bundle, load_bundle
 from scenecap.edge.decode import Hypothesis, beam_search, greedy
 from scenecap.edge.errors import ScenecapError

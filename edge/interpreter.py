@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from scenecap.edge.bundle import ModelSpec, TensorSpec
 from scenecap.edge.errors import ScenecapError
 

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+
 from scenecap.edge.errors import ScenecapError
 
 RESIZE_METHODS = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from scenecap.edge.errors import ScenecapError
 from scenecap.edge.images import IMAGE_SUFFIXES, load_image
 

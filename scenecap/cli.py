@@ -11,8 +11,17 @@ import sys
 
 from scenecap import ScenecapError, __version__
 
-# Each module has register(subparsers); a module whose extra is not installed is skipped.
-COMMAND_MODULES = ["scenecap.train.cli", "scenecap.convert.cli", "scenecap.edge.cli"]
+# One module per command (or small group), each with register(subparsers). A module whose extra is not
+# installed (convert/ on a Pi without TensorFlow, say) is skipped and its commands are simply absent.
+COMMAND_MODULES = [
+    "scenecap.train.cli",  # synth, train, export
+    "scenecap.train.eval_cli",  # eval
+    "scenecap.convert.cli",  # convert
+    "scenecap.convert.seed_cli",  # import-seed
+    "scenecap.edge.caption_cli",  # caption
+    "scenecap.edge.inspect_cli",  # inspect
+    "scenecap.benchmarks.cli",  # bench
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

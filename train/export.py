@@ -18,10 +18,10 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
-from scenecap.edge.fileio import atomic_write_text
-from scenecap.train.model import ShowAttendTell
 
 from scenecap import ScenecapError, __version__
+from scenecap.edge.fileio import atomic_write_text
+from scenecap.train.model import ShowAttendTell
 
 EXPORT_FORMAT = "scenecap-export"
 SIDECAR = "scenecap_export.json"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+
 from scenecap.edge.images import load_image
 from scenecap.edge.preprocess import PreprocessSpec, prepare
 from scenecap.edge.vocab import Vocab

@@ -14,14 +14,13 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from scenecap import ScenecapError, __version__
 from scenecap.edge.fileio import atomic_write_text
 from scenecap.edge.preprocess import PreprocessSpec
 from scenecap.edge.vocab import Vocab
 from scenecap.train.datasets import Sample, load_coco
 from scenecap.train.model import ModelConfig
 from scenecap.train.text import TextOptions, build_vocab, tokenize
-
-from scenecap import ScenecapError, __version__
 
 log = logging.getLogger("scenecap.train")
 
@@ -75,6 +74,7 @@ def run(cfg: TrainConfig) -> Path:
     """Train and return the run folder. Imports TensorFlow here, not at module import."""
     import keras
     import tensorflow as tf
+
     from scenecap.train.model import build, masked_accuracy, masked_loss
     from scenecap.train.pipeline import caption_dataset, encode_captions
 

@@ -1,0 +1,110 @@
+"""Shared fixtures: one tiny model trained for real on synthetic scenes, exported and converted, reused by
+the tests that need a trained model (training is the slow part; everything after it is fast).
+
+Set SCENECAP_TEST_CACHE=DIR to keep these artefacts between local runs (CI never sets it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_DIR = ROOT.parent / "shared" / "seed"
+
+# Small enough to train in about two minutes on 2 cores, big enough to learn colours and shapes.
+TINY = dict(n_train=800, n_val=60, n_test=60, image_size=64, units=128, embed_dim=64, attention_units=64,
+            epochs=8, max_length=32, batch_size=32, learning_rate=3e-3)
+
+
+def _cache_dir(tmp_path_factory, name: str) -> tuple[Path, bool]:
+    """(folder, already built?)"""
+    root = os.environ.get("SCENECAP_TEST_CACHE")
+    if root:
+        d = Path(root) / name
+        return d, (d / ".done").exists()
+    return tmp_path_factory.mktemp(name), False
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    from scenecap.train.synthetic import generate
+
+    d, done = _cache_dir(tmp_path_factory, "synth_en")
+    if not done:
+        shutil.rmtree(d, ignore_errors=True)
+        generate(d, TINY["n_train"], TINY["n_val"], TINY["n_test"], seed=7, lang="en")
+        (d / ".done").touch()
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synth_data, tmp_path_factory) -> Path:
+    """A training run folder: a tiny captioner trained on the synthetic scenes."""
+    from scenecap.train.model import ModelConfig
+    from scenecap.train.trainer import TrainConfig, run
+
+    d, done = _cache_dir(tmp_path_factory, "tiny_run")
+    if not done:
+        shutil.rmtree(d, ignore_errors=True)
+        model = ModelConfig(vocab_size=0, image_size=TINY["image_size"], alpha=0.35, embed_dim=TINY["embed_dim"],
+                            units=TINY["units"], attention_units=TINY["attention_units"], fc_units=TINY["units"],
+                            max_length=TINY["max_length"])
+        cfg = TrainConfig(train=str(synth_data / "captions_train.json"), val=str(synth_data / "captions_val.json"),
+                          out=str(d), epochs=TINY["epochs"], batch_size=TINY["batch_size"],
+                          learning_rate=TINY["learning_rate"], seed=1, model=model)
+        run(cfg)
+        (d / ".done").touch()
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run, tmp_path_factory) -> Path:
+    from scenecap.train.export import export_run
+
+    d, done = _cache_dir(tmp_path_factory, "tiny_export")
+    if not done:
+        export_run(tiny_run, d / "export", decoder_batches=(1, 3), force=True)
+        (d / ".done").touch()
+    return d / "export"
+
+
+def _bundle(tiny_export, tmp_path_factory, quant: str, batch: int = 1) -> Path:
+    from scenecap.convert.run import ConvertOptions, convert
+
+    d, done = _cache_dir(tmp_path_factory, f"bundle_{quant}_b{batch}")
+    if not done:
+        convert(ConvertOptions(export=str(tiny_export), out=str(d / "bundle"), encoder_quant=quant,
+                               decoder_quant=quant, decoder_batch=batch, calibration_count=60, force=True))
+        (d / ".done").touch()
+    return d / "bundle"
+
+
+@pytest.fixture(scope="session")
+def float_bundle(tiny_export, tmp_path_factory) -> Path:
+    return _bundle(tiny_export, tmp_path_factory, "float32")
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(tiny_export, tmp_path_factory) -> Path:
+    return _bundle(tiny_export, tmp_path_factory, "int8")
+
+
+@pytest.fixture(scope="session")
+def test_split(synth_data):
+    """(samples, scenes) of the held-out synthetic test split."""
+    import json
+
+    from scenecap.train.datasets import load_coco
+
+    samples = load_coco(synth_data / "captions_test.json")
+    scenes = json.loads((synth_data / "scenes_test.json").read_text(encoding="utf-8"))
+    return samples, scenes
+
+
+@pytest.fixture(scope="session")
+def demo_bundle() -> Path:
+    return ROOT / "demo" / "bundle"

@@ -1,0 +1,165 @@
+"""A user's session: synthetic data -> train -> export -> convert -> caption, checking what a user would check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scenecap.edge.captioner import Captioner
+from scenecap.edge.images import load_image
+from scenecap.train.synthetic import colour_shape_accuracy
+
+N_HELD_OUT = 40
+
+
+def _captions(bundle, samples):
+    cap = Captioner.load(bundle)
+    return {s.image_id: cap.caption(load_image(s.image)) for s in samples}
+
+
+def _savedmodel_tokens(export_dir, image, tokens, max_length, units):
+    """Loop the exported decode_step signature by hand, as a TensorFlow Serving user would."""
+    import tensorflow as tf
+
+    sm = tf.saved_model.load(str(export_dir))
+    enc = sm.signatures["encode"](image=tf.constant(image[None]))
+    hidden = tf.zeros((1, units))
+    token = tf.constant([tokens["start"]], tf.int32)
+    out = []
+    for _ in range(max_length - 1):
+        r = sm.signatures["decode_step"](token=token, hidden=hidden, features=enc["features"], keys=enc["keys"])
+        best = int(np.argmax(r["logits"].numpy()[0]))
+        out.append(best)
+        if best == tokens["end"]:
+            break
+        token, hidden = tf.constant([best], tf.int32), r["new_hidden"]
+    return out
+
+
+def test_keras_savedmodel_and_float_bundle_give_identical_tokens(tiny_run, tiny_export, float_bundle, test_split):
+    from scenecap.edge.preprocess import prepare
+    from scenecap.train.trainer import load_trained
+
+    model, cfg, vocab = load_trained(tiny_run)
+    samples = test_split[0][:12]
+    edge = Captioner.load(float_bundle)
+    for s in samples:
+        image = prepare(load_image(s.image), cfg.preprocess)
+        keras_tokens = model.greedy_caption(image, vocab.start, vocab.end)
+        sm_tokens = _savedmodel_tokens(tiny_export, image, vocab.ids, cfg.model.max_length, cfg.model.units)
+        edge_tokens = edge.caption(load_image(s.image)).tokens
+        assert sm_tokens == keras_tokens, s.image
+        assert edge_tokens == [t for t in keras_tokens if t != vocab.end], s.image
+
+
+def test_tiny_model_names_colours_and_shapes(float_bundle, test_split):
+    samples, scenes = test_split
+    caps = _captions(float_bundle, samples[:N_HELD_OUT])
+    acc = colour_shape_accuracy({k: c.text for k, c in caps.items()}, scenes[:N_HELD_OUT])
+    print(f"\ncolour+shape accuracy of the tiny float model on {N_HELD_OUT} held-out scenes: {acc:.1%}")
+    # Chance is about 5% (1 in 20 colour/shape pairs); a model that ignores the image cannot pass 40%.
+    assert acc >= 0.40
+
+
+def test_int8_bundle_agrees_with_float(float_bundle, int8_bundle, test_split):
+    samples, scenes = test_split
+    f = _captions(float_bundle, samples[:N_HELD_OUT])
+    q = _captions(int8_bundle, samples[:N_HELD_OUT])
+    agree = np.mean([f[k].tokens == q[k].tokens for k in f])
+    acc_f = colour_shape_accuracy({k: c.text for k, c in f.items()}, scenes[:N_HELD_OUT])
+    acc_q = colour_shape_accuracy({k: c.text for k, c in q.items()}, scenes[:N_HELD_OUT])
+    print(f"\nint8 vs float: identical tokens on {agree:.0%} of {N_HELD_OUT} images; "
+          f"colour+shape float {acc_f:.1%}, int8 {acc_q:.1%}")
+    assert agree > 0.5
+    assert acc_q >= acc_f - 0.10
+
+
+def test_int8_bundle_is_much_smaller(float_bundle, int8_bundle):
+    from scenecap.edge.bundle import read_manifest
+
+    def size(b):
+        m = read_manifest(b)
+        return sum(m.files[s.file]["bytes"] for s in m.models.values())
+
+    assert size(int8_bundle) < 0.4 * size(float_bundle)
+
+
+def test_train_and_edge_preprocessing_see_the_same_pixels(synth_data, float_bundle):
+    """The tf.data pipeline and the edge runtime resize identically (at most 1 grey level apart)."""
+    from scenecap.edge.bundle import read_manifest
+    from scenecap.edge.preprocess import prepare
+    from scenecap.train.pipeline import image_dataset
+
+    spec = read_manifest(float_bundle).preprocess
+    paths = sorted((synth_data / "images").glob("test_*.jpg"))[:10]
+    for path, train_img in zip(paths, image_dataset([str(p) for p in paths], spec).as_numpy_iterator(), strict=True):
+        edge_img = prepare(load_image(path), spec)
+        assert train_img.shape == edge_img.shape
+        assert np.abs(train_img.astype(int) - edge_img.astype(int)).max() <= 1
+
+
+BLOCK_TF = """
+import sys
+class _NoTF:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras'):
+            raise ImportError('TensorFlow is not allowed on the edge: ' + name)
+sys.meta_path.insert(0, _NoTF())
+from scenecap.cli import main
+rc = main(sys.argv[1:])
+assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules), 'TensorFlow got imported'
+sys.exit(rc)
+"""
+
+
+def test_caption_command_never_imports_tensorflow(int8_bundle, test_split, tmp_path):
+    samples = test_split[0][:3]
+    out = tmp_path / "caps.jsonl"
+    r = subprocess.run([sys.executable, "-c", BLOCK_TF, "caption", *[str(s.image) for s in samples],
+                        "--bundle", str(int8_bundle), "--jsonl", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 3 and all("\t" in line and line.split("\t")[1] for line in lines)
+    recs = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["source"] for r in recs] == [str(s.image) for s in samples]
+    for rec in recs:
+        assert rec["caption"] and rec["tokens"]
+        assert {"preprocess", "encoder", "decoder", "total"} <= set(rec["latency_ms"])
+
+
+def test_bad_file_among_sources_is_reported_and_the_rest_captioned(int8_bundle, test_split, tmp_path):
+    good = [str(s.image) for s in test_split[0][:2]]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("<html>not an image</html>")
+    r = subprocess.run([sys.executable, "-m", "scenecap", "caption", good[0], str(bad), good[1],
+                        "--bundle", str(int8_bundle)], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert len(r.stdout.strip().splitlines()) == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("scenecap:")]
+    assert len(errors) == 1 and str(bad) in errors[0] and "not an image" in errors[0]
+
+
+@pytest.mark.parametrize("damage", ["no_manifest", "wrong_hash"])
+def test_damaged_bundle_is_refused_naming_the_file(int8_bundle, tmp_path, damage):
+    import shutil
+
+    b = tmp_path / "bundle"
+    shutil.copytree(int8_bundle, b)
+    if damage == "no_manifest":
+        (b / "manifest.json").unlink()
+        named = "manifest.json"
+    else:
+        data = bytearray((b / "decoder_step.tflite").read_bytes())
+        data[-10] ^= 0xFF
+        (b / "decoder_step.tflite").write_bytes(bytes(data))
+        named = "decoder_step.tflite"
+    r = subprocess.run([sys.executable, "-m", "scenecap", "caption", "x.jpg", "--bundle", str(b)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("scenecap: error:") and named in err
+    assert "Traceback" not in r.stderr
