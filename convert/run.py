@@ -34,6 +34,7 @@ class ConvertOptions:
     calibration_count: int = 100
     seed: int = 0
     force: bool = False
+    recipe: str = ""  # how to rebuild this bundle, recorded in the manifest
 
 
 def convert(opts: ConvertOptions) -> Path:
@@ -79,6 +80,7 @@ def convert(opts: ConvertOptions) -> Path:
         "calibration_images": opts.calibration_images or "training split sample",
         "calibration_count": opts.calibration_count if needs_calibration else 0,
         "seed": opts.seed,
+        "recipe": opts.recipe,
         "command": " ".join(sys.argv) if sys.argv and "scenecap" in sys.argv[0] else "",
     }
     return write_bundle(out, models, export.vocab, export.info, provenance, opts.decoder_batch, force=opts.force)
