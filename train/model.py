@@ -144,7 +144,8 @@ class ShowAttendTell(keras.Model):
         def body(carry, token):
             _, hidden = carry
             logits, hidden, _ = self.step(token, hidden, features, keys)
-            return logits, hidden
+            # float32 carry under mixed precision (float16 compute): the scan's dtypes must not change.
+            return ops.cast(logits, "float32"), ops.cast(hidden, "float32")
 
         logits0 = tf.zeros((tf.shape(tokens)[0], self.cfg.vocab_size), dtype="float32")
         logits, _ = tf.scan(body, tf.transpose(tokens), initializer=(logits0, hidden0))
