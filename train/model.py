@@ -119,11 +119,16 @@ class ShowAttendTell(keras.Model):
     # --- per word --------------------------------------------------------------------------------------
     def step(self, token, hidden, features, keys):
         """(token [B], hidden [B, U], features, keys) -> (logits [B, V], new hidden [B, U], attention [B, L])."""
+        return self.step_embedded(self.embedding(token), hidden, features, keys)
+
+    def step_embedded(self, embedded, hidden, features, keys):
+        """`step` after the word-embedding lookup (embedded [B, E]); the Edge TPU decoder is this part, since
+        its GATHER cannot map to the TPU and the lookup is done on the CPU from a table in the bundle."""
         query = ops.expand_dims(self.W2(hidden), 1)
         score = self.V(ops.tanh(keys + query))  # [B, L, 1]
         attention = ops.softmax(score, axis=1)
         context = ops.sum(attention * features, axis=1)
-        x = ops.concatenate([context, self.embedding(token)], axis=-1)
+        x = ops.concatenate([context, embedded], axis=-1)
         state = ops.zeros_like(hidden) if self.cfg.decoder_state == "legacy-zero" else hidden
         new_hidden, _ = self.gru(x, [state])
         logits = self.fc2(self.fc1(new_hidden))
