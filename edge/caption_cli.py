@@ -1,60 +1,162 @@
-"""`scenecap caption`: caption images, folders, videos with a bundle. Never imports TensorFlow."""
+"""`scenecap caption`: caption images, folders, videos, cameras and streams with a bundle. Never imports TensorFlow."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
+
+EXAMPLES = """examples:
+  scenecap caption demo/frames --bundle demo/bundle
+  scenecap caption walk.mp4 --bundle demo/bundle --when change --jsonl walk.jsonl
+  scenecap caption --source picam --bundle /opt/scenecap/bundle --speak
+  scenecap caption --source 0 --bundle demo/bundle --save-annotated seen/ --attention
+  scenecap caption --source rtsp://192.0.2.7:8554/cam --bundle demo/bundle --device edgetpu
+
+Sources: image files, folders and globs, video files (positional); or --source with a camera index (0),
+a device path (/dev/video0), 'picam' (Raspberry Pi camera via picamera2), an rtsp:// or http:// URL, or a file.
+A camera or stream that is lost is reopened (with backoff) and the run goes on; Ctrl-C or SIGTERM finishes the
+caption in progress, flushes the outputs, releases the camera and prints a summary (exit status 0)."""
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. 320x240") from None
+    if w < 16 or h < 16 or w > 8192 or h > 8192:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a size between 16x16 and 8192x8192")
+    return w, h
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 1 or more")
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds >= 0")
+    return v
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "caption",
-        help="caption images, folders or videos with a bundle (edge runtime, no TensorFlow)",
-        description="Caption each image (or video frame) with a bundle, using LiteRT. Prints 'source<TAB>caption' "
-        "per frame, or JSON lines with --jsonl. Unreadable files are reported on stderr and skipped; the exit "
-        "status is then 1.",
-        epilog="example: scenecap caption demo/frames --bundle demo/bundle",
+        help="caption images, videos, cameras or streams with a bundle (edge runtime, no TensorFlow)",
+        description="Caption images, video frames, a camera or a network stream with a bundle, using LiteRT. "
+        "Prints 'source<TAB>caption' per caption on stdout (or JSON lines with --jsonl -). Unreadable files "
+        "and bad frames are reported on stderr, one line each, and skipped; for files the exit status is then 1. "
+        "A summary (frames read, captions, median latency per stage) goes to stderr at the end.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("sources", nargs="+", help="image files, folders, globs or video files")
+    p.add_argument("sources", nargs="*", help="image files, folders, globs or video files")
+    p.add_argument("--source", metavar="SRC",
+                   help="live source: camera index or /dev/videoN, 'picam', rtsp:// or http:// URL (or a file)")
     p.add_argument("--bundle", required=True, help="bundle folder (from 'scenecap convert')")
-    p.add_argument("--beam", type=int, default=1, help="beam width; 1 = greedy (default)")
-    p.add_argument("--length-penalty", type=float, default=0.0,
-                   help="GNMT length penalty alpha for beam search (0 = raw log-probability)")
-    p.add_argument("--threads", type=int, default=None, help="interpreter threads (default: runtime's choice)")
-    p.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
-                   help="for video files: caption one frame every SECONDS (0 = every frame; default 1)")
-    p.add_argument("--jsonl", metavar="FILE", help="write one JSON object per frame to FILE ('-' = stdout)")
+
+    g = p.add_argument_group("when to caption")
+    g.add_argument("--when", choices=("change", "every", "all"),
+                   help="change: when the scene changes (default with --source); every: one frame every --every "
+                   "seconds (default for files); all: every frame")
+    g.add_argument("--every", type=_seconds, default=None, metavar="SECONDS",
+                   help="with --when every: the period (default 1; 0 = every frame). With --when change: also "
+                   "re-caption after SECONDS without a change (default: never)")
+    g.add_argument("--min-interval", type=_seconds, default=2.0, metavar="SECONDS",
+                   help="with --when change: at least SECONDS between captions (default 2)")
+    g.add_argument("--threshold", type=_seconds, default=27.0, metavar="SCORE",
+                   help="scene-change score that counts as a new scene, as PySceneDetect's ContentDetector "
+                   "(mean HSV difference, 0-255; default 27; lower = more sensitive)")
+    g.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
+                   help="stop after looking at N frames")
+
+    m = p.add_argument_group("model")
+    m.add_argument("--beam", type=_positive_int, default=1, help="beam width; 1 = greedy (default)")
+    m.add_argument("--length-penalty", type=float, default=0.0,
+                   help="GNMT length penalty alpha for beam search (0 = raw log-probability; 0.6-1 favours "
+                   "longer captions)")
+    m.add_argument("--threads", type=_positive_int, default=None,
+                   help="interpreter threads (default: the runtime's choice)")
+    m.add_argument("--device", choices=("cpu", "edgetpu"), default="cpu",
+                   help="edgetpu: run the bundle's *_edgetpu.tflite models on a Coral through libedgetpu")
+    m.add_argument("--camera-size", type=_size, default=None, metavar="WxH",
+                   help="frame size to ask the camera for (picam low-res stream default 320x240)")
+
+    o = p.add_argument_group("outputs")
+    o.add_argument("--jsonl", metavar="FILE", help="append one JSON object per caption to FILE ('-' = stdout)")
+    o.add_argument("--save-annotated", metavar="DIR|VIDEO",
+                   help="DIR: one JPEG per caption with the caption drawn; a .mp4/.avi/.mkv/.mov file: every "
+                   "frame looked at, with the latest caption drawn")
+    o.add_argument("--attention", action="store_true",
+                   help="with --save-annotated: also write each caption's attention heat-map per word (a grid)")
+    o.add_argument("--speak", action="store_true",
+                   help="speak each caption with espeak-ng (voice from the bundle's language)")
+    o.add_argument("--voice", help="espeak-ng voice instead of the bundle language's (see 'espeak-ng --voices')")
+    o.add_argument("--speak-to", metavar="DIR",
+                   help="write each spoken caption to DIR/NNNNNN.wav instead of the sound card (implies --speak)")
     p.set_defaults(func=run_caption)
 
 
 def run_caption(args: argparse.Namespace) -> int:
     from scenecap.edge.captioner import Captioner
-    from scenecap.edge.sources import file_frames
+    from scenecap.edge.errors import ScenecapError
+    from scenecap.edge.live import Outputs, run
+    from scenecap.edge.sources import describe_source
 
-    captioner = Captioner.load(args.bundle, threads=args.threads, beam=args.beam,
+    if args.source and args.sources:
+        raise ScenecapError("give files as arguments or one --source, not both")
+    if not args.source and not args.sources:
+        raise ScenecapError("nothing to caption: give image/video files, or --source (camera, picam, URL)")
+    if args.attention and not args.save_annotated:
+        raise ScenecapError("--attention needs --save-annotated DIR|VIDEO to write the heat-maps to")
+    source = args.source if args.source else list(args.sources)
+    live = bool(args.source) and describe_source(args.source) != "file"
+
+    captioner = Captioner.load(args.bundle, threads=args.threads, device=args.device, beam=args.beam,
                                length_penalty=args.length_penalty)
-    out = None
-    if args.jsonl:
-        out = sys.stdout if args.jsonl == "-" else open(args.jsonl, "a", encoding="utf-8")  # noqa: SIM115
-    failures = 0
+    outputs = Outputs()
     try:
-        for frame in file_frames(args.sources, every_s=args.every):
-            if frame.error:
-                failures += 1
-                print(f"scenecap: {frame.error}", file=sys.stderr)
-                continue
-            cap = captioner.caption(frame.image)
-            if out is not None:
-                rec = {"time": time.time(), "source": frame.source, "frame": frame.index, "caption": cap.text,
-                       "tokens": cap.tokens, "log_prob": round(cap.log_prob, 4),
-                       "latency_ms": {k: round(v, 3) for k, v in cap.timings.items()}}
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                out.flush()
-            if out is not sys.stdout:
-                print(f"{frame.source}\t{cap.text}", flush=True)
+        if args.jsonl:
+            outputs.jsonl = sys.stdout if args.jsonl == "-" else _open_append(args.jsonl)
+        if args.jsonl != "-":
+            outputs.text = sys.stdout
+        if args.save_annotated:
+            from scenecap.edge.annotate import AnnotatedWriter
+
+            outputs.annotated = AnnotatedWriter(args.save_annotated, attention=args.attention)
+        if args.speak or args.speak_to:
+            from scenecap.edge.speech import Speaker, voice_for
+
+            voice = args.voice or voice_for(captioner.bundle.manifest.language)
+            outputs.speaker = Speaker(voice, wav_dir=args.speak_to)
+    except BaseException:
+        outputs.close()
+        raise
+    try:
+        # --source means "watch this": scene changes by default, even for a recording given as --source.
+        when = args.when or ("change" if args.source else "every")
+        stats = run(captioner, source, outputs, when=when, every=args.every, min_interval=args.min_interval,
+                    threshold=args.threshold, camera_size=args.camera_size, max_frames=args.max_frames)
     finally:
-        if out is not None and out is not sys.stdout:
-            out.close()
-    return 1 if failures else 0
+        if outputs.jsonl is not None and outputs.jsonl is not sys.stdout:
+            outputs.jsonl.close()
+    # Unreadable files are the user's to fix (exit 1); a bad frame from a live camera is routine.
+    return 1 if stats.skipped and not live else 0
+
+
+def _open_append(path: str):
+    from scenecap.edge.errors import ScenecapError
+
+    try:
+        return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by run_caption
+    except OSError as e:
+        raise ScenecapError(f"--jsonl {path}: cannot open for writing ({e.strerror})") from None

@@ -1,0 +1,167 @@
+"""Speaking captions with espeak-ng (Arabic and English), off the capture loop.
+
+A worker thread runs espeak-ng; `say()` only hands over the text and returns at once. While one sentence is
+being spoken, a newer caption replaces any caption still waiting, so the user always hears the latest scene
+next and never a backlog. A sentence already being spoken is finished, not cut off mid-word.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+from scenecap.edge.errors import ScenecapError
+
+log = logging.getLogger("scenecap.edge.speech")
+
+# Bundle language -> espeak-ng voice. Anything else is passed through if espeak-ng knows it.
+VOICES = {"en": "en-us", "ar": "ar"}
+RATE_WPM = 165  # espeak-ng's default is 175; a little slower is easier to follow while walking
+ESPEAK_TIMEOUT_S = 30.0
+
+
+def find_espeak() -> str:
+    path = shutil.which("espeak-ng")
+    if path is None:
+        raise ScenecapError("espeak-ng not found; --speak needs it: sudo apt install espeak-ng")
+    return path
+
+
+def list_voices(espeak: str | None = None) -> set[str]:
+    """Voice names espeak-ng knows (the 'Language' column of --voices, e.g. en-us, ar)."""
+    r = subprocess.run([espeak or find_espeak(), "--voices"], capture_output=True, text=True, timeout=30)
+    names = set()
+    for line in r.stdout.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 2:
+            names.add(parts[1])
+    return names
+
+
+def voice_for(language: str, espeak: str | None = None) -> str:
+    """The espeak-ng voice for a bundle language ('en' -> en-us, 'ar' -> ar), checked against espeak-ng."""
+    lang = (language or "en").strip()
+    voice = VOICES.get(lang.lower(), VOICES.get(lang.split("-")[0].lower(), lang))
+    known = list_voices(espeak)
+    if known and voice not in known:
+        raise ScenecapError(f"espeak-ng has no voice for language {lang!r} (tried {voice!r}); "
+                            "choose one from 'espeak-ng --voices' with --voice")
+    return voice
+
+
+def espeak_command(espeak: str, voice: str, rate: int, wav: Path | None = None) -> list[str]:
+    # Text goes in on stdin: a caption can never be read as an option, and no shell is involved.
+    cmd = [espeak, "-v", voice, "-s", str(int(rate)), "--stdin"]
+    if wav is not None:
+        cmd[1:1] = ["-w", str(wav)]
+    return cmd
+
+
+def synthesize(text: str, wav: str | Path, voice: str = "en-us", rate: int = RATE_WPM,
+               espeak: str | None = None) -> Path:
+    """Speak `text` into a WAV file (blocking). Raises ScenecapError if espeak-ng fails."""
+    wav = Path(wav)
+    cmd = espeak_command(espeak or find_espeak(), voice, rate, wav)
+    r = subprocess.run(cmd, input=text + "\n", capture_output=True, text=True, timeout=ESPEAK_TIMEOUT_S)
+    if r.returncode != 0 or not wav.is_file():
+        first = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ScenecapError(f"espeak-ng could not speak to {wav} ({first})")
+    return wav
+
+
+class Speaker:
+    """Speaks captions in the background; `say()` never blocks. With `wav_dir`, each utterance is written to
+    NNNNNN.wav there instead of played (for recordings, and for machines without a sound card)."""
+
+    def __init__(self, voice: str, rate: int = RATE_WPM, wav_dir: str | Path | None = None,
+                 espeak: str | None = None):
+        self.espeak = espeak or find_espeak()
+        self.voice = voice
+        self.rate = rate
+        self.wav_dir = Path(wav_dir) if wav_dir else None
+        if self.wav_dir is not None:
+            self.wav_dir.mkdir(parents=True, exist_ok=True)
+        self.spoken = 0
+        self.replaced = 0  # captions that a newer one replaced before they were spoken
+        self.failed = 0
+        self.files: list[Path] = []
+        self._pending: str | None = None
+        self._busy = False
+        self._closing = False
+        self._proc: subprocess.Popen | None = None
+        self._cond = threading.Condition()
+        self._warned = False
+        self._thread = threading.Thread(target=self._run, name="speech", daemon=True)
+        self._thread.start()
+
+    def say(self, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        with self._cond:
+            if self._pending is not None:
+                self.replaced += 1
+            self._pending = text
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closing:
+                    self._cond.wait()
+                if self._pending is None:
+                    return
+                text, self._pending, self._busy = self._pending, None, True
+            try:
+                self._speak(text)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _speak(self, text: str) -> None:
+        wav = self.wav_dir / f"{self.spoken + self.failed:06d}.wav" if self.wav_dir else None
+        cmd = espeak_command(self.espeak, self.voice, self.rate, wav)
+        try:
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, text=True)
+            _, err = self._proc.communicate(text + "\n", timeout=ESPEAK_TIMEOUT_S)
+            rc = self._proc.returncode
+        except (OSError, subprocess.TimeoutExpired) as e:
+            if self._proc is not None:
+                self._proc.kill()
+                self._proc.wait()
+            rc, err = -1, str(e)
+        finally:
+            self._proc = None
+        # espeak-ng exits 0 even when it found no sound card; its complaint on stderr is the only sign.
+        trouble = [ln for ln in (err or "").splitlines() if ln.startswith("error") or "cannot" in ln.lower()]
+        if rc != 0 or (wav is not None and not wav.is_file()) or (wav is None and trouble):
+            self.failed += 1
+            if not self._warned:  # once: a missing sound card would otherwise log every caption
+                reason = (trouble or (err or "").strip().splitlines() or [f"exit status {rc}"])[-1]
+                log.warning("speech: espeak-ng could not speak (%s); captions still go to the other outputs", reason)
+                self._warned = True
+            return
+        self.spoken += 1
+        if wav is not None:
+            self.files.append(wav)
+
+    def idle(self) -> bool:
+        with self._cond:
+            return self._pending is None and not self._busy
+
+    def close(self, timeout: float = 15.0) -> None:
+        """Let the current and pending sentence finish (up to `timeout` s), then stop the worker."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            proc = self._proc
+            if proc is not None:
+                proc.kill()
+            self._thread.join(2.0)
