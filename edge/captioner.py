@@ -62,6 +62,17 @@ class Captioner:
     def load(cls, bundle_dir: str | Path, **kwargs) -> Captioner:
         return cls(load_bundle(bundle_dir), **kwargs)
 
+    def captions(self, source, **options):
+        """Caption frames from a source as they come: an iterator of Captioned(frame, caption, reason, score).
+
+        `source`: image file, folder, glob, video file, camera index or /dev/videoN, 'picam', rtsp/http URL, or
+        any iterable of numpy frames. Options (when, every, min_interval, threshold, dedup, stop, ...): see
+        scenecap.edge.live.caption_stream. Live sources caption on scene changes by default.
+        """
+        from scenecap.edge.live import caption_stream
+
+        return caption_stream(self, source, **options)
+
     @property
     def vocab(self):
         return self.bundle.vocab
@@ -100,8 +111,12 @@ class Captioner:
             return outs[0]
         return tuple(np.concatenate(parts) for parts in zip(*outs, strict=True))
 
-    def caption(self, frame: np.ndarray, bgr: bool = False) -> Caption:
-        """Caption one frame (any size, RGB unless bgr=True)."""
+    def caption(self, frame: np.ndarray | str | Path, bgr: bool = False) -> Caption:
+        """Caption one frame (any size, RGB unless bgr=True), or an image file."""
+        if isinstance(frame, (str, Path)):
+            from scenecap.edge.images import load_image
+
+            frame = load_image(frame)
         m = self.bundle.manifest
         t0 = time.perf_counter()
         image = prepare(frame, m.preprocess, bgr=bgr)

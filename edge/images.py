@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,11 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if size == 0:
         raise ScenecapError(f"{path}: empty file (0 bytes); expected an image")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # PIL's two-line DecompressionBombWarning would precede our own one-line refusal below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             w, h = im.size  # read from the header: nothing decoded yet
             if w * h > max_pixels:
                 raise ScenecapError(f"{path}: {w}x{h} pixels is over the limit of {max_pixels}; refusing to decode")
