@@ -7,6 +7,11 @@
 Pixel normalisation is inside `encode`, so the edge side only resizes. The attention keys (W1 . features)
 come out of `encode`: computed once per image, never once per word. `decode_step_b{B}` signatures with a
 fixed batch B are added for beam search (one invoke advances B beams).
+
+For the Edge TPU (whose compiler maps neither CAST nor GATHER) three more signatures are exported:
+  encode_pixels(image: float32[1, H, W, 3] in 0..255) -> as encode; converted with a quantised uint8 input
+  embed(token: int32[N]) -> {embedding: [N, E]}: the word-embedding table, looked up on the CPU at run time
+  decode_step_embedded[_b{B}](embedding: [B, E], hidden, features, keys) -> as decode_step
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ EXPORT_FORMAT = "scenecap-export"
 SIDECAR = "scenecap_export.json"
 
 
-def step_signature_name(batch: int) -> str:
-    return "decode_step" if batch == 1 else f"decode_step_b{batch}"
+def step_signature_name(batch: int, embedded: bool = False) -> str:
+    base = "decode_step_embedded" if embedded else "decode_step"
+    return base if batch == 1 else f"{base}_b{batch}"
 
 
 def inference_models(model: ShowAttendTell, decoder_batches=(1,)) -> tuple[keras.Model, dict[int, keras.Model]]:
@@ -51,6 +57,26 @@ def inference_models(model: ShowAttendTell, decoder_batches=(1,)) -> tuple[keras
     return encoder, steps
 
 
+def edgetpu_models(model: ShowAttendTell, decoder_batches=(1,)) -> tuple[keras.Model, dict[int, keras.Model]]:
+    """The float-pixel encoder and the decoder steps that take the embedded word instead of its id."""
+    cfg = model.cfg
+    s = cfg.image_size
+    image = keras.Input((s, s, 3), batch_size=1, dtype="float32", name="image")
+    features, keys = model.encode(image)
+    encoder = keras.Model(image, {"features": features, "keys": keys}, name="encoder_pixels")
+    steps = {}
+    for b in decoder_batches:
+        embedded = keras.Input((cfg.embed_dim,), batch_size=b, dtype="float32", name="embedding")
+        hidden = keras.Input((cfg.units,), batch_size=b, dtype="float32", name="hidden")
+        feats = keras.Input((model.locations, cfg.embed_dim), batch_size=b, name="features")
+        k = keras.Input((model.locations, cfg.attention_units), batch_size=b, name="keys")
+        logits, new_hidden, attention = model.step_embedded(embedded, hidden, feats, k)
+        steps[b] = keras.Model([embedded, hidden, feats, k],
+                               {"logits": logits, "new_hidden": new_hidden, "attention": attention},
+                               name=f"decoder_step_embedded_b{b}")
+    return encoder, steps
+
+
 def model_dims(model: ShowAttendTell) -> dict:
     cfg = model.cfg
     return {
@@ -69,19 +95,43 @@ def _step_fn(step: keras.Model):
     return decode_step
 
 
+def _embedded_step_fn(step: keras.Model):
+    def decode_step_embedded(embedding, hidden, features, keys):
+        return step([embedding, hidden, features, keys])
+
+    return decode_step_embedded
+
+
 def write_saved_model(model: ShowAttendTell, out_dir: Path, decoder_batches=(1,)) -> None:
     encoder, steps = inference_models(model, decoder_batches)
+    encoder_px, steps_emb = edgetpu_models(model, decoder_batches)
     cfg = model.cfg
     s = cfg.image_size
     archive = keras.export.ExportArchive()
-    archive.track(encoder)
-    for step in steps.values():
-        archive.track(step)
+    for m in (encoder, encoder_px, *steps.values(), *steps_emb.values()):
+        archive.track(m)
 
     def encode(image):
         return encoder(image)
 
     archive.add_endpoint("encode", encode, input_signature=[tf.TensorSpec((1, s, s, 3), tf.uint8, name="image")])
+
+    def encode_pixels(image):
+        return encoder_px(image)
+
+    def embed(token):
+        return {"embedding": model.embedding(token)}
+
+    archive.add_endpoint("encode_pixels", encode_pixels,
+                         input_signature=[tf.TensorSpec((1, s, s, 3), tf.float32, name="image")])
+    archive.add_endpoint("embed", embed, input_signature=[tf.TensorSpec((None,), tf.int32, name="token")])
+    for b, step in steps_emb.items():
+        archive.add_endpoint(step_signature_name(b, embedded=True), _embedded_step_fn(step), input_signature=[
+            tf.TensorSpec((b, cfg.embed_dim), tf.float32, name="embedding"),
+            tf.TensorSpec((b, cfg.units), tf.float32, name="hidden"),
+            tf.TensorSpec((b, model.locations, cfg.embed_dim), tf.float32, name="features"),
+            tf.TensorSpec((b, model.locations, cfg.attention_units), tf.float32, name="keys"),
+        ])
     for b, step in steps.items():
         archive.add_endpoint(step_signature_name(b), _step_fn(step), input_signature=[
             tf.TensorSpec((b,), tf.int32, name="token"),
