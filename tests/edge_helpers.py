@@ -27,17 +27,19 @@ def jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_cut_video(path: Path, scene_seeds: list[int], frames_per_scene: int, fps: float = 10.0,
-                    size: int = 160) -> list[int]:
-    """An mp4 of scenes with hard cuts between them; returns the index of each scene's first frame."""
+                    size: int = 160, shake: bool = True) -> list[int]:
+    """A video (.mp4: mp4v, .avi: MJPEG) of scenes with hard cuts between them, hand-held unless shake=False;
+    returns the index of each scene's first frame."""
     rng = np.random.default_rng(0)
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    codec = "MJPG" if Path(path).suffix == ".avi" else "mp4v"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (size, size))
     assert w.isOpened()
     cuts = []
     for k, seed in enumerate(scene_seeds):
         cuts.append(k * frames_per_scene)
         img = scene(seed, size)
         for _ in range(frames_per_scene):
-            w.write(np.ascontiguousarray(jitter(img, rng)[:, :, ::-1]))
+            w.write(np.ascontiguousarray((jitter(img, rng) if shake else img)[:, :, ::-1]))
     w.release()
     return cuts
 
