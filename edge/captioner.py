@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scenecap.edge.bundle import Bundle, load_bundle
+from scenecap.edge.bundle import Bundle, load_bundle, load_embedding
 from scenecap.edge.decode import Hypothesis, beam_search, greedy
 from scenecap.edge.errors import ScenecapError
 from scenecap.edge.interpreter import TFLiteModel, find_runtime, load_edgetpu_delegate
@@ -50,6 +50,8 @@ class Captioner:
         self.encoder = TFLiteModel(bundle.file(files["encoder"]), m.models["encoder"], threads, delegate, self.runtime)
         self.decoder = TFLiteModel(bundle.file(files["decoder_step"]), m.models["decoder_step"], threads, delegate,
                                    self.runtime)
+        # Edge TPU bundles: the word-embedding lookup (GATHER) runs here, from a table quantised like the input.
+        self.embedding = load_embedding(bundle)
         self.batch = m.decoder_batch
         self.units = int(m.models["decoder_step"].inputs["hidden"].shape[-1])
         self.beam = max(1, int(beam))
@@ -79,7 +81,9 @@ class Captioner:
 
     def encode(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Model-size RGB uint8 [H, W, 3] -> per-image tensors (features, attention keys)."""
-        self.encoder.set("image", image[None])
+        # A quantised image input (Edge TPU encoder) is quantised from the pixel values by the manifest's scale.
+        quantised = self.encoder.spec.inputs["image"].quantized
+        self.encoder.set("image", image[None].astype(np.float32) if quantised else image[None])
         self.encoder.invoke()
         return {name: self.encoder.get(name) for name in self.feature_names}
 
@@ -99,7 +103,10 @@ class Captioner:
             if pad:
                 tk = np.concatenate([tk, np.zeros(pad, np.int32)])
                 hd = np.concatenate([hd, np.zeros((pad, hd.shape[1]), np.float32)])
-            self.decoder.set("token", tk)
+            if self.embedding is None:
+                self.decoder.set("token", tk)
+            else:
+                self.decoder.set("embedding", self.embedding[tk])
             self.decoder.set("hidden", hd)
             self.decoder.invoke()
             self._invokes += 1
