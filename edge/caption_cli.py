@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+
+log = logging.getLogger("scenecap.edge.caption")
 
 EXAMPLES = """examples:
   scenecap caption demo/frames --bundle demo/bundle
@@ -138,6 +141,7 @@ def run_caption(args: argparse.Namespace) -> int:
 
             voice = args.voice or voice_for(captioner.bundle.manifest.language)
             outputs.speaker = Speaker(voice, wav_dir=args.speak_to)
+            log.info("speech: espeak-ng voice %s%s", voice, f", to {args.speak_to}" if args.speak_to else "")
     except BaseException:
         outputs.close()
         raise

@@ -144,10 +144,10 @@ def caption_stream(captioner, source: str | int | Iterable | FrameSource, *, whe
                 report(frame.source, frame.error or "no pixels in this frame")
             else:
                 item = _one(captioner, gate, frame, report, stats, dedup, src.live)
-                if on_frame is not None:
-                    on_frame(frame)
                 if item is not None:
                     yield item
+                if on_frame is not None:  # after the caller has the caption, so a video frame can show it
+                    on_frame(frame)
             if (max_frames and stats.frames_seen >= max_frames) or (stop is not None and stop.is_set()):
                 break
     finally:

@@ -87,6 +87,7 @@ class Speaker:
         self.spoken = 0
         self.replaced = 0  # captions that a newer one replaced before they were spoken
         self.failed = 0
+        self.last_spoken: str | None = None
         self.files: list[Path] = []
         self._pending: str | None = None
         self._busy = False
@@ -147,8 +148,13 @@ class Speaker:
                 self._warned = True
             return
         self.spoken += 1
+        self.last_spoken = text
         if wav is not None:
             self.files.append(wav)
+
+    @property
+    def speaking(self) -> bool:
+        return self._busy
 
     def idle(self) -> bool:
         with self._cond:
@@ -165,3 +171,5 @@ class Speaker:
             if proc is not None:
                 proc.kill()
             self._thread.join(2.0)
+        log.info("speech: %d spoken, %d replaced by a newer caption before being spoken, %d failed",
+                 self.spoken, self.replaced, self.failed)
