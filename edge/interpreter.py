@@ -88,6 +88,16 @@ def _explain_load_failure(path: Path, exc: Exception, runtime: Runtime) -> Scene
 def load_edgetpu_delegate(runtime: Runtime) -> Any:
     lib = EDGETPU_LIBS.get(platform.system(), "libedgetpu.so.1")
     try:
+        # Try the library first: a runtime's Delegate that fails to find it prints a traceback from __del__.
+        import ctypes
+
+        ctypes.CDLL(lib)
+    except OSError:
+        raise ScenecapError(
+            f"Edge TPU delegate {lib} could not be loaded (library not found); "
+            "install libedgetpu1-std and plug in the Coral, or use --device cpu"
+        ) from None
+    try:
         return runtime.load_delegate(lib)
     except (ValueError, OSError) as e:
         raise ScenecapError(
