@@ -10,6 +10,7 @@ each loss and each reopen is logged, and the run goes on.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -44,7 +45,9 @@ class Backoff:
 
 
 def quiet_opencv() -> None:
-    """OpenCV's own warnings (a missing camera, a dropped stream) would repeat our one-line messages."""
+    """OpenCV's and FFmpeg's own warnings (a missing camera, a dropped stream) would repeat our one-line
+    messages. FFmpeg reads its level when OpenCV first starts it; a user's own setting is kept."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     import cv2
 
     try:

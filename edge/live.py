@@ -59,16 +59,19 @@ class RunStats:
         return {k: statistics.median(v) for k, v in self.latencies_ms.items() if v}
 
     def summary(self) -> str:
-        parts = [f"{self.frames_read} frames read", f"{self.frames_seen} looked at", f"{self.captions} captions"]
+        def n(count: int, what: str) -> str:
+            return f"{count} {what}" + ("" if count == 1 else "s")
+
+        parts = [n(self.frames_read, "frame") + " read", f"{self.frames_seen} looked at", n(self.captions, "caption")]
         extra = []
         if self.repeats:
-            extra.append(f"{self.repeats} repeats dropped")
+            extra.append(n(self.repeats, "repeat") + " dropped")
         if self.skipped:
-            extra.append(f"{self.skipped} unreadable or bad frames skipped")
+            extra.append(n(self.skipped, "unreadable or bad frame") + " skipped")
         if self.dropped:
-            extra.append(f"{self.dropped} stale frames dropped")
+            extra.append(n(self.dropped, "stale frame") + " dropped")
         if self.reconnects:
-            extra.append(f"{self.reconnects} reconnects")
+            extra.append(n(self.reconnects, "reconnect"))
         med = self.medians()
         stages = ", ".join(f"{k} {med[k]:.1f}" for k in STAGES if k in med)
         text = "summary: " + ", ".join(parts) + (f" ({', '.join(extra)})" if extra else "")

@@ -1,0 +1,208 @@
+"""The live loop as a cane runs it: a camera stream that drops out and comes back, stopped by a signal; the Python
+API over sources; Edge TPU messages. The caption command must never import TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from edge_helpers import MJPEGServer, scene, wait_for, write_cut_video
+
+from scenecap.edge.errors import ScenecapError
+
+BLOCK_TF = """
+import sys
+class _NoTF:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras'):
+            raise ImportError('TensorFlow is not allowed on the edge: ' + name)
+sys.meta_path.insert(0, _NoTF())
+from scenecap.cli import main
+rc = main(sys.argv[1:])
+assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules), 'TensorFlow got imported'
+sys.exit(rc)
+"""
+
+
+def _records(path):
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.endswith("}")]
+
+
+def _two_views(bundle):
+    """Two synthetic views, clearly different scenes that the tiny model also describes differently (so the
+    second is neither below the change threshold nor dropped as a repeat)."""
+    from scenecap.edge.captioner import Captioner
+    from scenecap.edge.gating import content_score, hsv_small
+
+    cap = Captioner.load(bundle)
+    a = scene(80)
+    first = cap.caption(a).text
+    seed = next(s for s in range(81, 140) if cap.caption(scene(s)).text != first
+                and content_score(hsv_small(a), hsv_small(scene(s))) >= 40)  # a clearly new scene
+    return a, scene(seed)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_live_stream_survives_a_dropout_and_stops_cleanly_on_a_signal(float_bundle, tmp_path, sig):
+    view_a, view_b = _two_views(float_bundle)
+    server = MJPEGServer(view_a, fps=15).start()
+    jsonl, speech = tmp_path / "live.jsonl", tmp_path / "speech"
+    err_path = tmp_path / "stderr.txt"
+    cmd = [sys.executable, "-c", BLOCK_TF, "caption", "--source", server.url, "--bundle", str(float_bundle),
+           "--jsonl", str(jsonl), "--min-interval", "0.5", "--threads", "1"]
+    if shutil.which("espeak-ng"):
+        cmd += ["--speak-to", str(speech)]
+    with open(err_path, "w") as err, open(tmp_path / "stdout.txt", "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+    try:
+        assert wait_for(lambda: len(_records(jsonl)) >= 1, timeout=90), err_path.read_text()
+        server.stop()  # the camera drops out...
+        assert wait_for(lambda: "lost" in err_path.read_text(), timeout=30), err_path.read_text()
+        time.sleep(1.0)
+        server.image = view_b
+        server.start()  # ...and comes back, now looking at something else
+        assert wait_for(lambda: len(_records(jsonl)) >= 2, timeout=60), err_path.read_text()
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+    stderr = err_path.read_text()
+    assert rc == 0, stderr
+    assert "Traceback" not in stderr
+    recs = _records(jsonl)
+    assert [r["reason"] for r in recs[:2]] == ["first", "change"]
+    assert recs[0]["caption"] != recs[1]["caption"]
+    assert all(r["source"].startswith(server.url + "#frame=") for r in recs)
+    assert all("frame_age" in r["latency_ms"] for r in recs)
+    assert re.search(r"reopening in [\d.]+ s", stderr) and "reopened" in stderr
+    assert f"{sig.name}: finishing the caption in progress" in stderr
+    summary = next(line for line in stderr.splitlines() if line.startswith("summary:"))
+    frames_read = int(re.search(r"(\d+) frames read", summary).group(1))
+    assert frames_read >= 2 and f"{len(recs)} captions" in summary  # at least 2
+    assert re.search(r"\d+ reconnects?", summary) and "median ms per stage: preprocess" in summary
+    assert summary.endswith("[stopped by signal]")
+    stdout = (tmp_path / "stdout.txt").read_text()
+    assert len(stdout.splitlines()) == len(recs)
+    if shutil.which("espeak-ng"):
+        assert list(speech.glob("*.wav"))  # speech kept up, and was flushed at the end
+
+
+def test_camera_missing_at_boot_is_retried_until_stopped(float_bundle, tmp_path):
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "scenecap", "caption", "--source", "/dev/video57",
+                                 "--bundle", str(float_bundle)], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        assert wait_for(lambda: err_path.read_text().count("cannot open the camera; retrying in") >= 2, timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = err_path.read_text()
+    assert rc == 0, stderr
+    assert "summary: 0 frames read, 0 looked at, 0 captions" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_python_api_iterates_captions_over_a_video(float_bundle, tmp_path):
+    from scenecap.edge.captioner import Captioner
+
+    path = tmp_path / "walk.mp4"
+    cuts = write_cut_video(path, [11, 12, 13], 20, fps=10)
+    cap = Captioner.load(float_bundle)
+    got = list(cap.captions(str(path), when="change", min_interval=1.0))
+    assert [c.frame.index for c in got] == cuts
+    assert all(c.caption.text and c.caption.attention.shape[0] == len(c.caption.tokens) for c in got)
+    # Files by default: one frame per second, as `scenecap caption walk.mp4` does.
+    assert [c.frame.index for c in cap.captions(str(path))] == [0, 10, 20, 30, 40, 50]
+
+
+def test_python_api_over_a_live_stream_stops_when_told(float_bundle):
+    from scenecap.edge.captioner import Captioner
+    from scenecap.edge.live import RunStats
+
+    server = MJPEGServer(scene(90), fps=15).start()
+    stop = threading.Event()
+    stats = RunStats()
+    cap = Captioner.load(float_bundle)
+    try:
+        got = []
+        for item in cap.captions(server.url, when="every", every=0.2, stop=stop, stats=stats):
+            got.append(item)
+            if len(got) == 3:
+                stop.set()
+        assert len(got) == 3
+        assert stats.frames_read >= 3 and stats.frames_seen >= 3
+        # The capture thread is gone and the stream released: the server's client went away.
+        assert not any(t.name.startswith("capture ") for t in threading.enumerate())
+    finally:
+        server.stop()
+
+
+def test_caption_of_an_image_file_and_an_array_agree(float_bundle, tmp_path):
+    from PIL import Image
+
+    from scenecap.edge.captioner import Captioner
+
+    img = scene(91)
+    Image.fromarray(img).save(tmp_path / "v.png")
+    cap = Captioner.load(float_bundle)
+    assert cap.caption(tmp_path / "v.png").tokens == cap.caption(img).tokens
+    with pytest.raises(ScenecapError, match="file not found"):
+        cap.caption(tmp_path / "nope.png")
+
+
+def test_edge_tpu_without_compiled_models_says_so(float_bundle):
+    r = subprocess.run([sys.executable, "-m", "scenecap", "caption", str(float_bundle / "vocab.json"),
+                        "--bundle", str(float_bundle), "--device", "edgetpu"], capture_output=True, text=True)
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("scenecap: error:") and "no Edge TPU-compiled model for encoder, decoder_step" in last
+
+
+def test_edge_tpu_without_the_delegate_library_says_so(float_bundle, tmp_path):
+    b = tmp_path / "bundle"
+    shutil.copytree(float_bundle, b)
+    manifest = json.loads((b / "manifest.json").read_text())
+    for name, spec in manifest["models"].items():  # pretend edgetpu_compiler ran
+        shutil.copy(b / spec["file"], b / f"{name}_edgetpu.tflite")
+        spec["edgetpu_file"] = f"{name}_edgetpu.tflite"
+        manifest["files"][spec["edgetpu_file"]] = dict(manifest["files"][spec["file"]])
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    r = subprocess.run([sys.executable, "-m", "scenecap", "caption", "x.jpg", "--bundle", str(b),
+                        "--device", "edgetpu"], capture_output=True, text=True)
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert "Edge TPU delegate libedgetpu.so.1 could not be loaded" in last and "--device cpu" in last
+    assert "Traceback" not in r.stderr
+
+
+def test_threads_and_beam_reach_the_interpreter(float_bundle, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(scene(92)).save(tmp_path / "v.png")
+    r = subprocess.run([sys.executable, "-m", "scenecap", "caption", str(tmp_path / "v.png"), "--bundle",
+                        str(float_bundle), "--threads", "1", "--beam", "3", "--jsonl", "-"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    from scenecap.edge.captioner import Captioner
+
+    greedy = Captioner.load(float_bundle).caption(np.asarray(Image.open(tmp_path / "v.png")))
+    assert rec["log_prob"] >= round(greedy.log_prob, 4) - 1e-3
+    bad = subprocess.run([sys.executable, "-m", "scenecap", "caption", "x.png", "--bundle", str(float_bundle),
+                          "--threads", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--threads: '0': expected 1 or more" in bad.stderr
