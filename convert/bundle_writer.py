@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from scenecap import ScenecapError, __version__
+from scenecap.convert.compat import runtime_claims
 from scenecap.edge.bundle import FORMAT_VERSION, MANIFEST, Manifest, ModelSpec, TensorSpec, load_bundle
 from scenecap.edge.fileio import atomic_write_text, sha256_file
 from scenecap.edge.interpreter import find_runtime
@@ -18,8 +19,9 @@ from scenecap.edge.preprocess import PreprocessSpec
 from scenecap.edge.vocab import Vocab
 
 
-def describe_model(path: Path, quant: str) -> ModelSpec:
-    """Inputs/outputs (shape, dtype, quantisation) as the runtime sees them, and the op list."""
+def describe_model(path: Path, quant: str, options: list[str] | None = None) -> ModelSpec:
+    """Inputs/outputs (shape, dtype, quantisation) as the runtime sees them, the op list, and which target
+    runtimes have every op's kernel (compat.py's tables)."""
     interp = find_runtime().interpreter_cls(model_path=str(path))
     runner = interp.get_signature_runner()
 
@@ -31,14 +33,18 @@ def describe_model(path: Path, quant: str) -> ModelSpec:
                                    int(zp))
         return out
 
+    ops = read_ops(path)
     return ModelSpec(file=path.name, quant=quant, inputs=specs(runner.get_input_details()),
-                     outputs=specs(runner.get_output_details()), ops=[str(o) for o in read_ops(path)])
+                     outputs=specs(runner.get_output_details()), ops=[str(o) for o in ops],
+                     options=list(options or []), runtimes=runtime_claims(ops))
 
 
-def write_bundle(out: str | Path, models: dict[str, tuple[bytes, str]], vocab: Vocab, export_info: dict,
+def write_bundle(out: str | Path, models: dict[str, tuple], vocab: Vocab, export_info: dict,
                  provenance: dict, decoder_batch: int = 1, extra_files: dict[str, bytes] | None = None,
-                 force: bool = False) -> Path:
-    """models: {"encoder": (tflite bytes, quant), "decoder_step": (...)}. Returns the bundle folder."""
+                 force: bool = False, decoder_extra: dict | None = None) -> Path:
+    """models: {"encoder": (tflite bytes, quant[, options]), "decoder_step": (...)}. Returns the bundle folder.
+
+    decoder_extra: more decoder facts for the manifest (the Edge TPU decoder's embedding table)."""
     out = Path(out)
     if out.exists() and not force:
         raise ScenecapError(f"{out}: already exists; pass --force to replace it")
@@ -46,9 +52,9 @@ def write_bundle(out: str | Path, models: dict[str, tuple[bytes, str]], vocab: V
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         specs = {}
-        for name, (data, quant) in models.items():
+        for name, (data, quant, *options) in models.items():
             (tmp / f"{name}.tflite").write_bytes(data)
-            specs[name] = describe_model(tmp / f"{name}.tflite", quant)
+            specs[name] = describe_model(tmp / f"{name}.tflite", quant, options[0] if options else None)
         vocab.save(tmp / "vocab.json")
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
@@ -60,7 +66,8 @@ def write_bundle(out: str | Path, models: dict[str, tuple[bytes, str]], vocab: V
             tokens=vocab.ids,
             max_length=int(export_info["max_length"]),
             model=dict(export_info["model"]),
-            decoder={"state": export_info.get("decoder_state", "carry"), "batch": decoder_batch},
+            decoder={"state": export_info.get("decoder_state", "carry"), "batch": decoder_batch,
+                     **(decoder_extra or {})},
             models=specs,
             files=files,
             scenecap_version=__version__,

@@ -53,5 +53,6 @@ def check_signatures(export: ExportInfo, needed: list[str]) -> None:
     missing = [s for s in needed if s not in loaded.signatures]
     if missing:
         raise ScenecapError(
-            f"{export.path}: SavedModel has no signature {', '.join(missing)} (it has {sorted(loaded.signatures)})"
+            f"{export.path}: SavedModel has no signature {', '.join(missing)} (it has {sorted(loaded.signatures)}); "
+            "expected a folder written by 'scenecap export' (re-export it with this scenecap version)"
         )

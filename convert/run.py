@@ -1,12 +1,16 @@
-"""`scenecap convert`: an export folder -> a bundle, for the chosen quantisation of each model."""
+"""`scenecap convert`: an export folder -> one bundle per variant (a quantisation for the encoder and one for the
+decoder step), with the variants chosen so the target runtime has every op's kernel."""
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from scenecap import ScenecapError
 from scenecap.convert.bundle_writer import write_bundle
@@ -16,11 +20,14 @@ from scenecap.convert.calibrate import (
     load_calibration_images,
     record_decoder_inputs,
 )
-from scenecap.convert.export_reader import check_signatures, read_export
+from scenecap.convert.compat import Target, Variant, candidates, get_target
+from scenecap.convert.export_reader import ExportInfo, check_signatures, read_export
 from scenecap.convert.tflite import QUANTS, convert_signature
+from scenecap.edge.modelinfo import ModelInfo, parse_model
 from scenecap.edge.preprocess import PreprocessSpec
 
 log = logging.getLogger("scenecap.convert")
+EMBEDDING_FILE = "embedding.npy"
 
 
 @dataclass
@@ -35,52 +42,219 @@ class ConvertOptions:
     seed: int = 0
     force: bool = False
     recipe: str = ""  # how to rebuild this bundle, recorded in the manifest
+    target_runtime: str = "litert"  # litert | tflite-runtime-2.14 | edgetpu-compiler-16 (see compat.py)
+    progress: bool | None = None  # progress bars; None = when stderr is a terminal
+
+
+@dataclass
+class ConvertResult:
+    path: Path
+    name: str  # "int8", or "int8-dynamic" for an int8 encoder with a dynamic decoder
+    encoder_quant: str  # as requested
+    decoder_quant: str
+    changes: list[str] = field(default_factory=list)  # what had to change for the target runtime, and why
+    edgetpu: str = ""  # the compiler's outcome, or the commands to run where it is not installed
+
+
+def variant_name(encoder_quant: str, decoder_quant: str) -> str:
+    return encoder_quant if encoder_quant == decoder_quant else f"{encoder_quant}-{decoder_quant}"
+
+
+def parse_quant_list(text: str) -> list[tuple[str, str]]:
+    """'int8' | 'float32,int8,int8:dynamic' | 'all' -> [(encoder quant, decoder quant), ...]."""
+    if text.strip() == "all":
+        return [(q, q) for q in QUANTS]
+    pairs = []
+    for item in (t.strip() for t in text.split(",")):
+        enc, _, dec = item.partition(":")
+        dec = dec or enc
+        for q in (enc, dec):
+            if q not in QUANTS:
+                raise ScenecapError(f"--quant {q!r} unknown; expected one of {', '.join(QUANTS)}, 'ENC:DEC' or 'all'")
+        if (enc, dec) not in pairs:
+            pairs.append((enc, dec))
+    return pairs
+
+
+def _signature(which: str, quant: str, batch: int) -> str:
+    if which == "encoder":
+        return "encode_pixels" if quant == "edgetpu" else "encode"
+    base = "decode_step_embedded" if quant == "edgetpu" else "decode_step"
+    return base if batch == 1 else f"{base}_b{batch}"
+
+
+class Calibration:
+    """Real calibration data, computed once and shared by every variant that needs it."""
+
+    def __init__(self, opts: ConvertOptions, export: ExportInfo, progress: bool):
+        self.opts, self.export, self.progress = opts, export, progress
+        self._images: list[np.ndarray] | None = None
+        self._rows: list[dict[str, np.ndarray]] | None = None
+        self._saved = None
+
+    def saved(self):
+        import tensorflow as tf
+
+        if self._saved is None:
+            self._saved = tf.saved_model.load(str(self.export.path))
+        return self._saved
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        if self._images is None:
+            spec = PreprocessSpec(**self.export.info["preprocess"])
+            paths = calibration_paths(self.opts.calibration_images, self.export, self.opts.calibration_count,
+                                      self.opts.seed)
+            self._images = load_calibration_images(paths, spec)
+            log.info("calibrating on %d real images", len(self._images))
+        return self._images
+
+    @property
+    def rows(self) -> list[dict[str, np.ndarray]]:
+        if self._rows is None:
+            self._rows = record_decoder_inputs(self.export, self.images, seed=self.opts.seed, progress=self.progress)
+            log.info("recorded %d real decoder-step inputs", len(self._rows))
+        return self._rows
+
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        return self.saved().signatures["embed"](token=tf.constant(tokens, tf.int32))["embedding"].numpy()
+
+    def data(self, signature: str):
+        """A representative-dataset callable for one signature, keyed by its input names."""
+        if signature == "encode":
+            return lambda: ({"image": img[None]} for img in self.images)
+        if signature == "encode_pixels":  # pixel values as floats: the model's input is quantised from them
+            return lambda: ({"image": img[None].astype(np.float32)} for img in self.images)
+        batch = int(signature.rsplit("_b", 1)[1]) if "_b" in signature else 1
+        rows = self.rows
+        if signature.startswith("decode_step_embedded"):
+            rows = [{"embedding": self.embed(r["token"]), **{k: v for k, v in r.items() if k != "token"}}
+                    for r in rows]
+        batched = batch_rows(rows, batch, self.opts.seed)
+        return lambda: iter(batched)
+
+
+def _convert_model(export: ExportInfo, which: str, quant: str, batch: int, target: Target,
+                   cal: Calibration) -> tuple[bytes, Variant, ModelInfo, str]:
+    """The first candidate variant whose ops the target has: (tflite, variant, info, what changed and why)."""
+    chain, note = candidates(quant, target)
+    first_problems: list[str] = []
+    for variant in chain:
+        sig = _signature(which, variant.quant, batch)
+        rep = cal.data(sig) if variant.quant in ("int8", "edgetpu") else None
+        t0 = time.perf_counter()
+        data = convert_signature(export.path, sig, variant.quant, rep, io_type="int8",
+                                 input_type="uint8" if sig == "encode_pixels" else None,
+                                 per_tensor_dense=variant.per_tensor_dense)
+        info = parse_model(data, f"{which}.tflite")
+        problems = target.problems(info.all_ops)
+        if variant.quant == "edgetpu":
+            problems += [f"tensor {t.name} has a dynamic shape" for t in info.tensors if t.dynamic]
+        log.info("%s: %s -> %d KiB in %.1f s%s", which, variant, len(data) // 1024, time.perf_counter() - t0,
+                 f" (not for {target.name}: {problems[0]})" if problems else "")
+        if not problems:
+            change = ""
+            if variant != Variant(quant) or note:
+                why = note or "; ".join(first_problems)
+                change = f"{which}: {quant} requested, {variant} used for {target.name} ({why})"
+            return data, variant, info, change
+        first_problems = first_problems or problems
+    raise ScenecapError(f"{which}: no {quant} variant loads on {target.name} ({first_problems[0]}); try another "
+                        f"--quant or --target-runtime")
+
+
+def _embedding_table(cal: Calibration, info: ModelInfo, signature: str, vocab_size: int) -> tuple[bytes, dict]:
+    """The word-embedding table, quantised exactly like the Edge TPU decoder's embedding input."""
+    t = info.tensor(info.signatures[signature]["inputs"]["embedding"])
+    scale, zp = t.scales[0], t.zero_points[0]
+    table = cal.embed(np.arange(vocab_size, dtype=np.int32))
+    q = np.clip(np.round(table / scale) + zp, np.iinfo(t.dtype).min, np.iinfo(t.dtype).max).astype(t.dtype)
+    buf = io.BytesIO()
+    np.save(buf, q, allow_pickle=False)
+    return buf.getvalue(), {"file": EMBEDDING_FILE, "shape": list(q.shape), "dtype": t.dtype, "scale": scale,
+                            "zero_point": zp}
 
 
 def convert(opts: ConvertOptions) -> Path:
-    for q in (opts.encoder_quant, opts.decoder_quant):
-        if q not in QUANTS:
-            raise ScenecapError(f"--quant {q!r} unknown; expected one of {', '.join(QUANTS)}")
+    """One bundle at opts.out with the requested encoder and decoder quantisation."""
+    return convert_variants(opts, [(opts.encoder_quant, opts.decoder_quant)])[0].path
+
+
+def convert_variants(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> list[ConvertResult]:
+    """One bundle per (encoder quant, decoder quant): at opts.out for one pair, else opts.out/<variant name>/.
+
+    Everything is checked and converted before anything is written; each bundle is written atomically."""
+    if not pairs:
+        raise ScenecapError("no variants to convert; pass --quant")
+    for enc, dec in pairs:
+        for q in (enc, dec):
+            if q not in QUANTS:
+                raise ScenecapError(f"--quant {q!r} unknown; expected one of {', '.join(QUANTS)}")
+    target = get_target(opts.target_runtime)
+    if opts.decoder_batch < 1:
+        raise ScenecapError(f"--decoder-batch {opts.decoder_batch}; expected a positive integer (the beam width)")
     out = Path(opts.out)
-    if out.exists() and not opts.force:
-        raise ScenecapError(f"{out}: already exists; pass --force to replace it")
+    dests = [out] if len(pairs) == 1 else [out / variant_name(e, d) for e, d in pairs]
+    for d in dests:
+        if d.exists() and not opts.force:
+            raise ScenecapError(f"{d}: already exists; pass --force to replace it")
     export = read_export(opts.export)
-    step_sig = export.decoder_signature(opts.decoder_batch)
-    check_signatures(export, ["encode", step_sig])
-    needs_calibration = {opts.encoder_quant, opts.decoder_quant} & {"int8", "edgetpu"}
-    enc_rep = dec_rep = None
-    if needs_calibration:
-        spec = PreprocessSpec(**export.info["preprocess"])
-        paths = calibration_paths(opts.calibration_images, export, opts.calibration_count, opts.seed)
-        images = load_calibration_images(paths, spec)
-        log.info("calibrating on %d real images", len(images))
+    export.decoder_signature(opts.decoder_batch)  # fails with the re-export command if the batch is missing
+    needed = sorted({_signature(w, v.quant, opts.decoder_batch)
+                     for e, d in pairs for w, q in (("encoder", e), ("decoder", d))
+                     for v in candidates(q, target)[0]})
+    check_signatures(export, needed + (["embed"] if any("embedded" in s for s in needed) else []))
+    progress = sys.stderr.isatty() if opts.progress is None else opts.progress
+    cal = Calibration(opts, export, progress)
+    if any(v.quant in ("int8", "edgetpu") for e, d in pairs for q in (e, d) for v in candidates(q, target)[0][:1]):
+        cal.images  # noqa: B018  (read and check the calibration images before the slow conversions)
 
-        def enc_rep():
-            for img in images:
-                yield {"image": img[None]}
+    cache: dict[tuple[str, str], tuple] = {}  # a model converted once serves every variant that uses it
+    planned = []
+    for (enc, dec), dest in zip(pairs, dests, strict=True):
+        parts, changes = {}, []
+        for which, q in (("encoder", enc), ("decoder_step", dec)):
+            if (which, q) not in cache:
+                cache[(which, q)] = _convert_model(export, which, q, opts.decoder_batch, target, cal)
+            data, variant, info, change = cache[(which, q)]
+            parts[which] = (data, variant, info)
+            if change:
+                changes.append(change)
+        planned.append((enc, dec, dest, parts, changes))
 
-        if opts.decoder_quant in ("int8", "edgetpu"):
-            rows = batch_rows(record_decoder_inputs(export, images, seed=opts.seed, progress=sys.stderr.isatty()),
-                              opts.decoder_batch, opts.seed)
-            log.info("recorded %d real decoder-step inputs", len(rows))
+    results = []
+    for enc, dec, dest, parts, changes in planned:
+        extra_files, decoder_extra = {}, {}
+        data, variant, info = parts["decoder_step"]
+        if variant.quant == "edgetpu":
+            sig = _signature("decoder", "edgetpu", opts.decoder_batch)
+            table, spec = _embedding_table(cal, info, sig, int(export.info["model"]["vocab_size"]))
+            extra_files[EMBEDDING_FILE], decoder_extra["embedding"] = table, spec
+        for c in changes:
+            log.warning("%s", c)
+        provenance = {
+            "export": str(Path(opts.export).resolve()),
+            "encoder_quant": parts["encoder"][1].quant,
+            "decoder_quant": parts["decoder_step"][1].quant,
+            "requested": {"encoder": enc, "decoder_step": dec},
+            "target_runtime": target.name,
+            "changes": changes,
+            "calibration_images": opts.calibration_images or "training split sample",
+            "calibration_count": len(cal._images) if cal._images is not None else 0,
+            "seed": opts.seed,
+            "recipe": opts.recipe,
+            "command": " ".join(sys.argv) if sys.argv and "scenecap" in sys.argv[0] else "",
+        }
+        models = {name: (d, v.quant, v.options) for name, (d, v, _) in parts.items()}
+        path = write_bundle(dest, models, export.vocab, export.info, provenance, opts.decoder_batch,
+                            extra_files=extra_files, force=opts.force, decoder_extra=decoder_extra)
+        result = ConvertResult(path, variant_name(enc, dec), enc, dec, changes)
+        tpu_files = [f"{n}.tflite" for n, (_, v, _) in parts.items() if v.quant == "edgetpu"]
+        if tpu_files:
+            from scenecap.convert.edgetpu import compile_or_explain
 
-            def dec_rep():
-                yield from rows
-
-    t0 = time.perf_counter()
-    models = {
-        "encoder": (convert_signature(export.path, "encode", opts.encoder_quant, enc_rep), opts.encoder_quant),
-        "decoder_step": (convert_signature(export.path, step_sig, opts.decoder_quant, dec_rep), opts.decoder_quant),
-    }
-    log.info("converted in %.1f s", time.perf_counter() - t0)
-    provenance = {
-        "export": str(Path(opts.export).resolve()),
-        "encoder_quant": opts.encoder_quant,
-        "decoder_quant": opts.decoder_quant,
-        "calibration_images": opts.calibration_images or "training split sample",
-        "calibration_count": opts.calibration_count if needs_calibration else 0,
-        "seed": opts.seed,
-        "recipe": opts.recipe,
-        "command": " ".join(sys.argv) if sys.argv and "scenecap" in sys.argv[0] else "",
-    }
-    return write_bundle(out, models, export.vocab, export.info, provenance, opts.decoder_batch, force=opts.force)
+            result.edgetpu = compile_or_explain(path, tpu_files)
+        results.append(result)
+    return results

@@ -2,10 +2,12 @@
 
 float32   no change
 float16   weights stored as float16 (half the size), computed in float32 on CPU
-dynamic   weights int8, activations float (quantised on the fly); TF >= 2.18 writes FULLY_CONNECTED v12,
-          which tflite-runtime 2.14 cannot load
-int8      weights and activations int8, calibrated on real data; int8 inputs/outputs (uint8 image)
-edgetpu   int8 with static shapes and only Edge TPU-mappable ops (see convert/edgetpu.py)
+dynamic   weights int8, activations float (quantised on the fly); TF >= 2.18 writes per-channel dense layers
+          as FULLY_CONNECTED v12, which tflite-runtime 2.14 cannot load; `per_tensor_dense` gives v9
+int8      weights and activations int8, calibrated on real data; int8 inputs/outputs (the uint8 image of the
+          `encode` signature stays uint8 and is cast in the graph: fine on a CPU)
+edgetpu   int8 from the Edge TPU signatures (encode_pixels, decode_step_embedded): static shapes, only
+          TPU-mappable ops, a quantised uint8 image input (scale/zero point in the manifest) and int8 elsewhere
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ log = logging.getLogger("scenecap.convert")
 
 def convert_signature(saved_model: str | Path, signature: str, quant: str,
                       representative: Callable[[], Iterable[dict]] | None = None,
-                      io_type: str = "int8") -> bytes:
-    """Convert one signature of the SavedModel. `representative` yields dicts keyed by the signature's inputs."""
+                      io_type: str = "int8", input_type: str | None = None, per_tensor_dense: bool = False) -> bytes:
+    """Convert one signature of the SavedModel. `representative` yields dicts keyed by the signature's inputs.
+
+    io_type: int8|uint8 for the quantised inputs and outputs of int8/edgetpu models; input_type overrides it
+    for the inputs (the Edge TPU encoder takes uint8 pixels). per_tensor_dense: one weight scale per dense layer.
+    """
     if quant not in QUANTS:
         raise ScenecapError(f"--quant {quant!r} unknown; expected one of {', '.join(QUANTS)}")
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[signature])
@@ -40,9 +46,12 @@ def convert_signature(saved_model: str | Path, signature: str, quant: str,
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        dtype = {"int8": tf.int8, "uint8": tf.uint8}[io_type]
-        conv.inference_input_type = dtype
-        conv.inference_output_type = dtype
+        dtypes = {"int8": tf.int8, "uint8": tf.uint8}
+        conv.inference_input_type = dtypes[input_type or io_type]
+        conv.inference_output_type = dtypes[io_type]
+    if per_tensor_dense:
+        # Public converter attribute (TF >= 2.14); per-tensor dense weights use the older kernel versions.
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = True
     try:
         return conv.convert()
     except Exception as e:  # the converter raises many types; the first line says what went wrong

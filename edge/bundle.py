@@ -2,14 +2,23 @@
 
 The manifest is the single source of truth for everything both sides must agree on: shapes, preprocessing,
 special tokens, quantisation parameters, decoder state mode. convert/ writes it; edge/ reads it, here.
+
+Validation on load: required keys and their types, tensor shapes that fit together (encoder outputs feed the
+decoder, the decoder batch is the manifest's, the vocabulary size matches the logits), file names that stay
+inside the bundle, and every listed file's sha256. A newer major format version is refused; a newer minor
+one is read, and keys this version does not know are kept (and written back by `to_json`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from scenecap.edge.errors import ScenecapError
 from scenecap.edge.fileio import sha256_file
@@ -17,10 +26,16 @@ from scenecap.edge.preprocess import PreprocessSpec
 from scenecap.edge.vocab import Vocab
 
 FORMAT = "scenecap-bundle"
-FORMAT_VERSION = "1.0"  # major.minor: a newer minor adds optional keys; a newer major is refused
+# major.minor: a newer minor adds optional keys; a newer major is refused.
+# 1.1 adds models.*.options/runtimes and decoder.embedding (the Edge TPU decoder's lookup table).
+FORMAT_VERSION = "1.1"
 MANIFEST = "manifest.json"
 DECODER_STATES = ("carry", "legacy-zero")
 QUANTS = ("float32", "float16", "dynamic", "int8", "edgetpu")
+DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool")
+MODEL_NAMES = ("encoder", "decoder_step")
+_OP_RE = re.compile(r"^[A-Za-z0-9_]+(\([^)]*\))?:v\d+$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -37,6 +52,10 @@ class TensorSpec:
     def quantized(self) -> bool:
         return self.dtype in ("int8", "uint8", "int16") and self.scale > 0
 
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "scale": self.scale,
+                "zero_point": self.zero_point}
+
 
 @dataclass
 class ModelSpec:
@@ -46,6 +65,24 @@ class ModelSpec:
     outputs: dict[str, TensorSpec]
     ops: list[str] = field(default_factory=list)  # "FULLY_CONNECTED:v9", one entry per distinct op
     edgetpu_file: str | None = None
+    options: list[str] = field(default_factory=list)  # conversion options, e.g. "per-tensor-dense"
+    runtimes: dict[str, str] = field(default_factory=dict)  # target runtime -> "ok" or why it cannot load
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown optional keys, kept on rewrite
+
+    def to_json(self) -> dict:
+        d: dict[str, Any] = {
+            "file": self.file, "quant": self.quant,
+            "inputs": {k: v.to_json() for k, v in self.inputs.items()},
+            "outputs": {k: v.to_json() for k, v in self.outputs.items()},
+            "ops": list(self.ops),
+        }
+        if self.edgetpu_file:
+            d["edgetpu_file"] = self.edgetpu_file
+        if self.options:
+            d["options"] = list(self.options)
+        if self.runtimes:
+            d["runtimes"] = dict(self.runtimes)
+        return {**d, **self.extra}
 
 
 @dataclass
@@ -55,7 +92,7 @@ class Manifest:
     tokens: dict[str, int]  # pad, unk, start, end ids; vocab.json must agree
     max_length: int
     model: dict[str, Any]  # dimensions: backbone, alpha, image_size, locations, feature_dim, units, vocab_size...
-    decoder: dict[str, Any]  # state: carry|legacy-zero; batch: fixed beam width of decoder_step
+    decoder: dict[str, Any]  # state: carry|legacy-zero; batch: fixed beam width; embedding: table for Edge TPU
     models: dict[str, ModelSpec]
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {sha256, bytes}
     vocab: str = "vocab.json"
@@ -73,11 +110,29 @@ class Manifest:
     def decoder_batch(self) -> int:
         return int(self.decoder.get("batch", 1))
 
+    @property
+    def embedding(self) -> dict | None:
+        """The Edge TPU decoder's word-embedding table ({file, shape, dtype, scale, zero_point}), if any."""
+        return self.decoder.get("embedding")
+
     def to_json(self) -> dict:
-        d = asdict(self)
-        extra = d.pop("extra")
-        d = {"format": FORMAT, **d, **extra}
-        return d
+        d = {
+            "format": FORMAT,
+            "format_version": self.format_version,
+            "scenecap_version": self.scenecap_version,
+            "language": self.language,
+            "preprocess": self.preprocess.to_json(),
+            "tokens": dict(self.tokens),
+            "max_length": self.max_length,
+            "model": dict(self.model),
+            "decoder": dict(self.decoder),
+            "models": {k: v.to_json() for k, v in self.models.items()},
+            "files": {k: dict(v) for k, v in self.files.items()},
+            "vocab": self.vocab,
+            "training": self.training,
+            "provenance": self.provenance,
+        }
+        return {**d, **self.extra}
 
 
 _REQUIRED = {
@@ -92,26 +147,152 @@ _REQUIRED = {
     "files": dict,
     "vocab": str,
 }
+_MODEL_KEYS = {"file", "quant", "inputs", "outputs", "ops", "edgetpu_file", "options", "runtimes"}
+_POSITIVE_DIMS = ("image_size", "locations", "feature_dim", "embed_dim", "attention_dim", "units", "vocab_size")
 
 
 def _err(where: str, msg: str) -> ScenecapError:
     return ScenecapError(f"{where}: {msg}")
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _plain_name(name: Any, where: str, what: str) -> str:
+    """A file name inside the bundle folder: no folders, no '..', nothing absolute."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or \
+            name.startswith("~") or ":" in name:
+        raise _err(where, f"{what} {name!r}; expected a plain file name inside the bundle folder")
+    return name
+
+
 def _tensor(d: Any, where: str) -> TensorSpec:
     if not isinstance(d, dict):
         raise _err(where, "expected an object with name, shape, dtype")
-    try:
-        shape = [int(x) for x in d["shape"]]
-        return TensorSpec(
-            name=str(d["name"]),
-            shape=shape,
-            dtype=str(d["dtype"]),
-            scale=float(d.get("scale", 0.0)),
-            zero_point=int(d.get("zero_point", 0)),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise _err(where, f"bad tensor description ({e!r}); expected name, shape (list of int), dtype") from None
+    shape, dtype = d.get("shape"), d.get("dtype")
+    if not isinstance(d.get("name"), str):
+        raise _err(where, "name missing or not a string")
+    if not isinstance(shape, list) or not all(_is_int(x) and x >= 1 for x in shape):
+        raise _err(where, f"shape {shape!r}; expected a list of positive integers (static shapes only)")
+    if dtype not in DTYPES:
+        raise _err(where, f"dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    scale, zp = d.get("scale", 0.0), d.get("zero_point", 0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
+        raise _err(where, f"scale {scale!r}; expected a finite number >= 0 (0 = not quantised)")
+    if not _is_int(zp):
+        raise _err(where, f"zero_point {zp!r}; expected an integer")
+    if scale > 0 and dtype in ("int8", "uint8"):
+        info = np.iinfo(dtype)
+        if not info.min <= zp <= info.max:
+            raise _err(where, f"zero_point {zp} outside the {dtype} range")
+    return TensorSpec(d["name"], list(shape), dtype, float(scale), int(zp))
+
+
+def _model_spec(name: str, m: Any, where: str) -> ModelSpec:
+    w = f"{where}: models.{name}"
+    if not isinstance(m, dict):
+        raise _err(where, f"models.{name} missing; expected an object with file, quant, inputs, outputs")
+    if not isinstance(m.get("file"), str) or not m.get("file"):
+        raise _err(where, f"models.{name}.file missing; expected a file name")
+    file = _plain_name(m["file"], where, f"models.{name}.file")
+    if not isinstance(m.get("inputs"), dict) or not isinstance(m.get("outputs"), dict):
+        raise _err(where, f"models.{name}: inputs and outputs must be objects")
+    if not m["inputs"] or not m["outputs"]:
+        raise _err(where, f"models.{name}: inputs and outputs must not be empty")
+    quant = m.get("quant", "float32")
+    if quant not in QUANTS:
+        raise _err(where, f"models.{name}.quant {quant!r}; expected one of {QUANTS}")
+    ops = m.get("ops", [])
+    if not isinstance(ops, list) or not all(isinstance(o, str) and _OP_RE.match(o) for o in ops):
+        raise _err(where, f"models.{name}.ops must be a list of 'OP_NAME:vN' strings")
+    edgetpu = m.get("edgetpu_file")
+    if edgetpu is not None:
+        _plain_name(edgetpu, where, f"models.{name}.edgetpu_file")
+    options = m.get("options", [])
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise _err(where, f"models.{name}.options must be a list of strings")
+    runtimes = m.get("runtimes", {})
+    if not isinstance(runtimes, dict) or not all(isinstance(v, str) for v in runtimes.values()):
+        raise _err(where, f"models.{name}.runtimes must map runtime names to strings")
+    return ModelSpec(
+        file=file, quant=quant,
+        inputs={k: _tensor(v, f"{w}.inputs.{k}") for k, v in m["inputs"].items()},
+        outputs={k: _tensor(v, f"{w}.outputs.{k}") for k, v in m["outputs"].items()},
+        ops=list(ops), edgetpu_file=edgetpu, options=list(options), runtimes=dict(runtimes),
+        extra={k: v for k, v in m.items() if k not in _MODEL_KEYS},
+    )
+
+
+def _need(spec: ModelSpec, kind: str, name: str, where: str, model: str) -> TensorSpec:
+    tensors = spec.inputs if kind == "input" else spec.outputs
+    t = tensors.get(name)
+    if t is None:
+        raise _err(where, f"models.{model} has no {kind} {name!r} (it has {sorted(tensors)})")
+    return t
+
+
+def _check_shapes(data: dict, models: dict[str, ModelSpec], pre: PreprocessSpec, batch: int, where: str) -> None:
+    """The encoder's outputs fit the decoder's inputs, the decoder's batch is the manifest's, sizes agree."""
+    enc, dec = models["encoder"], models["decoder_step"]
+    image = _need(enc, "input", "image", where, "encoder")
+    if image.shape != [1, pre.height, pre.width, 3]:
+        raise _err(where, f"models.encoder input image is {image.shape}; preprocess says "
+                   f"[1, {pre.height}, {pre.width}, 3]")
+    dims = data["model"]
+
+    def expect(t: TensorSpec, shape: list[int], what: str) -> None:
+        if t.shape != shape:
+            raise _err(where, f"{what} has shape {t.shape}; expected {shape}")
+
+    feats, keys = _need(enc, "output", "features", where, "encoder"), _need(enc, "output", "keys", where, "encoder")
+    if len(feats.shape) != 3 or len(keys.shape) != 3 or feats.shape[0] != 1 or keys.shape[:2] != feats.shape[:2]:
+        raise _err(where, f"models.encoder outputs features {feats.shape} and keys {keys.shape}; expected "
+                   "[1, locations, feature_dim] and [1, locations, attention_dim]")
+    locations = feats.shape[1]
+    hidden = _need(dec, "input", "hidden", where, "decoder_step")
+    if len(hidden.shape) != 2:
+        raise _err(where, f"models.decoder_step input hidden has shape {hidden.shape}; expected [batch, units]")
+    units = hidden.shape[1]
+    expect(hidden, [batch, units], f"models.decoder_step input hidden (decoder.batch {batch})")
+    expect(_need(dec, "input", "features", where, "decoder_step"), [batch, *feats.shape[1:]],
+           "models.decoder_step input features")
+    expect(_need(dec, "input", "keys", where, "decoder_step"), [batch, *keys.shape[1:]],
+           "models.decoder_step input keys")
+    logits = _need(dec, "output", "logits", where, "decoder_step")
+    if len(logits.shape) != 2 or logits.shape[0] != batch:
+        raise _err(where, f"models.decoder_step output logits has shape {logits.shape}; expected [{batch}, vocab]")
+    vocab_size = logits.shape[1]
+    expect(_need(dec, "output", "new_hidden", where, "decoder_step"), [batch, units],
+           "models.decoder_step output new_hidden")
+    expect(_need(dec, "output", "attention", where, "decoder_step"), [batch, locations],
+           "models.decoder_step output attention")
+    for key, value in (("vocab_size", vocab_size), ("locations", locations), ("units", units)):
+        if _is_int(dims.get(key)) and dims[key] != value:
+            raise _err(where, f"model.{key} is {dims[key]} but the models use {value}")
+    if "token" in dec.inputs:
+        token = dec.inputs["token"]
+        if token.shape != [batch] or token.dtype not in ("int32", "int64"):
+            raise _err(where, f"models.decoder_step input token is {token.dtype}{token.shape}; expected int32[{batch}]")
+    elif "embedding" in dec.inputs:
+        emb_in = dec.inputs["embedding"]
+        table = data["decoder"].get("embedding")
+        if not isinstance(table, dict):
+            raise _err(where, "models.decoder_step takes an embedding input but decoder.embedding (the lookup "
+                       "table) is missing")
+        _plain_name(table.get("file"), where, "decoder.embedding.file")
+        shape = table.get("shape")
+        if shape != [vocab_size, emb_in.shape[-1]] or emb_in.shape != [batch, emb_in.shape[-1]]:
+            raise _err(where, f"decoder.embedding.shape {shape!r} does not fit the decoder input embedding "
+                       f"{emb_in.shape} and vocabulary {vocab_size}")
+        if table.get("dtype") != emb_in.dtype or table.get("scale", 0.0) != emb_in.scale or \
+                table.get("zero_point", 0) != emb_in.zero_point:
+            raise _err(where, "decoder.embedding dtype/scale/zero_point differ from the decoder's embedding input")
+    else:
+        raise _err(where, "models.decoder_step needs a token or an embedding input")
+    for role, idx in data["tokens"].items():
+        if _is_int(idx) and not 0 <= idx < vocab_size:
+            raise _err(where, f"tokens.{role} = {idx} is outside the vocabulary (0..{vocab_size - 1})")
 
 
 def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
@@ -120,22 +301,23 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
         raise _err(where, "expected a JSON object")
     if data.get("format") != FORMAT:
         raise _err(where, f"'format' is {data.get('format')!r}; expected {FORMAT!r}")
-    for key, typ in _REQUIRED.items():
-        if key not in data:
-            raise _err(where, f"missing required key {key!r}")
-        if not isinstance(data[key], typ) or (typ is int and isinstance(data[key], bool)):
-            raise _err(where, f"{key!r} is {type(data[key]).__name__}; expected {typ.__name__}")
+    if "format_version" not in data:
+        raise _err(where, "missing required key 'format_version'")
     version = data["format_version"]
-    try:
-        major = int(version.split(".")[0])
-    except ValueError:
-        raise _err(where, f"format_version {version!r}; expected MAJOR.MINOR") from None
+    if not isinstance(version, str) or not re.match(r"^\d+\.\d+$", version):
+        raise _err(where, f"format_version {version!r}; expected 'MAJOR.MINOR' such as {FORMAT_VERSION!r}")
+    major = int(version.split(".")[0])
     ours = int(FORMAT_VERSION.split(".")[0])
     if major > ours:
         raise _err(where, f"bundle format {version} is newer than this runtime reads ({FORMAT_VERSION}); "
                    "upgrade scenecap")
     if major < 1:
         raise _err(where, f"format_version {version!r}; expected 1.x")
+    for key, typ in _REQUIRED.items():
+        if key not in data:
+            raise _err(where, f"missing required key {key!r}")
+        if not isinstance(data[key], typ) or (typ is int and isinstance(data[key], bool)):
+            raise _err(where, f"{key!r} is {type(data[key]).__name__}; expected {typ.__name__}")
     try:
         pre = PreprocessSpec(**data["preprocess"])
     except TypeError as e:
@@ -144,40 +326,44 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
         raise _err(where, f"preprocess: {e}") from None
     tokens = data["tokens"]
     for role in ("pad", "unk", "start", "end"):
-        if not isinstance(tokens.get(role), int) or isinstance(tokens.get(role), bool):
+        if not _is_int(tokens.get(role)):
             raise _err(where, f"tokens.{role} missing or not an integer id")
     if data["max_length"] < 2:
         raise _err(where, f"max_length {data['max_length']}; expected at least 2")
+    for key in _POSITIVE_DIMS:
+        v = data["model"].get(key)
+        if v is not None and (not _is_int(v) or v < 1):
+            raise _err(where, f"model.{key} is {v!r}; expected a positive integer")
     state = data["decoder"].get("state", "carry")
     if state not in DECODER_STATES:
         raise _err(where, f"decoder.state {state!r}; expected one of {DECODER_STATES}")
     batch = data["decoder"].get("batch", 1)
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+    if not _is_int(batch) or batch < 1:
         raise _err(where, f"decoder.batch {batch!r}; expected a positive integer")
-    models = {}
-    for name in ("encoder", "decoder_step"):
-        m = data["models"].get(name)
-        if not isinstance(m, dict):
-            raise _err(where, f"models.{name} missing; expected an object with file, quant, inputs, outputs")
-        if not isinstance(m.get("file"), str) or not m.get("file"):
-            raise _err(where, f"models.{name}.file missing; expected a file name")
-        if not isinstance(m.get("inputs"), dict) or not isinstance(m.get("outputs"), dict):
-            raise _err(where, f"models.{name}: inputs and outputs must be objects")
-        quant = m.get("quant", "float32")
-        if quant not in QUANTS:
-            raise _err(where, f"models.{name}.quant {quant!r}; expected one of {QUANTS}")
-        models[name] = ModelSpec(
-            file=m["file"],
-            quant=quant,
-            inputs={k: _tensor(v, f"{where}: models.{name}.inputs.{k}") for k, v in m["inputs"].items()},
-            outputs={k: _tensor(v, f"{where}: models.{name}.outputs.{k}") for k, v in m["outputs"].items()},
-            ops=[str(o) for o in m.get("ops", [])],
-            edgetpu_file=m.get("edgetpu_file"),
-        )
+    models = {name: _model_spec(name, data["models"].get(name), where) for name in MODEL_NAMES}
+    for name, m in data["models"].items():  # other models (future minor versions) must still be well-formed
+        if name not in models:
+            models[name] = _model_spec(name, m, where)
+    _check_shapes(data, models, pre, batch, where)
     for name, info in data["files"].items():
-        if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
-            raise _err(where, f"files.{name}: expected an object with a sha256 string")
-    known = {f.name for f in Manifest.__dataclass_fields__.values()} | {"format"}
+        _plain_name(name, where, "files entry")
+        if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) or \
+                not _SHA_RE.match(info["sha256"]):
+            raise _err(where, f"files.{name}: expected an object with a sha256 (64 hex digits)")
+        if "bytes" in info and (not _is_int(info["bytes"]) or info["bytes"] < 0):
+            raise _err(where, f"files.{name}.bytes {info['bytes']!r}; expected a non-negative integer")
+    vocab_name = _plain_name(data["vocab"], where, "vocab")
+    needed = {vocab_name} | {m.file for m in models.values()} | {m.edgetpu_file for m in models.values()
+                                                                  if m.edgetpu_file}
+    if isinstance(data["decoder"].get("embedding"), dict):
+        needed.add(data["decoder"]["embedding"]["file"])
+    for name in sorted(needed):
+        if name not in data["files"]:
+            raise _err(where, f"files has no hash for {name}")
+    for key in ("training", "provenance"):
+        if key in data and not isinstance(data[key], dict):
+            raise _err(where, f"{key!r} is {type(data[key]).__name__}; expected an object")
+    known = {"format", "scenecap_version", "training", "provenance", *_REQUIRED}
     return Manifest(
         language=data["language"],
         preprocess=pre,
@@ -187,11 +373,11 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
         decoder=data["decoder"],
         models=models,
         files=data["files"],
-        vocab=data["vocab"],
+        vocab=vocab_name,
         scenecap_version=str(data.get("scenecap_version", "")),
         format_version=version,
-        training=data.get("training", {}) if isinstance(data.get("training"), dict) else {},
-        provenance=data.get("provenance", {}) if isinstance(data.get("provenance"), dict) else {},
+        training=data.get("training", {}),
+        provenance=data.get("provenance", {}),
         extra={k: v for k, v in data.items() if k not in known},
     )
 
@@ -222,15 +408,14 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
 
 
 def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
-    """Every file the manifest lists exists and has the recorded sha256."""
-    needed = {manifest.vocab} | {m.file for m in manifest.models.values()}
-    for name in sorted(needed):
-        if name not in manifest.files:
-            raise ScenecapError(f"{bundle_dir / MANIFEST}: files has no hash for {name}")
+    """Every file the manifest lists exists, has the recorded size and the recorded sha256."""
     for name, info in sorted(manifest.files.items()):
         p = bundle_dir / name
         if not p.is_file():
             raise ScenecapError(f"{p}: missing from the bundle (listed in manifest.json)")
+        if "bytes" in info and p.stat().st_size != info["bytes"]:
+            raise ScenecapError(f"{p}: {p.stat().st_size} bytes; the manifest says {info['bytes']} (the file was "
+                                "changed or truncated)")
         digest = sha256_file(p)
         if digest != info["sha256"]:
             raise ScenecapError(
@@ -254,3 +439,19 @@ def load_bundle(bundle_dir: str | Path, verify: bool = True) -> Bundle:
     if vsize is not None and vsize != len(vocab):
         raise ScenecapError(f"{bundle_dir / manifest.vocab}: {len(vocab)} tokens; the manifest says {vsize}")
     return Bundle(bundle_dir, manifest, vocab)
+
+
+def load_embedding(bundle: Bundle) -> np.ndarray | None:
+    """The Edge TPU decoder's word-embedding table (already quantised like the decoder's input), or None."""
+    spec = bundle.manifest.embedding
+    if not spec:
+        return None
+    path = bundle.file(spec["file"])
+    try:
+        table = np.load(path, allow_pickle=False)  # never unpickle: a bundle may come from anywhere
+    except (OSError, ValueError) as e:
+        raise ScenecapError(f"{path}: not a readable .npy array ({str(e).splitlines()[0] if str(e) else e})") from None
+    if list(table.shape) != list(spec["shape"]) or table.dtype.name != spec["dtype"]:
+        raise ScenecapError(f"{path}: {table.dtype.name}{list(table.shape)}; the manifest says "
+                            f"{spec['dtype']}{spec['shape']}")
+    return table

@@ -69,6 +69,15 @@ def find_runtime(prefer: str | None = None) -> Runtime:
 
 
 _OP_RE = re.compile(r"Didn't find op for builtin opcode '(\w+)' version '(\d+)'")
+_CUSTOM_RE = re.compile(r"unresolved custom op: ([\w-]+)", re.IGNORECASE)
+
+
+def target_for(runtime: Runtime) -> str:
+    """The `scenecap convert --target-runtime` value that suits the runtime found here."""
+    name, _, version = runtime.name.partition(" ")
+    if name == "tflite_runtime":
+        return "tflite-runtime-2.14"  # the last tflite-runtime release; its kernel table is measured
+    return "litert"
 
 
 def _explain_load_failure(path: Path, exc: Exception, runtime: Runtime) -> ScenecapError:
@@ -77,10 +86,18 @@ def _explain_load_failure(path: Path, exc: Exception, runtime: Runtime) -> Scene
     if m:
         op, ver = m.groups()
         return ScenecapError(
-            f"{path}: op {op} version {ver} is not in {runtime.name}; convert with "
-            f"'scenecap convert --target-runtime tflite-runtime-2.14' "
-            "(or upgrade the runtime: pip install ai-edge-litert)"
+            f"{path}: op {op} version {ver} is not in the runtime found ({runtime.name}); re-convert with "
+            f"'scenecap convert --target-runtime {target_for(runtime)}', which picks variants whose kernels it has "
+            "(or install a newer runtime: pip install ai-edge-litert)"
         )
+    m = _CUSTOM_RE.search(text)
+    if m and m.group(1) == "edgetpu-custom-op":
+        return ScenecapError(f"{path}: compiled for the Edge TPU (op edgetpu-custom-op), which {runtime.name} "
+                             "cannot run on the CPU; use --device edgetpu with libedgetpu installed, or the "
+                             "bundle's plain .tflite")
+    if m:
+        return ScenecapError(f"{path}: custom op {m.group(1)} is not in the runtime found ({runtime.name}); "
+                             "convert without custom ops (scenecap convert only emits builtin ops)")
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return ScenecapError(f"{path}: {runtime.name} cannot load this model ({first})")
 

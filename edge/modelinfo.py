@@ -1,27 +1,104 @@
-"""What is inside a .tflite file: its operators with their versions, read from the flatbuffer itself.
+"""What is inside a .tflite file, read from the flatbuffer itself with no runtime and no TensorFlow.
 
 Op versions decide whether an older runtime can load a model (FULLY_CONNECTED v12 needs TF >= 2.18's kernels);
-the converter's own `min_runtime_version` metadata cannot be trusted for this, so we list the ops.
+the converter's own `min_runtime_version` metadata cannot be trusted for this, so we list the ops. This is a
+small reader for the few tables we need (operator codes, subgraphs, tensors, buffers, signatures), so it works
+on a Pi with only tflite-runtime installed.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scenecap.edge.errors import ScenecapError
 
+# BuiltinOperator enum of the TFLite schema, by code (a public file-format fact).
+_OPS = """ADD AVERAGE_POOL_2D CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEPTH_TO_SPACE DEQUANTIZE EMBEDDING_LOOKUP FLOOR
+FULLY_CONNECTED HASHTABLE_LOOKUP L2_NORMALIZATION L2_POOL_2D LOCAL_RESPONSE_NORMALIZATION LOGISTIC LSH_PROJECTION
+LSTM MAX_POOL_2D MUL RELU RELU_N1_TO_1 RELU6 RESHAPE RESIZE_BILINEAR RNN SOFTMAX SPACE_TO_DEPTH SVDF TANH
+CONCAT_EMBEDDINGS SKIP_GRAM CALL CUSTOM EMBEDDING_LOOKUP_SPARSE PAD UNIDIRECTIONAL_SEQUENCE_RNN GATHER
+BATCH_TO_SPACE_ND SPACE_TO_BATCH_ND TRANSPOSE MEAN SUB DIV SQUEEZE UNIDIRECTIONAL_SEQUENCE_LSTM STRIDED_SLICE
+BIDIRECTIONAL_SEQUENCE_RNN EXP TOPK_V2 SPLIT LOG_SOFTMAX DELEGATE BIDIRECTIONAL_SEQUENCE_LSTM CAST PRELU MAXIMUM
+ARG_MAX MINIMUM LESS NEG PADV2 GREATER GREATER_EQUAL LESS_EQUAL SELECT SLICE SIN TRANSPOSE_CONV SPARSE_TO_DENSE TILE
+EXPAND_DIMS EQUAL NOT_EQUAL LOG SUM SQRT RSQRT SHAPE POW ARG_MIN FAKE_QUANT REDUCE_PROD REDUCE_MAX PACK LOGICAL_OR
+ONE_HOT LOGICAL_AND LOGICAL_NOT UNPACK REDUCE_MIN FLOOR_DIV REDUCE_ANY SQUARE ZEROS_LIKE FILL FLOOR_MOD RANGE
+RESIZE_NEAREST_NEIGHBOR LEAKY_RELU SQUARED_DIFFERENCE MIRROR_PAD ABS SPLIT_V UNIQUE CEIL REVERSE_V2 ADD_N GATHER_ND
+COS WHERE RANK ELU REVERSE_SEQUENCE MATRIX_DIAG QUANTIZE MATRIX_SET_DIAG ROUND HARD_SWISH IF WHILE
+NON_MAX_SUPPRESSION_V4 NON_MAX_SUPPRESSION_V5 SCATTER_ND SELECT_V2 DENSIFY SEGMENT_SUM BATCH_MATMUL
+PLACEHOLDER_FOR_GREATER_OP_CODES CUMSUM CALL_ONCE BROADCAST_TO RFFT2D CONV_3D IMAG REAL COMPLEX_ABS HASHTABLE
+HASHTABLE_FIND HASHTABLE_IMPORT HASHTABLE_SIZE REDUCE_ALL CONV_3D_TRANSPOSE VAR_HANDLE READ_VARIABLE ASSIGN_VARIABLE
+BROADCAST_ARGS RANDOM_STANDARD_NORMAL BUCKETIZE RANDOM_UNIFORM MULTINOMIAL GELU DYNAMIC_UPDATE_SLICE RELU_0_TO_1
+UNSORTED_SEGMENT_PROD UNSORTED_SEGMENT_MAX UNSORTED_SEGMENT_SUM ATAN2 UNSORTED_SEGMENT_MIN SIGN BITCAST BITWISE_XOR
+RIGHT_SHIFT""".split()
+OP_CODES = {name: code for code, name in enumerate(_OPS)}
 
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:
-        try:
-            from tensorflow.lite.python import schema_py_generated as schema
-        except ImportError:
-            raise ScenecapError("reading op lists needs ai-edge-litert (pip install ai-edge-litert)") from None
-    return schema
+# TensorType enum of the TFLite schema.
+_TYPES = ("float32", "float16", "int32", "uint8", "int64", "string", "bool", "int16", "complex64", "int8", "float64",
+          "complex128", "uint64", "resource", "variant", "uint32", "uint16", "int4", "bfloat16")
+
+
+def op_name(code: int) -> str:
+    return _OPS[code] if 0 <= code < len(_OPS) else f"BUILTIN_{code}"
+
+
+class _Table:
+    """A flatbuffer table: fields are found through the vtable; absent fields read as their default."""
+
+    def __init__(self, buf: bytes, pos: int):
+        self.buf, self.pos = buf, pos
+        self.vt = pos - struct.unpack_from("<i", buf, pos)[0]
+        self.vt_len = struct.unpack_from("<H", buf, self.vt)[0]
+
+    def _off(self, i: int) -> int:
+        o = 4 + 2 * i
+        return struct.unpack_from("<H", self.buf, self.vt + o)[0] if o < self.vt_len else 0
+
+    def scalar(self, i: int, fmt: str, default=0):
+        o = self._off(i)
+        return struct.unpack_from("<" + fmt, self.buf, self.pos + o)[0] if o else default
+
+    def _ref(self, i: int) -> int | None:
+        o = self._off(i)
+        if not o:
+            return None
+        p = self.pos + o
+        return p + struct.unpack_from("<I", self.buf, p)[0]
+
+    def table(self, i: int) -> _Table | None:
+        p = self._ref(i)
+        return _Table(self.buf, p) if p is not None else None
+
+    def string(self, i: int) -> str | None:
+        p = self._ref(i)
+        if p is None:
+            return None
+        n = struct.unpack_from("<I", self.buf, p)[0]
+        return self.buf[p + 4 : p + 4 + n].decode("utf-8", "replace")
+
+    def vector(self, i: int, fmt: str) -> list:
+        p = self._ref(i)
+        if p is None:
+            return []
+        n = struct.unpack_from("<I", self.buf, p)[0]
+        return list(struct.unpack_from(f"<{n}{fmt}", self.buf, p + 4))
+
+    def vector_len(self, i: int) -> int:
+        p = self._ref(i)
+        return 0 if p is None else struct.unpack_from("<I", self.buf, p)[0]
+
+    def tables(self, i: int) -> list[_Table]:
+        p = self._ref(i)
+        if p is None:
+            return []
+        n = struct.unpack_from("<I", self.buf, p)[0]
+        out = []
+        for k in range(n):
+            q = p + 4 + 4 * k
+            out.append(_Table(self.buf, q + struct.unpack_from("<I", self.buf, q)[0]))
+        return out
 
 
 @dataclass(frozen=True)
@@ -34,28 +111,150 @@ class OpInfo:
         return f"{self.name}:v{self.version}"
 
 
-def read_ops(path: str | Path) -> list[OpInfo]:
-    """Every distinct (op, version) in the model's subgraphs, with how often it is used."""
-    schema = _schema()
-    buf = Path(path).read_bytes()
+@dataclass
+class TensorInfo:
+    name: str
+    shape: list[int]
+    shape_signature: list[int]  # -1 marks a dynamic dimension
+    dtype: str
+    scales: list[float]
+    zero_points: list[int]
+    buffer_bytes: int  # constant data (weights); 0 for activations
+    values: list[int] | None = None  # a small int32 constant's values (axes, shapes); None otherwise
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.scales) and self.dtype in ("int8", "uint8", "int16", "int32", "int4")
+
+    @property
+    def dynamic(self) -> bool:
+        return any(d < 0 for d in self.shape_signature)
+
+
+@dataclass
+class Operator:
+    name: str  # "FULLY_CONNECTED", or "CUSTOM(edgetpu-custom-op)"
+    version: int
+    inputs: list[int]
+    outputs: list[int]
+
+
+@dataclass
+class ModelInfo:
+    path: Path
+    size: int
+    operators: list[Operator]  # the main subgraph, in execution order
+    tensors: list[TensorInfo]
+    inputs: list[int]
+    outputs: list[int]
+    signatures: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # key -> inputs/outputs -> idx
+    subgraph_count: int = 1
+    all_ops: list[OpInfo] = field(default_factory=list)  # every subgraph, with counts
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(t.buffer_bytes for t in self.tensors)
+
+    def tensor(self, i: int) -> TensorInfo:
+        return self.tensors[i]
+
+
+def read_model(path: str | Path) -> ModelInfo:
+    """Parse a .tflite file: operators (with versions), tensors (shape, dtype, quantisation), signatures."""
+    path = Path(path)
+    try:
+        buf = path.read_bytes()
+    except OSError as e:
+        raise ScenecapError(f"{path}: cannot read ({e.strerror or e})") from None
+    return parse_model(buf, path)
+
+
+def parse_model(buf: bytes, path: str | Path = "<bytes>") -> ModelInfo:
+    """Parse a .tflite flatbuffer held in memory (see read_model)."""
+    path = Path(path)
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise ScenecapError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     try:
-        model = schema.Model.GetRootAs(buf, 0)
-        codes = []
-        for i in range(model.OperatorCodesLength()):
-            oc = model.OperatorCodes(i)
-            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-            name = names.get(code, f"BUILTIN_{code}")
-            if name == "CUSTOM":
-                name = f"CUSTOM({(oc.CustomCode() or b'?').decode('utf-8', 'replace')})"
-            codes.append((name, oc.Version()))
-        counts: Counter = Counter()
-        for s in range(model.SubgraphsLength()):
-            sg = model.Subgraphs(s)
-            for o in range(sg.OperatorsLength()):
-                counts[codes[sg.Operators(o).OpcodeIndex()]] += 1
-    except Exception as e:  # a truncated flatbuffer fails anywhere inside the generated reader
-        raise ScenecapError(f"{path}: truncated or corrupt TFLite flatbuffer ({type(e).__name__})") from None
-    return [OpInfo(n, v, c) for (n, v), c in sorted(counts.items())]
+        return _parse(path, buf)
+    except (struct.error, IndexError, UnicodeDecodeError, ValueError):  # truncated or corrupt
+        raise ScenecapError(f"{path}: truncated or corrupt TFLite flatbuffer") from None
+
+
+def _parse(path: Path, buf: bytes) -> ModelInfo:
+    model = _Table(buf, struct.unpack_from("<I", buf, 0)[0])
+    codes = []
+    for oc in model.tables(1):
+        code = max(oc.scalar(0, "b", 0), oc.scalar(3, "i", 0))
+        name = op_name(code)
+        if name == "CUSTOM":
+            name = f"CUSTOM({oc.string(1) or '?'})"
+        codes.append((name, oc.scalar(2, "i", 1)))
+    buffers = model.tables(4)
+
+    def buffer_bytes(idx: int) -> int:
+        if not 0 < idx < len(buffers):
+            return 0
+        b = buffers[idx]
+        return b.vector_len(0) or b.scalar(2, "Q", 0)  # inline data, or size of data stored after the flatbuffer
+
+    def small_ints(idx: int, dtype: str) -> list[int] | None:
+        if dtype != "int32" or not 0 < idx < len(buffers) or not 0 < buffers[idx].vector_len(0) <= 64:
+            return None
+        return list(struct.unpack("<" + "i" * (buffers[idx].vector_len(0) // 4), bytes(buffers[idx].vector(0, "B"))))
+
+    counts: Counter = Counter()
+    subgraphs = model.tables(2)
+    main_ops, tensors, ins, outs = [], [], [], []
+    for si, sg in enumerate(subgraphs):
+        ops = []
+        for op in sg.tables(3):
+            name, version = codes[op.scalar(0, "I", 0)]
+            counts[(name, version)] += 1
+            ops.append(Operator(name, version, op.vector(1, "i"), op.vector(2, "i")))
+        if si == 0:
+            main_ops, ins, outs = ops, sg.vector(1, "i"), sg.vector(2, "i")
+            for t in sg.tables(0):
+                q = t.table(4)
+                shape = t.vector(0, "i")
+                code = t.scalar(1, "b", 0)
+                dtype = _TYPES[code] if 0 <= code < len(_TYPES) else "?"
+                tensors.append(TensorInfo(
+                    name=t.string(3) or "",
+                    shape=shape,
+                    shape_signature=t.vector(7, "i") or shape,
+                    dtype=dtype,
+                    scales=[float(s) for s in q.vector(2, "f")] if q else [],
+                    zero_points=[int(z) for z in q.vector(3, "q")] if q else [],
+                    buffer_bytes=buffer_bytes(t.scalar(2, "I", 0)),
+                    values=small_ints(t.scalar(2, "I", 0), dtype),
+                ))
+    signatures = {}
+    for sd in model.tables(7):
+        key = sd.string(2) or "serving_default"
+        signatures[key] = {
+            "inputs": {m.string(0) or "": m.scalar(1, "I", 0) for m in sd.tables(0)},
+            "outputs": {m.string(0) or "": m.scalar(1, "I", 0) for m in sd.tables(1)},
+        }
+    all_ops = [OpInfo(n, v, c) for (n, v), c in sorted(counts.items())]
+    return ModelInfo(path, len(buf), main_ops, tensors, ins, outs, signatures, len(subgraphs), all_ops)
+
+
+def read_ops(path: str | Path) -> list[OpInfo]:
+    """Every distinct (op, version) in the model's subgraphs, with how often it is used."""
+    return read_model(path).all_ops
+
+
+def fc_macs(info: ModelInfo) -> int:
+    """Multiply-accumulates of the FULLY_CONNECTED ops per invoke (rows x weight size): the decoder's main cost."""
+    total = 0
+    for op in info.operators:
+        if op.name != "FULLY_CONNECTED" or len(op.inputs) < 2:
+            continue
+        x, w = info.tensor(op.inputs[0]), info.tensor(op.inputs[1])
+        if len(w.shape) != 2:
+            continue
+        rows = 1
+        for d in x.shape[:-1]:
+            rows *= max(d, 1)
+        total += rows * w.shape[0] * w.shape[1]
+    return total
