@@ -242,7 +242,8 @@ def convert_variants(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> list
             "target_runtime": target.name,
             "changes": changes,
             "calibration_images": opts.calibration_images or "training split sample",
-            "calibration_count": len(cal._images) if cal._images is not None else 0,
+            "calibration_count": len(cal.images) if any(v.quant in ("int8", "edgetpu")
+                                                        for _, v, _ in parts.values()) else 0,
             "seed": opts.seed,
             "recipe": opts.recipe,
             "command": " ".join(sys.argv) if sys.argv and "scenecap" in sys.argv[0] else "",
