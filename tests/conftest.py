@@ -65,7 +65,7 @@ def tiny_run(synth_data, tmp_path_factory) -> Path:
 def tiny_export(tiny_run, tmp_path_factory) -> Path:
     from scenecap.train.export import export_run
 
-    d, done = _cache_dir(tmp_path_factory, "tiny_export")
+    d, done = _cache_dir(tmp_path_factory, "tiny_export_v2")  # v2: with the Edge TPU signatures
     if not done:
         export_run(tiny_run, d / "export", decoder_batches=(1, 3), force=True)
         (d / ".done").touch()
@@ -91,6 +91,23 @@ def float_bundle(tiny_export, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def int8_bundle(tiny_export, tmp_path_factory) -> Path:
     return _bundle(tiny_export, tmp_path_factory, "int8")
+
+
+@pytest.fixture(scope="session")
+def variant_bundles(tiny_export, tmp_path_factory) -> dict[str, Path]:
+    """More variants of the tiny model, each model converted once: a float16 encoder with a dynamic-range decoder
+    (which tflite-runtime 2.14 cannot load), the Edge TPU pair, and dynamic-range for tflite-runtime 2.14."""
+    from scenecap.convert.run import ConvertOptions, convert_variants
+
+    d, done = _cache_dir(tmp_path_factory, "variant_bundles")
+    if not done:
+        convert_variants(ConvertOptions(export=str(tiny_export), out=str(d / "litert"), calibration_count=60,
+                                        force=True), [("float16", "dynamic"), ("edgetpu", "edgetpu")])
+        convert_variants(ConvertOptions(export=str(tiny_export), out=str(d / "dynamic-tflite214"), force=True,
+                                        target_runtime="tflite-runtime-2.14"), [("dynamic", "dynamic")])
+        (d / ".done").touch()
+    return {"float16-dynamic": d / "litert" / "float16-dynamic", "edgetpu": d / "litert" / "edgetpu",
+            "dynamic-tflite214": d / "dynamic-tflite214"}
 
 
 @pytest.fixture(scope="session")
