@@ -3,6 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
+
+TRAIN_EPILOG = textwrap.dedent("""\
+    examples:
+      scenecap train data/synth/captions_train.json --val data/synth/captions_val.json --out runs/synth
+      scenecap train dataset_flickr8k.json --images Flicker8k_Dataset --mode cached --weights imagenet \\
+          --image-size 224 --backbone mobilenet_v3_large --alpha 1.0 --out runs/flickr8k
+      scenecap train captions.txt --val val.csv --lang ar --config train.toml --set model.units=256
+      scenecap train --resume --out runs/flickr8k            # continue after an interruption
+      tensorboard --logdir runs/                             # loss, BLEU/CIDEr, sample captions
+
+    settings come from (later wins): defaults, --config FILE (TOML or YAML, same keys as the
+    run's config.json, e.g. epochs = 30 and a [model] table), the run's own config.json with
+    --resume, then these options and --set KEY=VALUE.
+
+    dataset formats (detected from the file): COCO captions JSON, Karpathy split JSON
+    ('restval' joins train; its 'val' split validates when --val is not given), Flickr8k/30k
+    *.token.txt (IMAGE#N<TAB>caption), CSV/TSV with image and caption columns (Flickr8k's
+    captions.txt), JSON lines ({"image": ..., "caption": ...}).
+
+    several GPUs are used automatically (MirroredStrategy). Several machines: start the same
+    command on each with TF_CONFIG set, worker 0 is the chief and writes the run folder:
+      TF_CONFIG='{"cluster": {"worker": ["hostA:12345", "hostB:12345"]},
+                  "task": {"type": "worker", "index": 0}}' scenecap train --config train.toml
+      (index 1 on hostB). --batch-size is per replica.""")
+
+# CLI option -> config key (dotted for nested tables).
+OPTION_KEYS = {
+    "train": "train", "val": "val", "images": "images", "out": "out", "lang": "language", "epochs": "epochs",
+    "batch_size": "batch_size", "lr": "learning_rate", "seed": "seed", "backbone": "model.backbone",
+    "alpha": "model.alpha", "image_size": "model.image_size", "weights": "model.weights",
+    "embed_dim": "model.embed_dim", "attention_units": "model.attention_units", "max_length": "model.max_length",
+    "min_count": "min_count", "max_vocab": "max_vocab", "dataset_format": "dataset_format",
+    "train_list": "train_list", "val_list": "val_list", "skip_missing": "skip_missing",
+    "check_images": "check_images", "cache_images": "cache_images", "mode": "mode",
+    "freeze_epochs": "freeze_epochs", "finetune_lr": "finetune_learning_rate", "feature_cache": "feature_cache",
+    "strategy": "strategy", "mixed_precision": "mixed_precision", "jit_compile": "jit_compile",
+    "monitor": "monitor", "early_stopping": "early_stopping", "val_caption_images": "val_caption_images",
+    "checkpoint_every_steps": "checkpoint_every_steps", "tensorboard": "tensorboard",
+    "normalization": "text.normalization", "lowercase": "text.lowercase",
+    "strip_diacritics": "text.strip_arabic_diacritics", "strip_tatweel": "text.strip_tatweel",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,31 +61,83 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=160, help="image side in pixels (default 160)")
     p.set_defaults(func=run_synth)
 
+    S = argparse.SUPPRESS  # unset options do not override the config file
     t = sub.add_parser("train", help="train a Show-Attend-Tell captioner (TensorFlow)",
-                       description="Train a MobileNet + Bahdanau attention + GRU captioner on a COCO-format "
-                       "dataset. Writes a run folder with config.json, vocab.json and checkpoints.",
-                       epilog="example: scenecap train data/synth/captions_train.json --val "
-                       "data/synth/captions_val.json --out runs/synth --epochs 10")
-    t.add_argument("train", help="training annotations (COCO captions JSON)")
-    t.add_argument("--val", help="validation annotations")
-    t.add_argument("--images", help="image folder (default: images/ beside the annotation file)")
-    t.add_argument("--out", default="runs/latest", help="run folder (default runs/latest)")
-    t.add_argument("--lang", default="en", help="caption language code recorded in the bundle (default en)")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--backbone", default="mobilenet_v2",
-                   choices=["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"])
-    t.add_argument("--alpha", type=float, default=0.35, help="backbone width multiplier (0.35 to 1.4)")
-    t.add_argument("--image-size", type=int, default=96, help="input side in pixels (96 to 224)")
-    t.add_argument("--weights", default="none", help="backbone weights: none, imagenet, or a local .h5 path")
-    t.add_argument("--embed-dim", type=int, default=256, help="feature and word-embedding size")
-    t.add_argument("--units", type=int, default=512, help="GRU state size")
-    t.add_argument("--attention-units", type=int, default=512)
-    t.add_argument("--max-length", type=int, default=24, help="caption tokens including <start>/<end>")
-    t.add_argument("--min-count", type=int, default=1, help="drop words seen fewer times")
-    t.add_argument("--max-vocab", type=int, default=None, help="keep at most this many words")
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train a MobileNet + Bahdanau attention + GRU captioner on your captioned "
+                       "images, in any language. Checks the data first, then writes a run folder with config.json, "
+                       "vocab.json, checkpoints (last, best, resumable state), history.csv and TensorBoard logs.",
+                       epilog=TRAIN_EPILOG)
+    t.add_argument("train", nargs="?", default=S, help="training annotations (any supported format)")
+    g = t.add_argument_group("data")
+    g.add_argument("--val", default=S, help="validation annotations")
+    g.add_argument("--images", default=S, help="image folder (default: images/, Images/ ... beside the annotations)")
+    g.add_argument("--dataset-format", default=S, choices=["auto", "coco", "karpathy", "flickr", "csv", "jsonl"],
+                   help="annotation format (default: detected from the file)")
+    g.add_argument("--train-list", default=S,
+                   help="only these images (a file of names, e.g. Flickr_8k.trainImages.txt)")
+    g.add_argument("--val-list", default=S, help="only these validation images")
+    g.add_argument("--skip-missing", action="store_true", default=S,
+                   help="train without missing or unreadable images instead of stopping")
+    g.add_argument("--no-check-images", dest="check_images", action="store_false", default=S,
+                   help="skip decoding every image before training (faster start, later failures)")
+    g.add_argument("--cache-images", default=S, choices=["auto", "memory", "none"],
+                   help="keep decoded images in RAM (default auto: when under 1 GiB)")
+    g.add_argument("--lang", default=S, help="caption language code recorded in the bundle (default en)")
+    g.add_argument("--normalization", default=S, choices=["NFKC", "NFC", "NFKD", "NFD", "none"],
+                   help="Unicode normalisation of captions (default NFKC)")
+    g.add_argument("--keep-case", dest="lowercase", action="store_false", default=S,
+                   help="do not lower-case (only scripts with case are affected anyway)")
+    g.add_argument("--keep-diacritics", dest="strip_diacritics", action="store_false", default=S,
+                   help="keep Arabic diacritics (harakat); by default they are removed")
+    g.add_argument("--keep-tatweel", dest="strip_tatweel", action="store_false", default=S,
+                   help="keep Arabic tatweel (kashida); by default it is removed")
+    g.add_argument("--max-length", type=int, default=S, help="caption tokens incl. <start>/<end> (default 24); "
+                   "longer captions are truncated and counted")
+    g.add_argument("--min-count", type=int, default=S, help="drop words seen fewer times (default 1)")
+    g.add_argument("--max-vocab", type=int, default=S, help="keep at most this many tokens")
+
+    m = t.add_argument_group("model")
+    m.add_argument("--backbone", default=S, choices=["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"])
+    m.add_argument("--alpha", type=float, default=S, help="backbone width multiplier (0.35 to 1.4; default 0.35)")
+    m.add_argument("--image-size", type=int, default=S, help="input side in pixels (96 to 224; default 96)")
+    m.add_argument("--weights", default=S, help="backbone weights: none (default), imagenet, or a local .h5 path")
+    m.add_argument("--embed-dim", type=int, default=S, help="feature and word-embedding size (default 256)")
+    m.add_argument("--units", type=int, default=S, help="GRU state and output layer size (default 512)")
+    m.add_argument("--attention-units", type=int, default=S, help="(default 512)")
+
+    r = t.add_argument_group("training")
+    r.add_argument("--config", help="TOML or YAML file of settings (keys as in the run's config.json)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set model.units=256 --set text.lowercase=false")
+    r.add_argument("--out", default=S, help="run folder (default runs/latest)")
+    r.add_argument("--epochs", type=int, default=S, help="(default 10)")
+    r.add_argument("--batch-size", type=int, default=S, help="per replica (default 32)")
+    r.add_argument("--lr", type=float, default=S, help="Adam learning rate (default 1e-3)")
+    r.add_argument("--seed", type=int, default=S)
+    r.add_argument("--mode", default=S, choices=["finetune", "cached"],
+                   help="finetune (default): the backbone trains; cached: backbone frozen, its feature maps "
+                   "extracted once to disk (resumable) and streamed: much faster epochs")
+    r.add_argument("--freeze-epochs", type=int, default=S, help="finetune: backbone frozen for the first N epochs")
+    r.add_argument("--finetune-lr", type=float, default=S, help="learning rate once the backbone unfreezes")
+    r.add_argument("--feature-cache", default=S, help="cached mode: feature folder, shareable between runs "
+                   "(default OUT/features)")
+    r.add_argument("--strategy", default=S, choices=["auto", "default", "mirrored", "multi-worker"],
+                   help="tf.distribute strategy (default auto: TF_CONFIG workers, else all GPUs)")
+    r.add_argument("--mixed-precision", action="store_true", default=S,
+                   help="float16 compute with float32 variables and loss scaling (for GPUs)")
+    r.add_argument("--jit-compile", action="store_true", default=S, help="XLA-compile the training step")
+    r.add_argument("--monitor", default=S, choices=["auto", "loss", "val_loss", "val_bleu4", "val_cider"],
+                   help="metric for the best checkpoint and early stopping (default: val_cider with --val)")
+    r.add_argument("--early-stopping", type=int, default=S, metavar="N",
+                   help="stop after N epochs without improvement (default 0: never)")
+    r.add_argument("--val-caption-images", type=int, default=S,
+                   help="validation images captioned each epoch for BLEU/CIDEr (default 200)")
+    r.add_argument("--checkpoint-every-steps", type=int, default=S, metavar="N",
+                   help="also save a resumable state every N steps (default: each epoch)")
+    r.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=S)
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state")
+    r.add_argument("--force", action="store_true", help="start over in an --out that already holds a run")
     t.set_defaults(func=run_train)
 
     e = sub.add_parser("export", help="export a trained run as a SavedModel with encode/decode_step signatures",
@@ -68,17 +162,58 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from scenecap.train.model import ModelConfig
-    from scenecap.train.trainer import TrainConfig, run
+def resolve_train_config(args: argparse.Namespace):
+    """defaults < --config < the run's config.json (with --resume) < options < --set."""
+    from pathlib import Path
 
-    model = ModelConfig(vocab_size=0, max_length=args.max_length, backbone=args.backbone, alpha=args.alpha,
-                        image_size=args.image_size, weights=args.weights, embed_dim=args.embed_dim,
-                        units=args.units, attention_units=args.attention_units, fc_units=args.units)
-    cfg = TrainConfig(train=args.train, val=args.val, images=args.images, out=args.out, language=args.lang,
-                      epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                      min_count=args.min_count, max_vocab=args.max_vocab, model=model)
-    print(run(cfg))
+    from scenecap import ScenecapError
+    from scenecap.train.config import apply_override, build_config, read_config_file
+
+    d: dict = {}
+    source = "command line"
+    if args.config:
+        d = read_config_file(args.config)
+        source = args.config
+    out = getattr(args, "out", None) or d.get("out") or "runs/latest"
+    if args.resume and (Path(out) / "config.json").is_file():
+        saved = read_config_file(Path(out) / "config.json")
+        saved.get("model", {}).pop("vocab_size", None)
+        d = _merge(d, saved)
+        source = str(Path(out) / "config.json")
+    given = vars(args)
+    for opt, key in OPTION_KEYS.items():
+        if opt in given:
+            _put(d, key, given[opt])
+    if "units" in given:
+        _put(d, "model.units", given["units"])
+        _put(d, "model.fc_units", given["units"])
+    for assignment in args.set:
+        apply_override(d, assignment)
+    if "train" not in d:
+        raise ScenecapError("no training annotations: give them as the first argument, as 'train' in --config, "
+                            "or --resume --out RUN")
+    return build_config(d, source)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _put(d: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+    d[last] = value
+
+
+def run_train(args: argparse.Namespace) -> int:
+    cfg = resolve_train_config(args)
+    from scenecap.train.trainer import run
+
+    print(run(cfg, resume=args.resume, force=args.force))
     return 0
 
 

@@ -1,7 +1,13 @@
-"""tf.data input: decode and resize with the edge runtime's own preprocessing, then pair images with captions."""
+"""tf.data input: decode and resize with the edge runtime's own preprocessing (one source of truth), pair each
+image (or its cached feature map) with one of its captions, batch, prefetch.
+
+Every epoch's order is a pure function of (seed, epoch): a run resumed in the middle of an epoch skips exactly
+the batches it had already trained on.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +18,9 @@ from scenecap.edge.preprocess import PreprocessSpec, prepare
 from scenecap.edge.vocab import Vocab
 from scenecap.train.datasets import Sample
 from scenecap.train.text import TextOptions, tokenize
+
+log = logging.getLogger("scenecap.train")
+MEMORY_CACHE_LIMIT = 1 << 30  # decoded images kept in RAM when they take less than this ("auto")
 
 
 @dataclass
@@ -53,24 +62,93 @@ def image_dataset(paths: list[str], spec: PreprocessSpec) -> tf.data.Dataset:
     return ds.map(lambda x: tf.ensure_shape(x, (spec.height, spec.width, 3)))
 
 
+def _distribution_options() -> tf.data.Options:
+    opts = tf.data.Options()
+    # Shard by element: our sources are index ranges and numpy_function decoders, not one file per worker.
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    opts.deterministic = True
+    return opts
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**31 - 1)
+
+
+class CaptionData:
+    """((inputs, input tokens), target tokens) batches for one split; `epoch(e)` builds epoch e's pipeline.
+
+    inputs are uint8 images (fine-tune) or float32 feature maps read from the feature cache (cached mode)."""
+
+    def __init__(self, n: int, enc: EncodedCaptions, batch_size: int, seed: int, shuffle: bool,
+                 drop_remainder: bool, images: tf.data.Dataset | None = None, paths: list[str] | None = None,
+                 spec: PreprocessSpec | None = None, features=None):
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.drop_remainder = drop_remainder
+        self.tokens = tf.constant(enc.tokens)
+        self.counts = tf.constant(enc.counts)
+        self.cached_images = images  # decoded once into RAM (tf.data cache), shared by every epoch
+        self.paths, self.spec, self.features = paths, spec, features
+
+    @property
+    def steps(self) -> int:
+        return self.n // self.batch_size if self.drop_remainder else -(-self.n // self.batch_size)
+
+    def _attach_caption(self, epoch: int):
+        seed = _epoch_seed(self.seed, epoch)
+
+        def attach(index, x):
+            count = tf.maximum(self.counts[index], 1)
+            j = tf.random.stateless_uniform((), seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)]),
+                                            minval=0, maxval=count, dtype=tf.int32)
+            seq = self.tokens[index][j]
+            return (x, seq[:-1]), seq[1:]
+
+        return attach
+
+    def epoch(self, epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
+        seed = _epoch_seed(self.seed, epoch)
+        if self.features is not None:
+            ds = self.features.dataset(seed if self.shuffle else None)
+        elif self.cached_images is not None:
+            ds = tf.data.Dataset.zip(tf.data.Dataset.range(self.n), self.cached_images)
+            if self.shuffle:
+                ds = ds.shuffle(self.n, seed=seed, reshuffle_each_iteration=False)
+        else:  # shuffle indices (cheap), then decode in parallel: nothing but the prefetch buffer in RAM
+            ds = tf.data.Dataset.range(self.n)
+            if self.shuffle:
+                ds = ds.shuffle(self.n, seed=seed, reshuffle_each_iteration=False)
+            paths = tf.constant(self.paths)
+            spec = self.spec
+
+            def load(i):
+                image = tf.numpy_function(lambda p: load_prepared(p.decode("utf-8"), spec), [paths[i]], tf.uint8,
+                                          stateful=False)
+                return i, tf.ensure_shape(image, (spec.height, spec.width, 3))
+
+            ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(self._attach_caption(epoch), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(self.batch_size, drop_remainder=self.drop_remainder)
+        if skip_batches:
+            ds = ds.skip(skip_batches)
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(_distribution_options())
+
+
+def image_source(samples: list[Sample], spec: PreprocessSpec, cache: str) -> tuple[tf.data.Dataset | None, list]:
+    """(the decoded-image dataset to cache in RAM, or None to decode every epoch; the paths)."""
+    paths = [str(s.image) for s in samples]
+    size = len(paths) * spec.height * spec.width * 3
+    use_memory = cache == "memory" or (cache == "auto" and size <= MEMORY_CACHE_LIMIT)
+    if cache == "auto" and not use_memory:
+        log.info("decoded images would take %.1f GiB: decoding them every epoch (cache_images=memory to force)",
+                 size / 2**30)
+    return (image_dataset(paths, spec).cache() if use_memory else None), paths
+
+
 def caption_dataset(samples: list[Sample], enc: EncodedCaptions, spec: PreprocessSpec, batch_size: int,
                     shuffle: bool, seed: int, cache: bool | str = True,
                     drop_remainder: bool = False) -> tf.data.Dataset:
-    """((images, input tokens), target tokens): one random reference caption per image per epoch."""
-    images = image_dataset([str(s.image) for s in samples], spec)
-    if cache:
-        images = images.cache(cache if isinstance(cache, str) else "")
-    caps = tf.data.Dataset.from_tensor_slices((enc.tokens, enc.counts))
-    ds = tf.data.Dataset.zip((images, caps))
-    if shuffle:
-        ds = ds.shuffle(min(len(samples), 10_000), seed=seed, reshuffle_each_iteration=True)
-    rng = tf.random.Generator.from_seed(seed)
-
-    def pick(image, cap):
-        tokens, count = cap
-        j = rng.uniform((), 0, tf.maximum(count, 1), dtype=tf.int32)
-        seq = tokens[j]
-        return (image, seq[:-1]), seq[1:]
-
-    ds = ds.map(pick, num_parallel_calls=1)  # the Generator is stateful: keep it on one thread
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    """Epoch 0's ((images, input tokens), target tokens) batches, for a quick look or a plain Keras fit."""
+    images, paths = image_source(samples, spec, "memory" if cache else "none")
+    data = CaptionData(len(samples), enc, batch_size, seed, shuffle, drop_remainder, images=images, paths=paths,
+                       spec=spec)
+    return data.epoch(0)

@@ -1,5 +1,7 @@
 """Caption text -> words, for any script: Unicode normalisation, case folding only where a script has case,
-punctuation removed without touching letters of other alphabets, optional Arabic diacritic/tatweel removal."""
+punctuation removed without touching letters or combining marks of other alphabets, optional Arabic diacritic
+and tatweel removal, Chinese/Japanese characters as one token each (those scripts put no spaces between words).
+"""
 
 from __future__ import annotations
 
@@ -9,56 +11,98 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from scenecap import ScenecapError
 from scenecap.edge.vocab import DEFAULT_SPECIALS, Vocab
 
-# Arabic harakat, tanwin, shadda, sukun, dagger alif, Quranic marks; and tatweel (kashida).
+# Arabic harakat, tanwin, shadda, sukun, dagger alif, Quranic marks.
 _ARABIC_DIACRITICS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e8\u06ea-\u06ed]")
-_TATWEEL = "\u0640"
+_TATWEEL = "\u0640"  # kashida: stretches a word for layout, never changes it
+# Apostrophes inside words ("don't", "l’eau"): typographic ones are folded to ASCII so both spell one word.
+_APOSTROPHES = {"\u2019": "'", "\u02bc": "'", "\uff07": "'"}
+# Scripts written without spaces between words: each character becomes a token (as BERT's tokenizer does).
+_CJK_RANGES = (
+    (0x3040, 0x30FF),  # Hiragana, Katakana
+    (0x3400, 0x4DBF),  # CJK Extension A
+    (0x4E00, 0x9FFF),  # CJK Unified Ideographs
+    (0xF900, 0xFAFF),  # CJK Compatibility Ideographs
+    (0x20000, 0x2FA1F),  # CJK Extensions B-F, Compatibility Supplement
+)
+NORMALIZATIONS = ("NFC", "NFKC", "NFD", "NFKD", "none")
 
 
 @dataclass(frozen=True)
 class TextOptions:
     normalization: str = "NFKC"  # NFKC folds presentation forms (common in Arabic text) to base letters
-    lowercase: bool = True  # only affects scripts with case
-    strip_arabic_diacritics: bool = True
+    lowercase: bool = True  # only affects scripts with case; Arabic, Hebrew, CJK are left as they are
+    strip_arabic_diacritics: bool = True  # harakat are rarely written consistently in captions
     keep_apostrophes: bool = True  # "don't" stays one word
+    strip_tatweel: bool = True
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ScenecapError(f"text normalization {self.normalization!r} unknown; expected one of {NORMALIZATIONS}")
 
 
 def _is_punct(ch: str) -> bool:
     cat = unicodedata.category(ch)
-    return cat.startswith("P") or cat.startswith("S")
+    return cat[0] in "PS"  # punctuation and symbols of every script (Arabic comma, CJK full stop, ...)
+
+
+def _is_cjk(ch: str) -> bool:
+    cp = ord(ch)
+    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
 
 
 def normalize(text: str, opts: TextOptions = TextOptions()) -> str:
-    text = unicodedata.normalize(opts.normalization, text)
+    if opts.normalization != "none":
+        text = unicodedata.normalize(opts.normalization, text)
     if opts.strip_arabic_diacritics:
-        text = _ARABIC_DIACRITICS.sub("", text).replace(_TATWEEL, "")
+        text = _ARABIC_DIACRITICS.sub("", text)
+    if opts.strip_tatweel:
+        text = text.replace(_TATWEEL, "")
     if opts.lowercase:
         text = text.lower()  # a no-op for caseless scripts such as Arabic
     return text
 
 
 def tokenize(text: str, opts: TextOptions = TextOptions()) -> list[str]:
-    """Normalised words; punctuation (any script's, e.g. Arabic comma) becomes a separator."""
+    """Normalised words; punctuation (any script's) separates words, letters and combining marks never do."""
     text = normalize(text, opts)
     out = []
     for ch in text:
+        ch = _APOSTROPHES.get(ch, ch) if opts.keep_apostrophes else ch
         if ch == "'" and opts.keep_apostrophes:
             out.append(ch)
-        elif _is_punct(ch):
+        elif _is_punct(ch) or unicodedata.category(ch) in ("Zs", "Cc"):
             out.append(" ")
+        elif _is_cjk(ch):
+            out.append(f" {ch} ")
         else:
             out.append(ch)
     return [w.strip("'") for w in "".join(out).split() if w.strip("'")]
 
 
 def build_vocab(captions: Iterable[list[str]], min_count: int = 1, max_size: int | None = None) -> Vocab:
-    """Specials first (pad, unk, start, end), then words by frequency (ties alphabetical: deterministic)."""
+    """Specials first (pad, unk, start, end), then words by frequency (ties alphabetical: deterministic).
+
+    min_count drops rare words (they become <unk>); max_size caps the whole vocabulary, specials included."""
+    if min_count < 1:
+        raise ScenecapError(f"min_count {min_count}; expected 1 or more")
+    specials = [DEFAULT_SPECIALS["pad"], DEFAULT_SPECIALS["unk"], DEFAULT_SPECIALS["start"], DEFAULT_SPECIALS["end"]]
+    if max_size is not None and max_size <= len(specials):
+        raise ScenecapError(f"max vocabulary size {max_size}; expected more than the {len(specials)} special tokens")
     counts = Counter(w for words in captions for w in words)
-    specials = list(DEFAULT_SPECIALS.values())
     kept = (w for w, c in counts.items() if c >= min_count and w not in specials)
     words = sorted(kept, key=lambda w: (-counts[w], w))
     if max_size is not None:
-        words = words[: max(0, max_size - len(specials))]
-    return Vocab([DEFAULT_SPECIALS["pad"], DEFAULT_SPECIALS["unk"], DEFAULT_SPECIALS["start"], DEFAULT_SPECIALS["end"]]
-                 + words)
+        words = words[: max_size - len(specials)]
+    return Vocab(specials + words)
+
+
+def coverage(captions: Iterable[list[str]], vocab: Vocab) -> float:
+    """Share of running words the vocabulary knows (the rest become <unk>): reported after building it."""
+    total = known = 0
+    for words in captions:
+        total += len(words)
+        known += sum(1 for w in words if w in vocab.index)
+    return known / total if total else 1.0

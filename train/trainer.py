@@ -1,123 +1,361 @@
-"""A training run: data -> vocabulary -> tf.data -> Keras fit with checkpoints, all saved in one run folder.
+"""A training run: data -> validation -> vocabulary -> tf.data -> distributed training loop, in one run folder.
 
-run_dir/config.json   the resolved configuration (travels into the bundle manifest)
-run_dir/vocab.json    the vocabulary
-run_dir/checkpoints/  last.weights.h5 (every epoch), best.weights.h5 (best validation loss)
-run_dir/history.csv   per-epoch metrics
+run_dir/config.json     the resolved configuration (travels into the bundle manifest)
+run_dir/vocab.json      the vocabulary
+run_dir/checkpoints/    last.weights.h5 (every epoch), best.weights.h5 (best by the monitored metric),
+                        resume/ (weights + optimizer state + epoch/step, for --resume)
+run_dir/history.csv     per-epoch metrics
+run_dir/tensorboard/    TensorBoard logs
+run_dir/features/       cached mode: backbone feature shards (unless feature_cache points elsewhere)
+
+The loop is a plain `strategy.run` loop rather than Keras `fit`: the same code runs on one CPU, several GPUs
+(MirroredStrategy) and several machines (MultiWorkerMirroredStrategy), and it can resume in the middle of an
+epoch with the optimizer's state.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-from dataclasses import asdict, dataclass, field, fields
+import shutil
+import time
 from pathlib import Path
 
-from scenecap import ScenecapError, __version__
+from scenecap import ScenecapError
 from scenecap.edge.fileio import atomic_write_text
-from scenecap.edge.preprocess import PreprocessSpec
 from scenecap.edge.vocab import Vocab
-from scenecap.train.datasets import Sample, load_coco
-from scenecap.train.model import ModelConfig
-from scenecap.train.text import TextOptions, build_vocab, tokenize
+from scenecap.train.config import TrainConfig, check_values
+from scenecap.train.datasets import Sample, detect_format, karpathy_splits, load_dataset
+from scenecap.train.model import ModelConfig  # noqa: F401  (re-exported: callers build TrainConfig with it)
+from scenecap.train.text import build_vocab, coverage, tokenize
 
 log = logging.getLogger("scenecap.train")
 
-
-@dataclass
-class TrainConfig:
-    train: str  # annotation file of the training split
-    val: str | None = None  # annotation file of the validation split
-    images: str | None = None  # image folder (default: images/ beside the annotation file)
-    out: str = "runs/latest"
-    language: str = "en"
-    epochs: int = 10
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    seed: int = 0
-    min_count: int = 1
-    max_vocab: int | None = None
-    resize: str = "area"
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(vocab_size=0))
-    text: TextOptions = field(default_factory=TextOptions)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["scenecap_version"] = __version__
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        d = dict(d)
-        d.pop("scenecap_version", None)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ScenecapError(f"train config: unknown keys {unknown}; expected some of {sorted(known)}")
-        model = ModelConfig.from_dict(d.pop("model", {}) or {"vocab_size": 0})
-        text = TextOptions(**(d.pop("text", {}) or {}))
-        return cls(model=model, text=text, **d)
-
-    @property
-    def preprocess(self) -> PreprocessSpec:
-        return PreprocessSpec(self.model.image_size, self.model.image_size, self.resize)
+__all__ = ["TrainConfig", "run", "load_trained", "load_split"]
 
 
-def load_split(path: str | None, images: str | None, split: str) -> list[Sample]:
+def load_split(path: str | None, images: str | None, split: str, fmt: str = "auto",
+               image_list: str | None = None) -> list[Sample]:
     if not path:
         return []
-    return load_coco(path, images, split)
+    return load_dataset(path, images, split, fmt, image_list)
 
 
-def run(cfg: TrainConfig) -> Path:
-    """Train and return the run folder. Imports TensorFlow here, not at module import."""
+def _load_data(cfg: TrainConfig, progress: bool):
+    from scenecap.train.validate import validate
+
+    train = load_split(cfg.train, cfg.images, "train", cfg.dataset_format, cfg.train_list)
+    val_path = cfg.val
+    if not val_path and cfg.dataset_format in ("auto", "karpathy") and detect_format(cfg.train) == "karpathy":
+        if "val" in karpathy_splits(cfg.train):  # a Karpathy file holds every split: validate on its 'val'
+            val_path = cfg.train
+    val = load_split(val_path, cfg.images, "val", cfg.dataset_format, cfg.val_list)
+    if not train:
+        raise ScenecapError(f"{cfg.train}: no training images")
+    train, _ = validate(train, cfg.train, cfg.text, cfg.skip_missing, cfg.check_images, progress)
+    if val:
+        val, _ = validate(val, val_path, cfg.text, cfg.skip_missing, cfg.check_images, progress)
+    return train, val
+
+
+def _prepare_run_dir(out: Path, resume: bool, force: bool, chief: bool) -> None:
+    ckpt = out / "checkpoints"
+    has_run = (ckpt / "last.weights.h5").exists() or (ckpt / "resume").exists()
+    if has_run and not resume and not force:
+        raise ScenecapError(f"{out}: already holds a training run; pass --resume to continue it or --force to "
+                            "start over")
+    if chief and force and not resume:
+        for name in ("checkpoints", "tensorboard", "history.csv"):
+            p = out / name
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _op_error(e: Exception) -> ScenecapError:
+    """A TensorFlow runtime error from inside the input pipeline -> the one line that matters."""
+    msg = getattr(e, "message", str(e))
+    marker = "ScenecapError: "
+    if marker in msg:
+        line = msg.split(marker, 1)[1].splitlines()[0]
+        return ScenecapError(line)
+    return ScenecapError(f"training failed: {msg.strip().splitlines()[0][:300]}")
+
+
+def run(cfg: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True) -> Path:
+    """Train and return the run folder. `resume` continues an interrupted run in cfg.out from its last state.
+    TensorFlow is imported here, not at module import."""
+    check_values(cfg)
+    from scenecap.train import distribute
+
+    strategy = distribute.make_strategy(cfg.strategy)  # first TensorFlow op: collectives need it so
     import keras
     import tensorflow as tf
 
-    from scenecap.train.model import build, masked_accuracy, masked_loss
-    from scenecap.train.pipeline import caption_dataset, encode_captions
-
+    chief = distribute.is_chief()
     out = Path(cfg.out)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    _prepare_run_dir(out, resume, force, chief)
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        if cfg.mixed_precision:
+            if not tf.config.list_physical_devices("GPU"):
+                log.warning("mixed precision on CPU: float16 compute is slower than float32 without a GPU")
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            return _train(cfg, strategy, chief, out, resume, progress)
+        except tf.errors.OpError as e:
+            raise _op_error(e) from None
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(cfg: TrainConfig, strategy, chief: bool, out: Path, resume: bool, progress: bool) -> Path:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from scenecap.train.callbacks import (
+        CaptionScorer,
+        Checkpointer,
+        EpochProgress,
+        RunState,
+        TensorBoardLog,
+        improved,
+        resolve_monitor,
+        write_history,
+    )
+    from scenecap.train.model import build
+    from scenecap.train.pipeline import CaptionData, encode_captions, image_source, load_prepared
+
+    ckpt = Checkpointer(out, chief)
+    state = ckpt.load_state() if resume else None
+    if resume and state is None:
+        log.info("%s: no saved state to resume from; starting at epoch 1", out)
+    if state and state.finished:
+        log.info("%s: already finished (%d epochs); raise --epochs to train further", out, state.epoch)
     keras.utils.set_random_seed(cfg.seed)
 
-    train_samples = load_split(cfg.train, cfg.images, "train")
-    val_samples = load_split(cfg.val, cfg.images, "val")
-    if not train_samples:
-        raise ScenecapError(f"{cfg.train}: no training images")
-    vocab = build_vocab((tokenize(c, cfg.text) for s in train_samples for c in s.captions), cfg.min_count,
-                        cfg.max_vocab)
+    train_samples, val_samples = _load_data(cfg, progress and chief)
+    vocab_path = out / "vocab.json"
+    train_words = [tokenize(c, cfg.text) for s in train_samples for c in s.captions]
+    if state and vocab_path.is_file():
+        vocab = Vocab.load(vocab_path)  # a resumed run keeps its vocabulary: the embedding rows depend on it
+    else:
+        vocab = build_vocab(train_words, cfg.min_count, cfg.max_vocab)
     cfg.model.vocab_size = len(vocab)
-    vocab.save(out / "vocab.json")
-    atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False))
-    log.info("%d training images, %d validation images, vocabulary %d words", len(train_samples),
-             len(val_samples), len(vocab))
+    if chief:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        vocab.save(vocab_path)
+        atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False))
+    log.info("%d training images, %d validation images; vocabulary %d tokens covering %.1f%% of training words",
+             len(train_samples), len(val_samples), len(vocab), 100 * coverage(train_words, vocab))
 
     enc = encode_captions(train_samples, vocab, cfg.model.max_length, cfg.text)
     if enc.truncated:
-        log.warning("%d training captions were longer than max_length=%d and were truncated", enc.truncated,
-                    cfg.model.max_length)
-    spec = cfg.preprocess
-    train_ds = caption_dataset(train_samples, enc, spec, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    val_ds = None
-    if val_samples:
-        venc = encode_captions(val_samples, vocab, cfg.model.max_length, cfg.text)
-        val_ds = caption_dataset(val_samples, venc, spec, cfg.batch_size, shuffle=False, seed=cfg.seed)
+        log.warning("%d of %d training captions were longer than max_length=%d tokens and were truncated",
+                    enc.truncated, sum(len(s.captions) for s in train_samples), cfg.model.max_length)
+    venc = encode_captions(val_samples, vocab, cfg.model.max_length, cfg.text) if val_samples else None
 
-    model = build(cfg.model)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0),
-                  loss=masked_loss(vocab.pad), metrics=[masked_accuracy(vocab.pad)])
-    monitor = "val_loss" if val_ds is not None else "loss"
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "last.weights.h5"), save_weights_only=True),
-        keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best.weights.h5"), save_weights_only=True,
-                                        save_best_only=True, monitor=monitor),
-        keras.callbacks.CSVLogger(str(out / "history.csv")),
-    ]
-    verbose = 1 if os.isatty(1) else 2  # a bar on a terminal, one line per epoch in logs
-    tf.get_logger().setLevel("ERROR")
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=verbose)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = cfg.batch_size * replicas
+    drop = replicas > 1  # equal steps on every replica and worker
+    if drop and len(train_samples) < global_batch:
+        raise ScenecapError(f"{len(train_samples)} training images is fewer than one global batch of {global_batch}")
+    with strategy.scope():
+        model = build(cfg.model)
+    if state:
+        ckpt.restore_model(model)
+    spec = cfg.preprocess
+    cached = cfg.mode == "cached"
+
+    # --- data -----------------------------------------------------------------------------------------------
+    n_show = min(cfg.val_caption_images, len(val_samples))
+    show_idx = list(range(n_show))
+    if cached:
+        from scenecap.train.feature_cache import extract
+
+        root = Path(cfg.feature_cache) if cfg.feature_cache else out / "features"
+        bs = max(8, cfg.batch_size)
+        tr_feats = extract(model, [str(s.image) for s in train_samples], spec, root, "train", bs,
+                           progress=progress)
+        train_data = CaptionData(len(train_samples), enc, global_batch, cfg.seed, True, drop, features=tr_feats)
+        val_data = None
+        if val_samples:
+            va_feats = extract(model, [str(s.image) for s in val_samples], spec, root, "val", bs,
+                               progress=progress)
+            val_data = CaptionData(len(val_samples), venc, global_batch, cfg.seed, False, drop, features=va_feats)
+        score_inputs = va_feats.read(show_idx) if n_show else None
+    else:
+        images, paths = image_source(train_samples, spec, cfg.cache_images)
+        train_data = CaptionData(len(train_samples), enc, global_batch, cfg.seed, True, drop, images=images,
+                                 paths=paths, spec=spec)
+        val_data = None
+        if val_samples:
+            vimages, vpaths = image_source(val_samples, spec, cfg.cache_images)
+            val_data = CaptionData(len(val_samples), venc, global_batch, cfg.seed, False, drop, images=vimages,
+                                   paths=vpaths, spec=spec)
+        score_inputs = np.stack([load_prepared(str(val_samples[i].image), spec) for i in show_idx]) if n_show else None
+    if val_data is not None and val_data.steps == 0:
+        log.warning("validation split smaller than one global batch (%d): no validation loss", global_batch)
+    refs = [val_samples[i].captions for i in show_idx]
+    scorer = CaptionScorer(model, vocab, score_inputs, refs, cached, cfg.text) if n_show else None
+    sample_images = None
+    if n_show:
+        k = min(4, n_show)
+        sample_images = (np.stack([load_prepared(str(val_samples[i].image), spec) for i in range(k)]) if cached
+                         else score_inputs[:k])
+    monitor = resolve_monitor(cfg.monitor, val_data is not None and val_data.steps > 0, scorer is not None)
+    log.info("mode %s, global batch %d (%d per replica x %d), %d steps per epoch, monitoring %s", cfg.mode,
+             global_batch, cfg.batch_size, replicas, train_data.steps, monitor)
+
+    # --- steps ------------------------------------------------------------------------------------------------
+    pad = vocab.pad
+
+    def loss_and_acc(target, logits):
+        logits = tf.cast(logits, tf.float32)
+        ce = keras.losses.sparse_categorical_crossentropy(target, logits, from_logits=True)
+        mask = tf.cast(tf.not_equal(target, pad), tf.float32)
+        denom = tf.maximum(tf.reduce_sum(mask), 1.0)
+        hit = tf.cast(tf.equal(target, tf.cast(tf.argmax(logits, -1), target.dtype)), tf.float32)
+        return tf.reduce_sum(ce * mask) / denom, tf.reduce_sum(hit * mask) / denom
+
+    def forward(x, tokens, training):
+        if cached:
+            features, keys = model.project(x)
+            return model.unroll(tokens, features, keys)
+        return model((x, tokens), training=training)
+
+    def make_steps(optimizer):
+        variables = model.trainable_variables
+
+        def train_fn(batch):
+            (x, tokens), target = batch
+            with tf.GradientTape() as tape:
+                loss, acc = loss_and_acc(target, forward(x, tokens, True))
+                scaled = optimizer.scale_loss(loss / replicas)
+            grads = tape.gradient(scaled, variables)
+            optimizer.apply(grads, variables)
+            return loss, acc
+
+        def val_fn(batch):
+            (x, tokens), target = batch
+            return loss_and_acc(target, forward(x, tokens, False))
+
+        if cfg.jit_compile:
+            train_fn = tf.function(train_fn, jit_compile=True)
+            val_fn = tf.function(val_fn, jit_compile=True)
+
+        def reduced(fn):
+            @tf.function
+            def step(iterator):
+                loss, acc = strategy.run(fn, args=(next(iterator),))
+                return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
+                        strategy.reduce(tf.distribute.ReduceOp.MEAN, acc, axis=None))
+
+            return step
+
+        return reduced(train_fn), reduced(val_fn)
+
+    def new_optimizer(lr):
+        with strategy.scope():
+            opt = keras.optimizers.Adam(lr, clipnorm=cfg.clipnorm)
+            if cfg.mixed_precision:
+                opt = keras.optimizers.LossScaleOptimizer(opt)
+            opt.build(model.trainable_variables)
+        return opt
+
+    def set_phase(epoch):
+        frozen = cached or epoch < cfg.freeze_epochs
+        model.backbone.trainable = not frozen
+        lr = cfg.learning_rate if frozen or cfg.freeze_epochs == 0 else (cfg.finetune_learning_rate or
+                                                                          cfg.learning_rate)
+        return ("frozen" if frozen else "trainable"), lr
+
+    # --- the loop -------------------------------------------------------------------------------------------
+    state = state or RunState()
+    phase, lr = set_phase(state.epoch)
+    optimizer = new_optimizer(lr)
+    if state.global_step and state.phase == phase:
+        with strategy.scope():
+            ckpt.restore_optimizer(optimizer, model.trainable_variables)
+        log.info("resumed at epoch %d step %d (optimizer at iteration %d)", state.epoch + 1, state.step,
+                 int(optimizer.iterations.numpy()))
+    train_step, val_step = make_steps(optimizer)
+    tb = TensorBoardLog(out, cfg.tensorboard and chief)
+    bar = EpochProgress(cfg.epochs, progress and chief)
+    if state.history and chief:
+        write_history(out, state.history)
+
+    def save_state():
+        state.phase = phase
+        state.optimizer_iterations = int(optimizer.iterations.numpy())
+        ckpt.save_state(model, optimizer, state)
+
+    while state.epoch < cfg.epochs and not state.stopped_early:
+        epoch = state.epoch
+        new_phase, lr = set_phase(epoch)
+        if new_phase != phase:
+            log.info("epoch %d: unfreezing the backbone (learning rate %g)", epoch + 1, lr)
+            phase = new_phase
+            optimizer = new_optimizer(lr)
+            train_step, val_step = make_steps(optimizer)
+        skip = state.step
+        steps = train_data.steps - skip
+        iterator = iter(strategy.experimental_distribute_dataset(train_data.epoch(epoch, skip)))
+        bar.start(epoch, train_data.steps, skip)
+        t0 = time.perf_counter()
+        tot_loss = tot_acc = 0.0
+        for i in range(steps):
+            loss, acc = train_step(iterator)
+            loss, acc = float(loss), float(acc)
+            if not np.isfinite(loss) and not cfg.mixed_precision:
+                raise ScenecapError(f"epoch {epoch + 1} step {skip + i + 1}: loss is {loss}; lower the learning rate")
+            tot_loss += loss
+            tot_acc += acc
+            state.step += 1
+            state.global_step += 1
+            bar.update(tot_loss / (i + 1), tot_acc / (i + 1))
+            if state.global_step % cfg.log_every_steps == 0:
+                tb.step(state.global_step, loss, float(optimizer.learning_rate.numpy()))
+            if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0 and i + 1 < steps:
+                save_state()
+        seconds = time.perf_counter() - t0
+        logs = {"epoch": epoch + 1, "loss": tot_loss / max(steps, 1), "word_acc": tot_acc / max(steps, 1),
+                "learning_rate": float(optimizer.learning_rate.numpy())}
+        if val_data is not None and val_data.steps:
+            vit = iter(strategy.experimental_distribute_dataset(val_data.epoch(0)))
+            vals = [tuple(map(float, val_step(vit))) for _ in range(val_data.steps)]
+            logs["val_loss"] = float(np.mean([v[0] for v in vals]))
+            logs["val_word_acc"] = float(np.mean([v[1] for v in vals]))
+        generated = []
+        if scorer is not None:
+            caption_logs, generated = scorer()
+            logs.update(caption_logs)
+        logs["images_per_second"] = steps * global_batch / max(seconds, 1e-9)
+        bar.end(epoch, {k: v for k, v in logs.items() if k not in ("epoch", "learning_rate")}, seconds,
+                steps * global_batch)
+        tb.epoch(epoch, logs)
+        if generated:
+            tb.samples(epoch, sample_images, generated[: len(sample_images)], refs[: len(sample_images)])
+            log.info("sample caption: %s", generated[0])
+
+        value = logs.get(monitor)
+        ckpt.save_weights(model, "last")
+        if improved(value, state.best, monitor):
+            state.best, state.best_epoch, state.wait = value, epoch, 0
+            ckpt.save_weights(model, "best")
+        else:
+            state.wait += 1
+            if cfg.early_stopping and state.wait >= cfg.early_stopping:
+                state.stopped_early = True
+                log.info("early stopping: %s has not improved for %d epochs (best %.4g at epoch %d)", monitor,
+                         state.wait, state.best, state.best_epoch + 1)
+        state.history.append(logs)
+        state.epoch, state.step = epoch + 1, 0
+        state.finished = state.epoch >= cfg.epochs or state.stopped_early
+        save_state()
+        if chief:
+            write_history(out, state.history)
+    if chief and not (out / "checkpoints" / "best.weights.h5").exists():
+        ckpt.save_weights(model, "best")  # e.g. every monitored value was NaN: best = last
     return out
 
 
@@ -129,7 +367,11 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best"):
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise ScenecapError(f"{run_dir}: no config.json; expected a training run folder from 'scenecap train'")
-    cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
+    try:
+        data = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ScenecapError(f"{cfg_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    cfg = TrainConfig.from_dict(data, str(cfg_path))
     vocab = Vocab.load(run_dir / "vocab.json")
     ckpt = run_dir / "checkpoints" / f"{checkpoint}.weights.h5"
     if not ckpt.is_file():

@@ -1,0 +1,130 @@
+"""Check a dataset before training starts: every image exists and decodes, every caption has words, every image
+has a caption. A clear summary; missing or unreadable images stop training unless --skip-missing says to go on.
+
+Images are decoded for real (JPEG at a reduced scale via PIL's draft mode, which reads the whole stream but
+is several times faster), so a truncated file is found here, not an hour into training.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from PIL import Image, UnidentifiedImageError
+
+from scenecap import ScenecapError
+from scenecap.edge.images import MAX_PIXELS
+from scenecap.train.datasets import Sample
+from scenecap.train.text import TextOptions, tokenize
+
+log = logging.getLogger("scenecap.train")
+SHOW = 5  # names listed in a summary
+
+
+@dataclass
+class ValidationReport:
+    source: str
+    images: int = 0
+    captions: int = 0
+    missing: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # "name (reason)"
+    empty_captions: int = 0
+    no_captions: list[str] = field(default_factory=list)
+    modes: dict[str, int] = field(default_factory=dict)  # PIL modes seen: CMYK, L, RGBA... all converted to RGB
+
+    @property
+    def bad_images(self) -> int:
+        return len(self.missing) + len(self.unreadable)
+
+    def summary(self) -> str:
+        parts = [f"{self.source}: {self.images} images, {self.captions} captions"]
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing (e.g. {', '.join(self.missing[:SHOW])})")
+        if self.unreadable:
+            parts.append(f"{len(self.unreadable)} unreadable (e.g. {', '.join(self.unreadable[:SHOW])})")
+        if self.empty_captions:
+            parts.append(f"{self.empty_captions} empty captions dropped")
+        if self.no_captions:
+            parts.append(f"{len(self.no_captions)} images without captions dropped "
+                         f"(e.g. {', '.join(self.no_captions[:SHOW])})")
+        converted = {m: n for m, n in self.modes.items() if m != "RGB"}
+        if converted:
+            parts.append("converted to RGB: " + ", ".join(f"{n} {m}" for m, n in sorted(converted.items())))
+        return "; ".join(parts)
+
+
+def check_image(path) -> tuple[str | None, str | None]:
+    """(PIL mode, None) if the image decodes, else (None, reason)."""
+    try:
+        if not os.path.isfile(path):
+            return None, "missing"
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                return None, f"{w}x{h} pixels is over the limit"
+            mode = im.mode
+            im.draft("RGB", (max(1, w // 8), max(1, h // 8)))  # JPEG: decode at 1/8 scale; others: no-op
+            im.load()
+            return mode, None
+    except UnidentifiedImageError:
+        return None, "not an image"
+    except Image.DecompressionBombError:
+        return None, "too many pixels"
+    except (OSError, ValueError, SyntaxError) as e:
+        return None, f"corrupt ({str(e).splitlines()[0][:60] if str(e) else type(e).__name__})"
+
+
+def validate(samples: list[Sample], source: str, text: TextOptions, skip_missing: bool = False,
+             check_images: bool = True, progress: bool = True, workers: int = 4) -> tuple[list[Sample],
+                                                                                          ValidationReport]:
+    """(the samples fit to train on, the report). Raises ScenecapError when images are missing or unreadable
+    and skip_missing is False, or when nothing is left."""
+    report = ValidationReport(source, images=len(samples), captions=sum(len(s.captions) for s in samples))
+    kept = []
+    for s in samples:
+        caps = [c for c in s.captions if tokenize(c, text)]
+        report.empty_captions += len(s.captions) - len(caps)
+        if not caps:
+            report.no_captions.append(s.image.name)
+            continue
+        s.captions = caps
+        kept.append(s)
+    if check_images and kept:
+        results = _check_all([s.image for s in kept], progress, workers, source)
+        good = []
+        for s, (mode, reason) in zip(kept, results, strict=True):
+            if reason == "missing":
+                report.missing.append(s.image.name)
+            elif reason:
+                report.unreadable.append(f"{s.image.name} ({reason})")
+            else:
+                report.modes[mode] = report.modes.get(mode, 0) + 1
+                good.append(s)
+        if report.bad_images and not skip_missing:
+            what = []
+            if report.missing:
+                what.append(f"{len(report.missing)} missing (e.g. {', '.join(report.missing[:SHOW])})")
+            if report.unreadable:
+                what.append(f"{len(report.unreadable)} unreadable (e.g. {', '.join(report.unreadable[:SHOW])})")
+            folder = kept[0].image.parent
+            raise ScenecapError(f"{source}: {' and '.join(what)} of {len(kept)} images under {folder}; fix the "
+                                "paths (--images DIR) or pass --skip-missing to train without them")
+        kept = good
+    log.info("%s", report.summary())
+    if not kept:
+        raise ScenecapError(f"{source}: no usable images with captions left after validation")
+    return kept, report
+
+
+def _check_all(paths, progress: bool, workers: int, source: str):
+    # Decoding releases the GIL, so a few threads keep the disk and the cores busy.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        it = pool.map(check_image, paths, chunksize=32)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=len(paths), desc=f"checking {os.path.basename(source)}", unit="img",
+                      disable=None, leave=False)
+        return list(it)
