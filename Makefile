@@ -6,6 +6,14 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 
 .PHONY: demo test lint demo-bundle bench clean
 
+# The speech tests need espeak-ng (a Debian package, not a pip one). As root with apt, install it quietly if it
+# is missing; otherwise say so and go on: those tests then skip with that reason.
+APT := DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Use-Pty=0
+ESPEAK_NG := command -v espeak-ng >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	&& { $(APT) install espeak-ng </dev/null >/dev/null 2>&1 \
+	     || { $(APT) update </dev/null >/dev/null 2>&1 && $(APT) install espeak-ng </dev/null >/dev/null 2>&1; }; }; } \
+	|| echo "note: espeak-ng is not installed and could not be (sudo apt install espeak-ng); speech tests will skip"
+
 $(EDGE_VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(EDGE_VENV)
 	$(EDGE_VENV)/bin/pip install $(PIP_FLAGS) -e '.[edge]'
@@ -24,6 +32,7 @@ demo: $(EDGE_VENV)/.installed
 
 ## Run the test suite (trains tiny models; about 10 minutes on 2 CPU cores).
 test: $(VENV)/.installed
+	@$(ESPEAK_NG)
 	$(VENV)/bin/python -m pytest
 
 lint: $(VENV)/.installed

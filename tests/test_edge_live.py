@@ -206,3 +206,33 @@ def test_threads_and_beam_reach_the_interpreter(float_bundle, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "scenecap", "caption", "x.png", "--bundle", str(float_bundle),
                           "--threads", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--threads: '0': expected 1 or more" in bad.stderr
+
+
+def test_shipped_systemd_unit_runs_a_valid_caption_command(tmp_path):
+    import argparse
+    import configparser
+    import shlex
+    from pathlib import Path
+
+    import scenecap.edge
+    from scenecap.edge import caption_cli
+
+    unit = Path(scenecap.edge.__file__).with_name("scenecap.service")
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str
+    cp.read_string(unit.read_text(encoding="utf-8"))
+    argv = shlex.split(cp["Service"]["ExecStart"])
+    assert argv[0].endswith("/bin/scenecap") and argv[1] == "caption"
+    parser = argparse.ArgumentParser(prog="scenecap")
+    caption_cli.register(parser.add_subparsers())
+    args = parser.parse_args(argv[1:])  # every option in the unit exists and takes its value
+    assert args.source == "picam" and args.speak and args.bundle == "/opt/scenecap/bundle"
+    assert cp["Service"]["KillSignal"] == "SIGTERM" and cp["Install"]["WantedBy"] == "multi-user.target"
+    if shutil.which("systemd-analyze"):
+        copy = tmp_path / "scenecap.service"
+        copy.write_text(unit.read_text(encoding="utf-8"))
+        r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True)
+        # On a machine without /opt/scenecap the only complaint may be the missing program.
+        complaints = [line for line in (r.stdout + r.stderr).splitlines()
+                      if line.strip() and "/opt/scenecap/venv/bin/scenecap" not in line]
+        assert not complaints, complaints
