@@ -51,6 +51,16 @@ def _seconds(text: str) -> float:
     return v
 
 
+def _non_negative(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number >= 0")
+    return v
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "caption",
@@ -76,18 +86,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "re-caption after SECONDS without a change (default: never)")
     g.add_argument("--min-interval", type=_seconds, default=2.0, metavar="SECONDS",
                    help="with --when change: at least SECONDS between captions (default 2)")
-    g.add_argument("--threshold", type=_seconds, default=27.0, metavar="SCORE",
+    g.add_argument("--threshold", type=_non_negative, default=27.0, metavar="SCORE",
                    help="scene-change score that counts as a new scene, as PySceneDetect's ContentDetector "
                    "(mean HSV difference, 0-255; default 27; lower = more sensitive)")
     g.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
                    help="stop after looking at N frames")
 
     m = p.add_argument_group("model")
-    m.add_argument("--beam", type=_positive_int, default=1, help="beam width; 1 = greedy (default)")
-    m.add_argument("--length-penalty", type=float, default=0.0,
+    m.add_argument("--beam", type=_positive_int, default=1, metavar="N", help="beam width; 1 = greedy (default)")
+    m.add_argument("--length-penalty", type=_non_negative, default=0.0, metavar="ALPHA",
                    help="GNMT length penalty alpha for beam search (0 = raw log-probability; 0.6-1 favours "
                    "longer captions)")
-    m.add_argument("--threads", type=_positive_int, default=None,
+    m.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="interpreter threads (default: the runtime's choice)")
     m.add_argument("--device", choices=("cpu", "edgetpu"), default="cpu",
                    help="edgetpu: run the bundle's *_edgetpu.tflite models on a Coral through libedgetpu")
@@ -137,9 +147,9 @@ def run_caption(args: argparse.Namespace) -> int:
 
             outputs.annotated = AnnotatedWriter(args.save_annotated, attention=args.attention)
         if args.speak or args.speak_to:
-            from scenecap.edge.speech import Speaker, voice_for
+            from scenecap.edge.speech import Speaker, check_voice, voice_for
 
-            voice = args.voice or voice_for(captioner.bundle.manifest.language)
+            voice = check_voice(args.voice) if args.voice else voice_for(captioner.bundle.manifest.language)
             outputs.speaker = Speaker(voice, wav_dir=args.speak_to)
             log.info("speech: espeak-ng voice %s%s", voice, f", to {args.speak_to}" if args.speak_to else "")
     except BaseException:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import signal
 import statistics
 import sys
@@ -31,6 +32,7 @@ from scenecap.edge.sources import Frame, FrameSource, open_source
 log = logging.getLogger("scenecap.edge.live")
 
 STAGES = ("preprocess", "encoder", "decoder", "total", "gate", "output", "frame_age")
+LATENCY_SAMPLE = 1024
 
 
 @dataclass
@@ -53,7 +55,22 @@ class RunStats:
     reconnects: int = 0
     dropped: int = 0  # live frames replaced by newer ones before the loop took them
     interrupted: bool = False
+    # Per stage, a uniform sample of at most LATENCY_SAMPLE latencies over the whole run (reservoir sampling):
+    # the medians are exact up to that many captions and estimates after, and memory stays flat on a cane
+    # that runs for days.
     latencies_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    _seen_ms: Counter = field(default_factory=Counter)
+    _rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def add_latency(self, stage: str, ms: float) -> None:
+        sample = self.latencies_ms[stage]
+        self._seen_ms[stage] += 1
+        if len(sample) < LATENCY_SAMPLE:
+            sample.append(ms)
+        else:
+            j = self._rng.randrange(self._seen_ms[stage])
+            if j < LATENCY_SAMPLE:
+                sample[j] = ms
 
     def medians(self) -> dict[str, float]:
         return {k: statistics.median(v) for k, v in self.latencies_ms.items() if v}
@@ -291,7 +308,7 @@ def run(captioner, source, outputs: Outputs, *, when: str | None = None, every: 
                 stats.captions += 1
                 for k, v in item.caption.timings.items():
                     if k in STAGES:
-                        stats.latencies_ms[k].append(float(v))
+                        stats.add_latency(k, float(v))
     finally:
         stats.interrupted = stop.is_set()
         outputs.close()

@@ -11,6 +11,7 @@ import logging
 import shutil
 import subprocess
 import threading
+from collections import deque
 from pathlib import Path
 
 from scenecap.edge.errors import ScenecapError
@@ -52,6 +53,14 @@ def voice_for(language: str, espeak: str | None = None) -> str:
     return voice
 
 
+def check_voice(voice: str, espeak: str | None = None) -> str:
+    """A voice the user named (--voice), checked against espeak-ng's list."""
+    known = list_voices(espeak)
+    if known and voice not in known:
+        raise ScenecapError(f"--voice {voice!r}: espeak-ng has no such voice; see 'espeak-ng --voices'")
+    return voice
+
+
 def espeak_command(espeak: str, voice: str, rate: int, wav: Path | None = None) -> list[str]:
     # Text goes in on stdin: a caption can never be read as an option, and no shell is involved.
     cmd = [espeak, "-v", voice, "-s", str(int(rate)), "--stdin"]
@@ -88,7 +97,7 @@ class Speaker:
         self.replaced = 0  # captions that a newer one replaced before they were spoken
         self.failed = 0
         self.last_spoken: str | None = None
-        self.files: list[Path] = []
+        self.files: deque[Path] = deque(maxlen=1000)  # the latest WAVs written (bounded: a cane runs for days)
         self._pending: str | None = None
         self._busy = False
         self._closing = False

@@ -236,3 +236,14 @@ def test_shipped_systemd_unit_runs_a_valid_caption_command(tmp_path):
         complaints = [line for line in (r.stdout + r.stderr).splitlines()
                       if line.strip() and "/opt/scenecap/venv/bin/scenecap" not in line]
         assert not complaints, complaints
+
+
+def test_latency_record_stays_bounded_over_a_long_run():
+    from scenecap.edge.live import LATENCY_SAMPLE, RunStats
+
+    stats = RunStats()
+    values = np.random.default_rng(0).gamma(4.0, 5.0, 50_000)
+    for v in values:
+        stats.add_latency("total", float(v))
+    assert len(stats.latencies_ms["total"]) == LATENCY_SAMPLE  # memory flat however long the cane runs
+    assert stats.medians()["total"] == pytest.approx(float(np.median(values)), rel=0.05)

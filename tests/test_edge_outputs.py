@@ -182,6 +182,11 @@ def test_unknown_language_is_a_one_line_error():
 
     with pytest.raises(ScenecapError, match="no voice for language 'tlh'"):
         voice_for("tlh")
+    from scenecap.edge.speech import check_voice
+
+    assert check_voice("en-gb") == "en-gb"
+    with pytest.raises(ScenecapError, match="--voice 'klingon'"):
+        check_voice("klingon")
 
 
 @needs_espeak
