@@ -8,6 +8,7 @@ The adapter is deliberately thin, in the manner of pycoral's: find the runtime, 
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import re
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class Runtime:
     name: str  # "ai_edge_litert 2.3.0"
     interpreter_cls: Any
     load_delegate: Any
+    op_resolver_type: Any = None  # the module's OpResolverType enum, when it has one
 
 
 _RUNTIME: Runtime | None = None
@@ -58,7 +60,10 @@ def find_runtime(prefer: str | None = None) -> Runtime:
         except ImportError:
             continue
         version = getattr(pkg, "__version__", "?")
-        rt = Runtime(f"{name} {version}", mod.Interpreter, mod.load_delegate)
+        resolver = getattr(mod, "OpResolverType", None)
+        if resolver is None and name == "tensorflow":
+            resolver = pkg.lite.experimental.OpResolverType
+        rt = Runtime(f"{name} {version}", mod.Interpreter, mod.load_delegate, resolver)
         log.info("LiteRT runtime: %s", rt.name)
         if prefer is None:
             _RUNTIME = rt
@@ -123,6 +128,16 @@ def load_edgetpu_delegate(runtime: Runtime) -> Any:
         ) from None
 
 
+def builtin_kernels() -> bool:
+    """SCENECAP_KERNELS=builtin: run TFLite's own kernels only, without the default XNNPACK delegate.
+
+    LiteRT runs int8 models through XNNPACK by default (about 3x faster here), whose requantisation rounds
+    differently from the builtin kernels that tflite-runtime 2.14 uses for int8; with builtin kernels both
+    runtimes give bit-identical outputs, so captions are reproducible across devices (measured; see
+    tests/test_runtime_compat.py)."""
+    return os.environ.get("SCENECAP_KERNELS", "").strip().lower() == "builtin"
+
+
 class TFLiteModel:
     """One .tflite model, run by input/output name, (de)quantised per the manifest."""
 
@@ -136,6 +151,8 @@ class TFLiteModel:
             kwargs["num_threads"] = int(threads)
         if delegate is not None:
             kwargs["experimental_delegates"] = [delegate]
+        elif builtin_kernels() and self.runtime.op_resolver_type is not None:
+            kwargs["experimental_op_resolver_type"] = self.runtime.op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
             self.interpreter = self.runtime.interpreter_cls(**kwargs)
             self.interpreter.allocate_tensors()
