@@ -135,3 +135,24 @@ def wait_for(predicate, timeout: float, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return predicate()
+
+
+def pick_scenes(bundle, n: int, start: int = 100, min_score: float = 35.0) -> list[int]:
+    """Seeds of `n` scenes in which each is clearly a new scene after the one before (change score >= min_score)
+    and gets a different caption from the tiny model, so a gating test is about gating, not about how well a
+    two-minute model tells two random scenes apart."""
+    from scenecap.edge.captioner import Captioner
+    from scenecap.edge.gating import content_score, hsv_small
+
+    cap = Captioner.load(bundle)
+    seeds = [start]
+    text = cap.caption(scene(start)).text
+    for s in range(start + 1, start + 400):
+        if len(seeds) == n:
+            break
+        t = cap.caption(scene(s)).text
+        if t != text and content_score(hsv_small(scene(seeds[-1])), hsv_small(scene(s))) >= min_score:
+            seeds.append(s)
+            text = t
+    assert len(seeds) == n, "the tiny model gives (nearly) every scene the same caption; is it trained?"
+    return seeds

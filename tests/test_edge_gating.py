@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from edge_helpers import jitter, scene, write_cut_video
+from edge_helpers import jitter, pick_scenes, scene, write_cut_video
 
 from scenecap.edge.errors import ScenecapError
 from scenecap.edge.gating import GateConfig, SceneGate, content_score, hsv_small
@@ -18,9 +18,9 @@ PER_SCENE = 25  # 2.5 s per scene
 
 
 @pytest.fixture(scope="module")
-def cut_video(tmp_path_factory):
+def cut_video(tmp_path_factory, float_bundle):
     path = tmp_path_factory.mktemp("cuts") / "walk.mp4"
-    cuts = write_cut_video(path, [11, 12, 13, 14, 15], PER_SCENE, FPS)
+    cuts = write_cut_video(path, pick_scenes(float_bundle, 5), PER_SCENE, FPS)
     return path, cuts
 
 

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from edge_helpers import MJPEGServer, scene, wait_for, write_cut_video
+from edge_helpers import MJPEGServer, pick_scenes, scene, wait_for, write_cut_video
 
 from scenecap.edge.errors import ScenecapError
 
@@ -39,17 +39,9 @@ def _records(path):
 
 
 def _two_views(bundle):
-    """Two synthetic views, clearly different scenes that the tiny model also describes differently (so the
-    second is neither below the change threshold nor dropped as a repeat)."""
-    from scenecap.edge.captioner import Captioner
-    from scenecap.edge.gating import content_score, hsv_small
-
-    cap = Captioner.load(bundle)
-    a = scene(80)
-    first = cap.caption(a).text
-    seed = next(s for s in range(81, 140) if cap.caption(scene(s)).text != first
-                and content_score(hsv_small(a), hsv_small(scene(s))) >= 40)  # a clearly new scene
-    return a, scene(seed)
+    """Two clearly different scenes that the tiny model also describes differently."""
+    a, b = pick_scenes(bundle, 2, start=80, min_score=40)
+    return scene(a), scene(b)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -121,7 +113,7 @@ def test_python_api_iterates_captions_over_a_video(float_bundle, tmp_path):
     from scenecap.edge.captioner import Captioner
 
     path = tmp_path / "walk.mp4"
-    cuts = write_cut_video(path, [11, 12, 13], 20, fps=10)
+    cuts = write_cut_video(path, pick_scenes(float_bundle, 3), 20, fps=10)
     cap = Captioner.load(float_bundle)
     got = list(cap.captions(str(path), when="change", min_interval=1.0))
     assert [c.frame.index for c in got] == cuts
