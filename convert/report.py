@@ -336,6 +336,10 @@ def write_report(opts: ReportOptions) -> dict[str, Path]:
             results.append(evaluate_bundle(p, samples, frames, opts, progress))
         elif reference_path is None or p.resolve() != reference_path.resolve():
             results.append(evaluate_savedmodel(p, samples, frames, opts, progress))
+    names = [r.name for r in results]
+    for r in results:  # two bundles both called "bundle": name them by their parent folder too
+        if names.count(r.name) > 1:
+            r.name = f"{Path(r.path).parent.name}/{r.name}"
     rows = [_summarize(r, refs, reference) for r in results]
     ref_row = rows[0] if reference is not None else None
     decoding = "greedy" if opts.beam <= 1 else f"beam {opts.beam}"
