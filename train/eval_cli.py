@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "SavedModel, then write report.json, report.md, report.png and results/NAME.json (COCO results format): "
         "BLEU-4 and CIDEr-D against the references, token-exact agreement with the float SavedModel, model "
         "sizes, median encoder and decoder-step latency. The report says in words which variants miss the "
-        "target (>= 95%% identical captions, <= 0.01 BLEU-4 lost).",
+        "target (>= 95% identical captions, <= 0.01 BLEU-4 lost).",
         epilog="examples:\n  scenecap eval bundles/synth/int8 bundles/synth/edgetpu --reference exports/synth "
         "--out reports/synth\n  scenecap eval exports/synth --annotations data/synth/captions_test.json "
         "--out reports/float --beam 3",
