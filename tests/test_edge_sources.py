@@ -96,8 +96,10 @@ def test_capture_thread_hands_over_the_newest_frame_not_a_backlog():
             if n == 8:
                 break
             time.sleep(0.3)
-        assert src.stats.dropped >= 20  # frames replaced unseen while the loop was busy
-        assert max(lags) <= 4, lags  # a queue would have lagged ~48 frames by now
+        assert src.stats.dropped >= 20, (src.stats, lags)  # frames replaced unseen while the loop was busy
+        # A queue falls 6 frames further behind per take: 48 frames by the last one. Latest-frame-wins stays within
+        # what the socket and the scheduler hold (a few frames; more on a machine this busy), and does not grow.
+        assert lags[-1] < 24 and max(lags[4:]) < 24, lags
     finally:
         src.close()
         server.stop()
