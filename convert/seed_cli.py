@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from scenecap.edge.bundle import QUANTS
 
@@ -16,21 +17,29 @@ NONE_WARNING = """\
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"""
 
 
+def _paragraphs(*paras: str) -> str:
+    """argparse's raw formatter keeps the example's line breaks; wrap the prose ourselves."""
+    return "\n\n".join(textwrap.fill(p, 100, subsequent_indent="  " if p.startswith("-") else "",
+                                       break_on_hyphens=False) for p in paras)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "import-seed",
         help="import the replaced system's model (per-layer .npy or .h5) and tokenizer.pickle as a bundle",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Import the Show-Attend-Tell model of the system scenecap replaces (MobileNetV2 alpha 1.4 at "
-        "224 px, GRU 512, vocabulary from its tokenizer) and write a bundle that gives its captions.\n\n"
-        "- Weights: the original's weights/ folder (encoder_layer_weights/ and decoder_layer_weights/ with "
-        "layer_{i}_{name}_weights_{j}.npy), or a folder with encoder_weights_100k_ar.h5 and "
-        "decoder_weights_100k_ar.h5. Every array's name and shape is checked before anything is built.\n"
-        "- Tokenizer: the pickled keras_preprocessing Tokenizer, read WITHOUT executing it (only the classes a "
-        "tokenizer contains are admitted; anything else is refused). Its ids become vocab.json.\n"
-        "- The original's GRU restarted from zeros at every step; the bundle records decoder.state "
-        "legacy-zero and reproduces that exactly. Newly trained scenecap models carry the state.\n"
-        "- The ImageNet backbone weights were never part of the original files: see --backbone-weights.",
+        description=_paragraphs(
+            "Import the Show-Attend-Tell model of the system scenecap replaces (MobileNetV2 alpha 1.4 at 224 px, "
+            "GRU 512, vocabulary from its tokenizer) and write a bundle that gives its captions.",
+            "- Weights: the original's weights/ folder (encoder_layer_weights/ and decoder_layer_weights/ with "
+            "layer_{i}_{name}_weights_{j}.npy), or a folder with encoder_weights_100k_ar.h5 and "
+            "decoder_weights_100k_ar.h5. Every array's name and shape is checked before anything is built.",
+            "- Tokenizer: the pickled keras_preprocessing Tokenizer, read WITHOUT executing it (only the classes a "
+            "tokenizer contains are admitted; anything else is refused). Its ids become vocab.json.",
+            "- The original's GRU restarted from zeros at every step; the bundle records decoder.state "
+            "legacy-zero and reproduces that exactly. Newly trained scenecap models carry the state.",
+            "- The ImageNet backbone weights were never part of the original files: see --backbone-weights.",
+        ),
         epilog="examples:\n"
         "  scenecap import-seed --weights canesee/weights --tokenizer canesee/tokenizer.pickle \\\n"
         "      --out bundles/seed-f32 --backbone-weights imagenet\n"

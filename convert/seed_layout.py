@@ -146,6 +146,19 @@ def _decode(names) -> list[str]:
     return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
 
 
+def _attr_list(obj, name: str) -> list[str] | None:
+    """An h5 list attribute; Keras splits one over 64 KB into name0, name1, ..."""
+    if name in obj.attrs:
+        return _decode(obj.attrs[name])
+    if f"{name}0" not in obj.attrs:
+        return None
+    out, k = [], 0
+    while f"{name}{k}" in obj.attrs:
+        out += _decode(obj.attrs[f"{name}{k}"])
+        k += 1
+    return out
+
+
 def read_keras_h5(path: Path, folder: str) -> dict[str, FoundArray]:
     """A Keras 2 `save_weights(...h5)` file -> arrays named as the .npy files would be.
 
@@ -161,12 +174,15 @@ def read_keras_h5(path: Path, folder: str) -> dict[str, FoundArray]:
     found = {}
     with f:
         root = f["model_weights"] if "model_weights" in f else f  # a full model.save() keeps weights here
-        if "layer_names" not in root.attrs:
+        layer_names = _attr_list(root, "layer_names")
+        if layer_names is None:
             raise ScenecapError(f"{path}: no 'layer_names' attribute; expected Keras weights saved with "
                                 "save_weights('....h5')")
-        for i, lname in enumerate(_decode(root.attrs["layer_names"])):
+        for i, lname in enumerate(layer_names):
+            if lname not in root:
+                raise ScenecapError(f"{path}: layer {lname!r} is listed but has no group; the file is damaged")
             group = root[lname]
-            for j, wname in enumerate(_decode(group.attrs.get("weight_names", []))):
+            for j, wname in enumerate(_attr_list(group, "weight_names") or []):
                 ds = group[wname]
                 where = f"{path}:{lname}/{wname}"
 

@@ -265,6 +265,58 @@ def test_h5_weight_files_read_as_the_npy_layout(seed_files, tmp_path):
         np.testing.assert_array_equal(from_h5[key], a)
 
 
+def test_h5_written_by_keras_from_the_original_model_classes_reads_as_the_npy_layout(tmp_path):
+    """The original's classes (as in its notebook) saved by Keras' own legacy .h5 writer: names and order match."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
+
+    d = SMALL
+
+    class BahdanauAttention(keras.Model):
+        def __init__(self, units, **kw):
+            super().__init__(**kw)
+            self.W1, self.W2, self.V = keras.layers.Dense(units), keras.layers.Dense(units), keras.layers.Dense(1)
+
+        def call(self, features, hidden):
+            score = self.V(keras.ops.tanh(self.W1(features) + self.W2(keras.ops.expand_dims(hidden, 1))))
+            weights = keras.ops.softmax(score, axis=1)
+            return keras.ops.sum(weights * features, axis=1), weights
+
+    class RNNDecoder(keras.Model):
+        def __init__(self, embedding_dim, units, vocab_size, **kw):
+            super().__init__(**kw)
+            self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+            self.gru = keras.layers.GRU(units, return_sequences=True, return_state=True, name="gru")
+            self.fc1 = keras.layers.Dense(units, name="dense_1")
+            self.fc2 = keras.layers.Dense(vocab_size, name="dense_2")
+            self.attention = BahdanauAttention(d.attention_units, name="bahdanau_attention")
+
+        def call(self, x, features, hidden):
+            context, _ = self.attention(features, hidden)
+            x = keras.ops.concatenate([keras.ops.expand_dims(context, 1), self.embedding(x)], axis=-1)
+            output, state = self.gru(x)
+            return self.fc2(self.fc1(output[:, 0])), state
+
+    encoder = keras.Sequential([keras.Input((d.locations, d.backbone_channels)),
+                                keras.layers.Dense(d.embed_dim, activation="relu", name="dense")])
+    decoder = RNNDecoder(d.embed_dim, d.units, d.vocab_size)
+    decoder(np.zeros((1, 1), np.int32), np.zeros((1, d.locations, d.embed_dim), np.float32),
+            np.zeros((1, d.units), np.float32))
+    arrays = random_seed_arrays(d, seed=4)
+    enc_specs = [s for s in seed_layout(d) if s.folder == ENCODER_DIR]
+    dec_specs = [s for s in seed_layout(d) if s.folder == DECODER_DIR]
+    encoder.set_weights([arrays[s.key] for s in enc_specs])
+    decoder.set_weights([arrays[s.key] for s in dec_specs])  # file order is the model's weight order
+    for model, name in ((encoder, "encoder_weights_100k_ar.h5"), (decoder, "decoder_weights_100k_ar.h5")):
+        with h5py.File(tmp_path / name, "w") as f:
+            save_weights_to_hdf5_group(f, model)
+    _, found = read_seed_weights(tmp_path, d)
+    assert set(found) == set(arrays)
+    for key, a in arrays.items():
+        np.testing.assert_array_equal(found[key], a)
+
+
 def _broken_copy(seed_files, tmp_path, how: str) -> tuple[Path, str]:
     arrays = dict(seed_files["arrays"])
     if how == "missing":
@@ -352,8 +404,14 @@ def test_imported_captions_are_arabic_on_stdout_and_in_jsonl(seed_files, importe
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SCENECAP_SEED_FULL") != "1",
+                    reason="over 3 minutes (199 s measured on 2 busy cores); set SCENECAP_SEED_FULL=1 to run it")
 def test_full_original_dimensions_give_the_originals_tokens(tmp_path):
-    """The real tokenizer (26556 ids), MobileNetV2 alpha 1.4 at 224 px, 49x1792 features, via the command line."""
+    """The real tokenizer (26556 ids), MobileNetV2 alpha 1.4 at 224 px, 49x1792 features, via the command line.
+
+    Measured at 199 s with the machine's 2 cores shared 3 ways, over this issue's share of the suite's time, so
+    it runs only when asked: SCENECAP_SEED_FULL=1 pytest tests/test_seed_import.py -k full_original
+    """
     full = SeedDims()
     weights = write_npy_tree(tmp_path / "canesee", random_seed_arrays(full, seed=11))
     backbone = write_random_backbone(tmp_path / "mobilenet_v2_1.4_224.weights.h5", full, seed=12, images=4)
