@@ -133,11 +133,15 @@ def test_lost_stream_is_reopened_with_backoff_and_logged(caplog):
 def test_camera_that_is_not_there_is_retried_until_stopped(caplog):
     caplog.set_level(logging.INFO, logger="scenecap.edge.camera")
     src = LiveSource(OpenCVReader(57), backoff=Backoff(first=0.1, cap=0.2))
-    assert src.take(timeout=1.0) is None
+
+    def retries():
+        return [r.message for r in caplog.records if "camera:57: cannot open the camera; retrying" in r.message]
+
+    assert src.take(timeout=0.5) is None
+    assert wait_for(lambda: len(retries()) >= 2, timeout=20)
     src.close()
-    retries = [r.message for r in caplog.records if "camera:57: cannot open the camera; retrying" in r.message]
-    assert len(retries) >= 2
     assert src.stats.frames_read == 0
+    assert not src._thread.is_alive()  # stopping works while it waits between attempts
 
 
 class _FakePicamera2:
