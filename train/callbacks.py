@@ -258,11 +258,11 @@ class TensorBoardLog:
 class EpochProgress:
     """A tqdm bar per epoch on a terminal; in logs, one readable line per epoch."""
 
-    def __init__(self, epochs: int, enabled: bool):
-        self.epochs, self.enabled, self.bar = epochs, enabled, None
+    def __init__(self, epochs: int, enabled: bool, bars: bool = True):
+        self.epochs, self.enabled, self.bars, self.bar = epochs, enabled, bars, None
 
     def start(self, epoch: int, steps: int, done: int = 0) -> None:
-        if not self.enabled or not sys.stderr.isatty():
+        if not (self.enabled and self.bars) or not sys.stderr.isatty():
             return
         from tqdm import tqdm
 

@@ -280,7 +280,7 @@ def _train(cfg: TrainConfig, strategy, chief: bool, out: Path, resume: bool, pro
                  int(optimizer.iterations.numpy()))
     train_step, val_step = make_steps(optimizer)
     tb = TensorBoardLog(out, cfg.tensorboard and chief)
-    bar = EpochProgress(cfg.epochs, progress and chief)
+    bar = EpochProgress(cfg.epochs, chief, bars=progress)
     if state.history and chief:
         write_history(out, state.history)
 
