@@ -193,9 +193,9 @@ def test_two_workers_train_one_model_over_loopback(ar_data, tmp_path):
                                       env=_env(TF_CONFIG=tf_config)))
     outputs = [p.communicate(timeout=600) for p in procs]
     for i, (p, (_, err)) in enumerate(zip(procs, outputs, strict=True)):
+        print(f"\n--- worker {i} ---\n" + "\n".join(line for line in err.splitlines() if "scenecap" in line))
         assert p.returncode == 0, f"worker {i}: {err[-3000:]}"
         assert "MultiWorkerMirroredStrategy, 2 replica(s) over 2 workers" in err
-        print(f"\n--- worker {i} ---\n" + "\n".join(line for line in err.splitlines() if "scenecap" in line))
     chief, other = tmp_path / "worker0", tmp_path / "worker1"
     assert (chief / "checkpoints" / "last.weights.h5").is_file()
     assert (chief / "checkpoints" / "best.weights.h5").is_file()

@@ -85,6 +85,7 @@ def make_strategy(kind: str = "auto"):
         strategy = tf.distribute.get_strategy()
     else:
         raise ScenecapError(f"strategy {kind!r} unknown; expected auto, default, mirrored or multi-worker")
-    log.info("distribution: %s, %d replica(s)%s", type(strategy).__name__, strategy.num_replicas_in_sync,
+    label = {"multi-worker": "MultiWorkerMirroredStrategy", "mirrored": "MirroredStrategy", "default": "one device"}
+    log.info("distribution: %s, %d replica(s)%s", label[kind], strategy.num_replicas_in_sync,
              f" over {workers} workers" if workers > 1 else "")
     return strategy

@@ -333,7 +333,7 @@ def _train(cfg: TrainConfig, strategy, chief: bool, out: Path, resume: bool, pro
         bar.end(epoch, {k: v for k, v in logs.items() if k not in ("epoch", "learning_rate")}, seconds,
                 steps * global_batch)
         tb.epoch(epoch, logs)
-        if generated:
+        if generated and chief:
             tb.samples(epoch, sample_images, generated[: len(sample_images)], refs[: len(sample_images)])
             log.info("sample caption: %s", generated[0])
 
