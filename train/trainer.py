@@ -172,6 +172,10 @@ def _train(cfg: TrainConfig, strategy, chief: bool, out: Path, resume: bool, pro
     if cached:
         from scenecap.train.feature_cache import extract
 
+        if not cfg.model.weights or cfg.model.weights in ("none", "None"):
+            log.warning("cached mode freezes the backbone, and --weights none leaves it random: its feature maps "
+                        "carry almost nothing of the image. Use --weights imagenet or a .h5 file, or --mode finetune")
+
         root = Path(cfg.feature_cache) if cfg.feature_cache else out / "features"
         bs = max(8, cfg.batch_size)
         tr_feats = extract(model, [str(s.image) for s in train_samples], spec, root, "train", bs,
