@@ -1,0 +1,100 @@
+"""`scenecap bench`: latency per stage, size and memory of every bundle variant against the naive eager way."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scenecap import ScenecapError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 1,2,4") from None
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="benchmark latency per stage, size and memory of each bundle variant vs naive eager Keras",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Measure, after warm-up and over N runs each (p50/p90/p99/mean): preprocessing, the encoder,\n"
+        "one decoder step, a whole greedy caption and a whole beam-3 caption, for every bundle variant (float32,\n"
+        "float16, dynamic, int8; edgetpu when a Coral is attached) and for two baselines on the same Keras model:\n"
+        "the naive eager step-by-step loop of the replaced system, and tf.function-compiled encoder and step.\n"
+        "Also: model sizes, peak RSS and cold start of an edge-only process vs a TensorFlow one, and the installed\n"
+        "size of the edge vs the training environment. Targets are computed as ratios from the same run.\n\n"
+        "Two model sets: 'synth' (the synthetic-scenes model; --synth-run, else one trained here in seconds) and\n"
+        "'original' (the replaced system's dimensions with random weights). They are built once into --work and\n"
+        "reused while their recipe is unchanged (converting 'original' takes minutes).\n\n"
+        "Writes NAME.json (every figure, the machine), NAME.md (tables) and NAME.png (chart) into --out.\n"
+        "See benchmarks/README.md for a Raspberry Pi or a Coral USB Accelerator.",
+        epilog="examples:\n"
+        "  scenecap bench --quick                      # a minute: small model, 3 runs, 1 thread\n"
+        "  scenecap bench                              # everything (first time: conversions take minutes)\n"
+        "  scenecap bench --dims original --threads 4 --runs 50\n"
+        "  scenecap bench --synth-run build/demo/run   # the demo's trained model instead of a quick one\n"
+        "  scenecap bench --prepare-only               # build the models only (then copy build/bench to a Pi)",
+    )
+    p.add_argument("--quick", action="store_true",
+                   help="CI mode: synth dims only, a tiny model, 3 runs after 1 warm-up, 1 thread, 1 cold start")
+    p.add_argument("--dims", type=_names, help="model sets: synth and/or original (default both; --quick: synth)")
+    p.add_argument("--variants", type=_names, metavar="V[,V...]",
+                   help="bundle variants (default float32,float16,dynamic,int8, plus edgetpu when a TPU is attached)")
+    p.add_argument("--threads", type=_ints, metavar="N[,N...]", help="interpreter/TensorFlow threads (default 1,2,4)")
+    p.add_argument("--runs", type=int, help="measured runs per stage (default 20; --quick 3)")
+    p.add_argument("--warmup", type=int, help="warm-up runs per stage, not measured (default 3; --quick 1)")
+    p.add_argument("--beam", type=int, default=3, help="beam width of the beam caption (default 3)")
+    p.add_argument("--cold-runs", type=int, help="cold-start processes of each kind (default 3; --quick 1)")
+    p.add_argument("--synth-run", metavar="RUN", help="training run folder for the synth model (default: train one)")
+    p.add_argument("--synth-export", metavar="DIR", help="an export of --synth-run, to skip exporting it again")
+    p.add_argument("--bundle", action="append", default=[], metavar="[NAME=]DIR",
+                   help="measure this bundle (repeatable) as the synth set instead of converting; with --synth-run "
+                   "(the run it came from) the baselines run too. NAME defaults to its quantisation")
+    p.add_argument("--seed-tokenizer", metavar="PICKLE",
+                   help="the original's tokenizer.pickle for the original-dims vocabulary (default: 26555 made-up "
+                   "Arabic words, the same count)")
+    p.add_argument("--work", default="build/bench", help="folder for the models and worker files (default build/bench)")
+    p.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")
+    p.add_argument("--name", help="results file name stem (default bench; --quick: bench-quick)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the models even if --work has them")
+    p.add_argument("--prepare-only", action="store_true", help="build the models into --work, measure nothing")
+    p.add_argument("--no-baselines", action="store_true", help="skip the TensorFlow baselines (edge only)")
+    p.add_argument("--no-memory", action="store_true", help="skip cold start, peak RSS and install sizes")
+    p.add_argument("--edge-python", metavar="PYTHON",
+                   help="interpreter for the edge cold-start process (default .venv-edge/bin/python if present, "
+                   "else this one with TensorFlow blocked)")
+    p.set_defaults(func=run_bench_cli)
+
+
+def run_bench_cli(args: argparse.Namespace) -> int:
+    from scenecap.benchmarks.bench import BenchOptions, run_bench
+    from scenecap.benchmarks.report import write_report
+
+    given = {k: v for k, v in {
+        "dims": args.dims, "variants": args.variants, "threads": args.threads, "runs": args.runs,
+        "warmup": args.warmup, "cold_runs": args.cold_runs, "name": args.name}.items() if v is not None}
+    opts_kw = dict(beam=args.beam, synth_run=args.synth_run, synth_export=args.synth_export, bundles=args.bundle,
+                   seed_tokenizer=args.seed_tokenizer, work=args.work, out=args.out, rebuild=args.rebuild,
+                   prepare_only=args.prepare_only, baselines=not args.no_baselines, memory=not args.no_memory,
+                   edge_python=args.edge_python, **given)
+    opts = BenchOptions.quick_defaults(**opts_kw) if args.quick else BenchOptions(**opts_kw)
+    if opts.beam < 1:
+        raise ScenecapError(f"--beam {opts.beam}; expected a positive beam width")
+    results = run_bench(opts)
+    if opts.prepare_only:
+        for d in results["dims"].values():
+            print(d["models"]["folder"])
+        return 0
+    paths = write_report(results, opts.out, opts.name)
+    from scenecap.benchmarks.report import markdown
+
+    sys.stdout.write(markdown(results))
+    for p in paths.values():
+        print(p, file=sys.stderr)
+    return 0

@@ -1,0 +1,181 @@
+"""Edge-runtime latency per stage, in a worker process that never imports TensorFlow (as on a Raspberry Pi).
+
+Stages, each timed after warm-up over N rounds; the variants take turns within each round, so a burst of load
+from elsewhere on the machine hits every variant alike:
+  preprocess   camera frame (640x480 RGB) -> model input (`scenecap.edge.preprocess.prepare`)
+  encoder      model input -> features and attention keys (set, invoke, get)
+  step         one decoder step: one word for one hypothesis (set, invoke, get, (de)quantise)
+  greedy       a whole caption, greedy: `Captioner.caption(frame)` from the frame to the text
+  beam         a whole caption, beam search (width 3)
+For each whole caption the interpreter's own invokes are timed too; what is left is the edge runtime's Python
+overhead (resizing, (de)quantising, log-softmax, search bookkeeping).
+
+    python -m scenecap.benchmarks.latency SPEC.json OUT.json    (what `scenecap bench` runs)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+STAGES = ("preprocess", "encoder", "step", "greedy", "beam")
+STAGE_TITLES = {"preprocess": "preprocess", "encoder": "encoder", "step": "decoder step",
+                "greedy": "greedy caption", "beam": "beam-3 caption"}
+
+
+def summarize(samples_ms: list[float]) -> dict:
+    """p50/p90/p99/mean/min/max of millisecond samples (numpy's linear percentiles), and how many."""
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {"n": int(a.size), "p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(a.mean()),
+            "min": float(a.min()), "max": float(a.max())}
+
+
+class Progress:
+    """tqdm when it is installed (the training extra), else a log line every tenth of the way."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.done, self.bar = total, desc, 0, None
+        try:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="round", leave=False, file=sys.stderr)
+        except ImportError:
+            pass
+
+    def update(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update()
+        elif self.done == self.total or self.done % max(1, self.total // 10) == 0:
+            print(f"{self.desc}: {self.done}/{self.total}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def block_tensorflow() -> None:
+    """Make `import tensorflow` (and keras) fail in this process: the edge side must not need it."""
+    import importlib.abc
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
+                raise ImportError(f"{name} is blocked: the edge benchmark runs without TensorFlow")
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+
+
+def timed_invokes(model) -> list[float]:
+    """Time every interpreter invoke of a TFLiteModel (shadowing its method on this instance); returns the list
+    the milliseconds are appended to."""
+    spent: list[float] = []
+    invoke = model.interpreter.invoke
+
+    def timed() -> None:
+        t0 = time.perf_counter()
+        invoke()
+        spent.append((time.perf_counter() - t0) * 1e3)
+
+    model.invoke = timed
+    return spent
+
+
+def file_sizes(bundle: Path) -> dict[str, int]:
+    """Bytes of each file in the bundle (models, vocab, manifest) and their total."""
+    sizes = {p.name: p.stat().st_size for p in sorted(Path(bundle).iterdir()) if p.is_file()}
+    sizes["total"] = sum(sizes.values())
+    return sizes
+
+
+def measure_edge(spec: dict) -> dict:
+    """Every variant of one model set at one thread count: {variant: {stage: summary, ...}}."""
+    from scenecap.edge.captioner import Captioner
+    from scenecap.edge.images import load_image
+    from scenecap.edge.preprocess import prepare
+
+    threads, runs, warmup, beam = int(spec["threads"]), int(spec["runs"]), int(spec["warmup"]), int(spec["beam"])
+    frame = load_image(spec["frame"])
+    caps, out, invokes = {}, {}, {}
+    for name, item in spec["bundles"].items():
+        cap = Captioner.load(item["path"], threads=threads, device=item.get("device", "cpu"))
+        caps[name] = cap
+        invokes[name] = (timed_invokes(cap.encoder), timed_invokes(cap.decoder))
+        m = cap.bundle.manifest
+        out[name] = {"runtime": cap.runtime.name, "device": item.get("device", "cpu"),
+                     "quant": {k: v.quant for k, v in m.models.items()},
+                     "decoder_state": m.decoder_state, "decoder_batch": m.decoder_batch,
+                     "max_words": m.max_length - 1, "sizes": file_sizes(item["path"]),
+                     "samples": {s: [] for s in (*STAGES, "step_invoke", "greedy_invokes", "beam_invokes",
+                                                 "greedy_overhead", "beam_overhead", "greedy_overhead_pct",
+                                                 "beam_overhead_pct")}}
+    bar = Progress(warmup + runs, f"edge latency ({len(caps)} variants, {threads} thread{'s' * (threads > 1)})")
+    for r in range(warmup + runs):
+        for name, cap in caps.items():
+            rec = r >= warmup
+            s = out[name]["samples"]
+            enc_inv, dec_inv = invokes[name]
+            m = cap.bundle.manifest
+            t0 = time.perf_counter()
+            image = prepare(frame, m.preprocess)
+            t1 = time.perf_counter()
+            feats = cap.encode(image)
+            t2 = time.perf_counter()
+            cap._bind_features(feats)  # once per image, as caption() does; not part of a step
+            dec_inv.clear()
+            t3 = time.perf_counter()
+            cap._step(np.array([m.tokens["start"]], np.int32), np.zeros((1, cap.units), np.float32))
+            t4 = time.perf_counter()
+            if rec:
+                s["preprocess"].append((t1 - t0) * 1e3)
+                s["encoder"].append((t2 - t1) * 1e3)
+                s["step"].append((t4 - t3) * 1e3)
+                s["step_invoke"].append(dec_inv[-1])
+            for stage, width in (("greedy", 1), ("beam", beam)):
+                cap.beam = width
+                enc_inv.clear()
+                dec_inv.clear()
+                t0 = time.perf_counter()
+                c = cap.caption(frame)
+                whole = (time.perf_counter() - t0) * 1e3
+                inv = sum(enc_inv) + sum(dec_inv)
+                if rec:
+                    s[stage].append(whole)
+                    s[f"{stage}_invokes"].append(inv)
+                    s[f"{stage}_overhead"].append(whole - inv)
+                    s[f"{stage}_overhead_pct"].append(100.0 * (whole - inv) / whole)
+                out[name][f"{stage}_words"] = len(c.tokens)
+                out[name][f"{stage}_decoder_invokes"] = c.invokes
+                out[name][f"{stage}_caption"] = c.text
+            cap.beam = 1
+        bar.update()
+    bar.close()
+    for name in out:
+        out[name]["stages"] = {k: summarize(v) for k, v in out[name].pop("samples").items()}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m scenecap.benchmarks.latency SPEC.json OUT.json", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    block_tensorflow()
+    t0 = time.perf_counter()
+    result = {"variants": measure_edge(spec), "seconds": time.perf_counter() - t0,
+              "tensorflow_imported": "tensorflow" in sys.modules}
+    Path(argv[1]).write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

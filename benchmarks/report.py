@@ -1,0 +1,222 @@
+"""Write a benchmark run as NAME.json (every figure, the machine), NAME.md (tables) and NAME.png (chart)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from scenecap.benchmarks.latency import STAGE_TITLES, STAGES
+from scenecap.edge.fileio import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger("scenecap.bench")
+
+DIM_TITLES = {"synth": "synthetic-scenes model", "original": "original system's dimensions (random weights)"}
+ORDER = ("float32", "float16", "dynamic", "int8", "edgetpu", "function", "eager")
+LABELS = {"eager": "naive eager Keras", "function": "Keras + tf.function"}
+
+
+def _ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
+def _mb(b: float | None) -> str:
+    return "-" if b is None else f"{b / 1e6:.2f}" if b < 1e7 else f"{b / 1e6:.1f}"
+
+
+def _rows(latency: dict):
+    for t, row in latency.items():
+        for v in sorted(row, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER)):
+            yield t, v, row[v]
+
+
+def _p(row: dict, stage: str, key: str = "p50") -> float | None:
+    return row.get("stages", {}).get(stage, {}).get(key)
+
+
+def _dims_section(name: str, d: dict) -> list[str]:
+    m = d["models"]
+    lines = [f"## {DIM_TITLES.get(name, name)}", ""]
+    ref = next((r for r in d["latency"].values() for v, r in r.items() if v == "float32"), None)
+    if ref:
+        lines.append(f"Bundles from `{m['folder']}`; decoder state {ref.get('decoder_state')}, at most "
+                     f"{ref.get('max_words')} words; runtime {ref.get('runtime')}.")
+    for s in d.get("skipped", []):
+        lines.append(f"- not measured: {s}")
+    lines += ["", "Median (p50) milliseconds per stage; whole captions start from a 640x480 frame. *Overhead* is the "
+              "greedy caption minus its interpreter invokes; *speed-up* is the naive eager greedy caption over this "
+              "one's (same thread count).", "",
+              "| variant | threads | preprocess | encoder | decoder step | greedy caption | beam-3 caption | words "
+              "(greedy/beam) | overhead | speed-up |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for t, v, row in _rows(d["latency"]):
+        eager = d["latency"][t].get("eager")
+        speed = (f"{_p(eager, 'greedy') / _p(row, 'greedy'):.1f}x" if eager and _p(row, "greedy") else "-")
+        over = _p(row, "greedy_overhead")
+        over_s = f"{_ms(over)} ({_p(row, 'greedy_overhead_pct'):.0f}%)" if over is not None else "-"
+        lines.append(f"| {LABELS.get(v, v)} | {t} | {_ms(_p(row, 'preprocess'))} | {_ms(_p(row, 'encoder'))} | "
+                     f"{_ms(_p(row, 'step'))} | {_ms(_p(row, 'greedy'))} | {_ms(_p(row, 'beam'))} | "
+                     f"{row.get('greedy_words', '-')}/{row.get('beam_words', '-')} | {over_s} | {speed} |")
+    lines += ["", "Whole captions, distribution (ms):", "",
+              "| variant | threads | greedy p50 | p90 | p99 | mean | beam-3 p50 | p90 | p99 | mean | runs |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for t, v, row in _rows(d["latency"]):
+        g, b = row["stages"]["greedy"], row["stages"]["beam"]
+        lines.append(f"| {LABELS.get(v, v)} | {t} | " + " | ".join(_ms(g.get(k)) for k in ("p50", "p90", "p99", "mean"))
+                     + " | " + " | ".join(_ms(b.get(k)) for k in ("p50", "p90", "p99", "mean")) + f" | {g['n']} |")
+    sizes = d.get("sizes", {})
+    if sizes:
+        f32 = sizes.get("float32", {}).get("total")
+        lines += ["", "Sizes (MB; bundle = models + vocab.json + manifest):", "",
+                  "| variant | encoder.tflite | decoder_step.tflite | bundle | vs float32 |",
+                  "|---|---:|---:|---:|---:|"]
+        for v in sorted(sizes, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER)):
+            s = sizes[v]
+            if v == "keras":
+                ratio = f"{s['total'] / f32:.2f}" if f32 else "-"
+                lines.append(f"| Keras weights (the baselines' files) | - | - | {_mb(s['total'])} | {ratio} |")
+                continue
+            enc = next((b for k, b in s.items() if k.startswith("encoder") and k.endswith(".tflite")), None)
+            dec = next((b for k, b in s.items() if k.startswith("decoder_step") and k.endswith(".tflite")), None)
+            ratio = f"{s['total'] / f32:.2f}" if f32 else "-"
+            lines.append(f"| {v} | {_mb(enc)} | {_mb(dec)} | {_mb(s['total'])} | {ratio} |")
+    mem = d.get("memory")
+    if mem:
+        lines += ["", "One process: import + load + first caption, then exit (median of "
+                  f"{mem['edge']['runs']}; page cache warm):", "",
+                  "| process | peak RSS MB | cold start s | import s | load s | first caption s |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for k, title in (("edge", f"edge ({mem['edge'].get('bundle')} bundle, {mem['edge'].get('runtime')})"),
+                         ("tensorflow", "TensorFlow, eager (as the original)")):
+            r = mem.get(k)
+            if r:
+                lines.append(f"| {title} | {r['peak_rss_mb']:.0f} | {r['cold_start_s']:.2f} | {r['import_s']:.2f} | "
+                             f"{r['load_s']:.2f} | {r['first_caption_s']:.2f} |")
+    return lines + [""]
+
+
+def _fmt_measured(t: dict) -> tuple[str, str]:
+    unit = t["unit"]
+    if unit == "x":
+        return f"{t['measured']:.1f}x", f">= {t['limit']:.0f}x"
+    if unit == "%":
+        return f"{t['measured']:.1f}%", f"<= {t['limit']:.0f}%"
+    return f"{t['measured']:.0f} {unit}", f"<= {t['limit']:.0f} {unit}"
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
+    o = results["options"]
+    la = m.get("load_average_start")
+    le = m.get("load_average_end")
+    lines = [f"# scenecap bench ({'quick' if o['quick'] else 'full'}), {m['started_utc']} UTC", "",
+             f"Machine: {m['cpu']} ({m['machine']}), {m['cores_usable']} usable core(s) of {m['cores']}, "
+             f"{(m['memory_mb'] or 0) / 1024:.0f} GB RAM; {m['os']}; Python {m['python']}; {libs}; "
+             f"scenecap {m['scenecap']}" + (f" ({m['git_commit']})" if m.get("git_commit") else "") + ".",
+             f"Load average (1/5/15 min) at start {', '.join(f'{x:.1f}' for x in la) if la else '-'}, at end "
+             f"{', '.join(f'{x:.1f}' for x in le) if le else '-'}: other work on the machine slows every variant "
+             "alike (they take turns within each round) but widens p90/p99.",
+             f"Each stage: {o['warmup']} warm-up round(s), then {o['runs']} measured; beam width {o['beam']}; "
+             f"thread counts {', '.join(map(str, o['threads']))}. Edge TPU: "
+             + ("attached." if results["edgetpu"]["attached"] else f"not attached ({results['edgetpu']['why_not']})."),
+             ""]
+    tg = results.get("targets", [])
+    if tg:
+        lines += ["## Targets", "", "| target | dims | threads | measured | target | met |",
+                  "|---|---|---:|---:|---:|---|"]
+        for t in tg:
+            meas, lim = _fmt_measured(t)
+            lines.append(f"| {t['title']} | {t['dims']} | {t['threads'] or '-'} | {meas} | {lim} | "
+                         f"{'yes' if t['met'] else 'NO'} |")
+        lines.append("")
+        seen = set()
+        for t in tg:
+            key = (t["target"], t["dims"])
+            if key in seen and t["met"]:
+                continue
+            seen.add(key)
+            th = f", {t['threads']} thread{'s' * (t['threads'] > 1)}" if t["threads"] else ""
+            text = f"- **{t['title']}** ({t['dims']}{th}): {t['detail']}."
+            if not t["met"]:
+                text += f" Missed: {t['missed_by']}; why: {t['why']}."
+            if t.get("note"):
+                text += f" ({t['note']})"
+            lines.append(text)
+        lines.append("")
+    for name, d in results["dims"].items():
+        if "latency" in d:
+            lines += _dims_section(name, d)
+    inst = results.get("install")
+    if inst:
+        lines += ["## Install size", "", "| environment | MB | how |", "|---|---:|---|"]
+        for k, title in (("train", "training (TensorFlow)"), ("edge", "edge (no TensorFlow)")):
+            if k in inst:
+                lines.append(f"| {title} | {inst[k]['bytes'] / 1e6:.0f} | {inst[k]['source']} |")
+        lines.append("")
+    lines.append(f"Whole run: {results.get('seconds', 0) / 60:.1f} min. Figures: `{o['name']}.json`; chart: "
+                 f"`{o['name']}.png`.")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict, path: Path) -> None:
+    """p50 latency per stage and variant (log scale), whiskers to p90; one panel per model set and thread count."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [(n, t, row) for n, d in results["dims"].items() for t, row in d.get("latency", {}).items()]
+    if not panels:
+        return
+    cols = len({t for _, t, _ in panels})
+    rows = len(results["dims"])
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    dims_order = list(results["dims"])
+    threads_order = sorted({t for _, t, _ in panels}, key=int)
+    cmap = plt.get_cmap("tab10")
+    for n, t, row in panels:
+        ax = axes[dims_order.index(n)][threads_order.index(t)]
+        names = sorted(row, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER))
+        x = np.arange(len(STAGES))
+        w = 0.8 / max(1, len(names))
+        for i, v in enumerate(names):
+            p50 = [(_p(row[v], s) or np.nan) for s in STAGES]
+            p90 = [(_p(row[v], s, "p90") or np.nan) for s in STAGES]
+            err = np.clip(np.array(p90) - np.array(p50), 0, None)
+            ax.bar(x + (i - (len(names) - 1) / 2) * w, p50, w, yerr=[np.zeros_like(err), err], capsize=1.5,
+                   label=LABELS.get(v, v), color=cmap(ORDER.index(v) if v in ORDER else i))
+        ax.set_yscale("log")
+        ax.set_xticks(x)
+        ax.set_xticklabels([STAGE_TITLES[s].replace(" ", "\n", 1) for s in STAGES], fontsize=7)
+        ax.set_ylabel("ms (p50, whisker p90)", fontsize=7)
+        ax.set_title(f"{n}, {t} thread{'s' * (int(t) > 1)}", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", which="both", alpha=0.25)
+    axes[0][0].legend(fontsize=6, ncol=2)
+    m = results["machine"]
+    fig.suptitle(f"scenecap bench: latency per stage and variant ({m['cpu']}, {m['started_utc']} UTC)", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_report(results: dict, out: str | Path, name: str) -> dict[str, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "png": out / f"{name}.png"}
+    atomic_write_text(paths["json"], json.dumps(results, indent=1, ensure_ascii=False))
+    atomic_write_text(paths["md"], markdown(results))
+    try:
+        chart(results, paths["png"])
+    except ImportError:  # matplotlib is in the training extra; an edge-only machine still gets JSON and markdown
+        log.warning("matplotlib is not installed: no chart (pip install matplotlib)")
+        paths.pop("png")
+    return paths

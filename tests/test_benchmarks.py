@@ -1,0 +1,114 @@
+"""`scenecap bench --quick`, as CI runs it: every figure the benchmark promises is there and positive.
+
+No timing is asserted (the machine is shared and timings are what the benchmark reports, not what tests judge).
+The quick run measures the test suite's tiny model: its float32 and int8 bundles and, for the baselines, the
+training run they came from.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+STAGES = ("preprocess", "encoder", "step", "greedy", "beam")
+
+
+def scenecap(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "scenecap", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def positive_summary(s: dict, runs: int, where: str) -> None:
+    assert s["n"] == runs, where
+    for k in ("p50", "p90", "p99", "mean", "min", "max"):
+        assert s[k] > 0, f"{where} {k}"
+    assert s["min"] <= s["p50"] <= s["p90"] <= s["p99"] <= s["max"], where
+
+
+@pytest.fixture(scope="module")
+def quick(tiny_run, float_bundle, int8_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    r = scenecap("bench", "--quick", "--synth-run", str(tiny_run), "--bundle", f"float32={float_bundle}",
+                 "--bundle", f"int8={int8_bundle}", "--work", str(out / "work"), "--out", str(out / "results"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads((out / "results" / "bench-quick.json").read_text(encoding="utf-8"))
+    return results, out / "results", r.stdout
+
+
+def test_every_latency_figure_is_present_and_positive(quick):
+    results, _, _ = quick
+    runs = results["options"]["runs"]
+    lat = results["dims"]["synth"]["latency"]["1"]
+    assert set(lat) == {"float32", "int8", "eager", "function"}
+    for name, row in lat.items():
+        for stage in STAGES:
+            positive_summary(row["stages"][stage], runs, f"{name} {stage}")
+        assert row["greedy_words"] > 0 and row["beam_words"] > 0
+    for name in ("float32", "int8"):
+        row = lat[name]
+        for extra in ("step_invoke", "greedy_invokes", "greedy_overhead", "greedy_overhead_pct", "beam_invokes",
+                      "beam_overhead"):
+            positive_summary(row["stages"][extra], runs, f"{name} {extra}")
+        assert row["greedy_decoder_invokes"] == row["greedy_words"] + 1 or row["greedy_words"] == row["max_words"]
+        assert row["runtime"] and row["device"] == "cpu"
+    assert lat["eager"]["params"] > 0 and lat["eager"]["runtime"].startswith("tensorflow")
+
+
+def test_sizes_memory_install_and_machine_are_reported(quick):
+    results, _, _ = quick
+    d = results["dims"]["synth"]
+    for name in ("float32", "int8", "keras"):
+        assert d["sizes"][name]["total"] > 0
+    for name in ("float32", "int8"):
+        assert d["sizes"][name]["encoder.tflite"] > 0 and d["sizes"][name]["decoder_step.tflite"] > 0
+    for proc in ("edge", "tensorflow"):
+        m = d["memory"][proc]
+        for k in ("peak_rss_mb", "cold_start_s", "import_s", "load_s", "first_caption_s"):
+            assert m[k] > 0, f"{proc} {k}"
+    assert d["memory"]["edge"]["tensorflow_imported"] is False  # the edge process ran with TensorFlow blocked
+    for env in ("train", "edge"):
+        assert results["install"][env]["bytes"] > 0 and results["install"][env]["source"]
+    m = results["machine"]
+    assert m["cpu"] and m["cores"] > 0 and m["python"] and m["libraries"]["numpy"] and m["libraries"]["tensorflow"]
+
+
+def test_targets_are_ratios_from_the_same_run(quick):
+    results, _, _ = quick
+    targets = {t["target"]: t for t in results["targets"]}
+    assert set(targets) == {"speedup", "overhead", "size", "memory"}
+    for t in targets.values():
+        assert t["measured"] > 0 and t["limit"] > 0 and isinstance(t["met"], bool) and t["detail"]
+        assert t["met"] or (t["missed_by"] and t["why"])
+    lat = results["dims"]["synth"]["latency"]["1"]
+    assert targets["speedup"]["measured"] == pytest.approx(
+        lat["eager"]["stages"]["greedy"]["p50"] / lat["int8"]["stages"]["greedy"]["p50"])
+
+
+def test_markdown_table_and_chart_are_written(quick):
+    results, folder, stdout = quick
+    md = (folder / "bench-quick.md").read_text(encoding="utf-8")
+    assert "| naive eager Keras | 1 |" in md and "| int8 | 1 |" in md and "## Targets" in md
+    assert results["machine"]["cpu"] in md
+    assert md in stdout  # the table is printed too
+    png = (folder / "bench-quick.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_bench_help_explains_with_examples():
+    r = scenecap("bench", "--help")
+    assert r.returncode == 0 and "scenecap bench --quick" in r.stdout and "Raspberry Pi" in r.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--bundle", "no/such/bundle"], "no/such/bundle: no manifest.json"),
+    (["--threads", "0"], "--threads [0]"),
+    (["--dims", "huge"], "--dims huge unknown"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, args, expected):
+    r = scenecap("bench", "--quick", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"), *args)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("scenecap: error")]
+    assert len(lines) == 1 and expected in lines[0], r.stderr[-2000:]
+    assert not (tmp_path / "o").exists()
