@@ -14,6 +14,7 @@ the same bundles there without TensorFlow.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import shutil
@@ -87,11 +88,20 @@ def _recipe_matches(folder: Path, recipe: dict) -> bool:
     return old == recipe and (folder / DONE).exists()
 
 
-def _fresh(folder: Path, recipe: dict, rebuild: bool) -> bool:
-    """True if the folder already holds this recipe's artefacts (and --rebuild was not asked)."""
+def _need_tensorflow(folder: Path, what: str) -> None:
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ScenecapError(
+            f"{folder}: {what} and TensorFlow is not installed here; build it on a workstation with "
+            "'scenecap bench --prepare-only' (same --dims and --variants) and copy the work folder here"
+        )
+
+
+def _base_ready(folder: Path, recipe: dict, rebuild: bool) -> bool:
+    """True if the folder holds this recipe's model (else it is emptied for a new one, TensorFlow permitting)."""
     if not rebuild and _recipe_matches(folder, recipe):
-        log.info("%s: reusing (same recipe; --rebuild to make it again)", folder)
+        log.info("%s: reusing its model (same recipe; --rebuild to make it again)", folder)
         return True
+    _need_tensorflow(folder, "no model for this recipe yet" if not rebuild else "--rebuild asked")
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -103,29 +113,40 @@ def _bundle_dirs(folder: Path, variants: list[str]) -> dict[str, Path]:
     return {v: folder / "bundles" / v for v in variants}
 
 
-def _need_tensorflow(folder: Path) -> None:
+def _notes(folder: Path) -> dict[str, str]:
     try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        raise ScenecapError(
-            f"{folder}: not built yet and TensorFlow is not installed here; build it on a workstation with "
-            "'scenecap bench --prepare-only' (same options) and copy the work folder here"
-        ) from None
+        return json.loads((folder / "notes.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
-def _convert(export: Path, out: Path, variants: list[str], calibration: str | None, count: int) -> dict[str, str]:
-    """Convert every variant from one export, each model once; returns variant -> note (Edge TPU compiler's)."""
+def ensure_variants(folder: Path, export: Path, variants: list[str], calibration: str | None, count: int) -> None:
+    """Convert the variants that are not in folder/bundles yet, each model once; Edge TPU notes to notes.json."""
+    missing = [v for v in variants if not (folder / "bundles" / v / "manifest.json").is_file()]
+    if not missing:
+        return
+    _need_tensorflow(folder, f"no {', '.join(missing)} bundle yet")
     from scenecap.convert.run import ConvertOptions, convert_variants
 
-    pairs = [(v, v) for v in variants]
-    results = convert_variants(ConvertOptions(export=str(export), out=str(out), calibration_images=calibration,
-                                              calibration_count=count, force=True, progress=False), pairs)
-    if len(results) == 1:  # one pair is written at `out` itself: move it to out/<variant> like the others
-        tmp = out.with_name(out.name + ".one")
-        out.rename(tmp)
-        out.mkdir()
-        tmp.rename(out / variants[0])
-    return {r.name: r.edgetpu for r in results if r.edgetpu}
+    t0 = time.perf_counter()
+    log.info("%s: converting %s (the first time only; minutes at the original dimensions)", folder,
+             ", ".join(missing))
+    tmp = folder / "bundles.new"
+    shutil.rmtree(tmp, ignore_errors=True)
+    results = convert_variants(ConvertOptions(export=str(export), out=str(tmp), calibration_images=calibration,
+                                              calibration_count=count, force=True, progress=False),
+                               [(v, v) for v in missing])
+    (folder / "bundles").mkdir(exist_ok=True)
+    notes = _notes(folder)
+    for v, res in zip(missing, results, strict=True):
+        dest = folder / "bundles" / v
+        shutil.rmtree(dest, ignore_errors=True)
+        res.path.rename(dest)  # tmp/<variant>, or tmp itself when it is the only one
+        if res.edgetpu:
+            notes[v] = res.edgetpu
+    shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_text(folder / "notes.json", json.dumps(notes, indent=2))
+    log.info("%s: converted in %.0f s", folder, time.perf_counter() - t0)
 
 
 # --- synthetic-scenes model ------------------------------------------------------------------------------------
@@ -135,31 +156,29 @@ def synth_set(work: Path, variants: list[str], quick: bool, run: str | None, exp
               rebuild: bool = False) -> ModelSet:
     folder = work / ("synth-quick" if quick else "synth")
     model = QUICK_MODEL if quick else SYNTH_MODEL
-    recipe = {"dims": "synth", "scenecap": __version__, "variants": variants, "quick": quick,
+    recipe = {"dims": "synth", "scenecap": __version__, "quick": quick,
               "run": str(Path(run).resolve()) if run else None,
               "export": str(Path(export).resolve()) if export else None,
               "train": None if run else {"model": model, "images": 64 if quick else 400, "epochs": 1 if quick else 3}}
-    bundles = _bundle_dirs(folder, variants)
     run_dir = Path(run) if run else folder / "run"
     if run and not (run_dir / "config.json").is_file():
         raise ScenecapError(f"--synth-run {run}: no config.json; expected a training run folder from 'scenecap train'")
-    ms = ModelSet("synth", folder, bundles, {"kind": "run", "run": str(run_dir.resolve())}, folder / "frame.jpg")
-    if not _fresh(folder, recipe, rebuild):
-        _need_tensorflow(folder)
+    export_dir = Path(export) if export else folder / "export"
+    ms = ModelSet("synth", folder, _bundle_dirs(folder, variants), {"kind": "run", "run": str(run_dir.resolve())},
+                  folder / "frame.jpg")
+    if not _base_ready(folder, recipe, rebuild):
         t0 = time.perf_counter()
         write_frame(ms.frame, seed=1)
         if not run:
             _train_small(folder, model, recipe["train"]["images"], recipe["train"]["epochs"])
-        export_dir = Path(export) if export else folder / "export"
         if not export:
             from scenecap.train.export import export_run
 
             export_run(run_dir, export_dir, decoder_batches=(1,), force=True)
-        notes = _convert(export_dir, folder / "bundles", variants, None, 16 if quick else 100)
-        atomic_write_text(folder / "notes.json", json.dumps(notes, indent=2))
         (folder / DONE).touch()
-        log.info("synth: models ready in %.0f s", time.perf_counter() - t0)
-    ms.notes = list(json.loads((folder / "notes.json").read_text(encoding="utf-8")).values())
+        log.info("synth: model ready in %.0f s", time.perf_counter() - t0)
+    ensure_variants(folder, export_dir, variants, None, 16 if quick else 100)
+    ms.notes = [f"{k}: {v}" for k, v in _notes(folder).items() if k in variants]
     ckpt = run_dir / "checkpoints" / "best.weights.h5"
     ms.files["keras"] = [ckpt if ckpt.is_file() else run_dir / "checkpoints" / "last.weights.h5"]
     return ms
@@ -204,18 +223,17 @@ def original_set(work: Path, variants: list[str], tokenizer: str | None = None, 
 
     dims = SeedDims()
     folder = work / "original"
-    recipe = {"dims": "original", "scenecap": __version__, "variants": variants, "seed_dims": dims.__dict__,
+    recipe = {"dims": "original", "scenecap": __version__, "seed_dims": dims.__dict__,
               "tokenizer": str(Path(tokenizer).resolve()) if tokenizer else "synthetic (26555 Arabic-letter words)",
               "weights": "random, seed 11", "backbone": "random MobileNetV2 1.4 with BatchNorm statistics, seed 12",
               "calibration_images": calibration_count}
-    bundles = _bundle_dirs(folder, variants)
     weights, backbone = folder / "canesee" / "weights", folder / "mobilenet_v2_1.4_224.weights.h5"
     tok = Path(tokenizer) if tokenizer else folder / "canesee" / "tokenizer.pickle"
-    ms = ModelSet("original", folder, bundles,
+    cal, export_dir = folder / "calibration", folder / "export"
+    ms = ModelSet("original", folder, _bundle_dirs(folder, variants),
                   {"kind": "seed", "weights": str(weights.resolve()), "backbone": str(backbone.resolve()),
                    "tokenizer": str(tok.resolve())}, folder / "frame.jpg")
-    if not _fresh(folder, recipe, rebuild):
-        _need_tensorflow(folder)
+    if not _base_ready(folder, recipe, rebuild):
         from scenecap.convert.seed_import import SeedImportOptions, import_seed
         from scenecap.convert.seed_layout import (
             random_seed_arrays,
@@ -233,28 +251,16 @@ def original_set(work: Path, variants: list[str], tokenizer: str | None = None, 
         write_npy_tree(folder / "canesee", random_seed_arrays(dims, seed=11))
         log.info("original: writing a random MobileNetV2 alpha 1.4 backbone (BatchNorm statistics from images)")
         write_random_backbone(backbone, dims, seed=12, images=4)
-        cal = folder / "calibration"
         for k in range(calibration_count):
             write_frame(cal / f"scene_{k:03d}.jpg", seed=100 + k, size=(dims.image_size, dims.image_size))
-        log.info("original: importing the seed layout at full size (float32 bundle and SavedModel; minutes)")
-        export_dir = folder / "export"
-        first, rest = variants[0], variants[1:]
+        log.info("original: importing the seed layout at full size: float32 bundle and SavedModel (minutes)")
         import_seed(SeedImportOptions(
-            weights=str(weights), tokenizer=str(tok), out=str(bundles[first]), encoder_quant=first,
-            decoder_quant=first, backbone_weights=str(backbone), calibration_images=str(cal),
-            calibration_count=calibration_count, keep_export=str(export_dir), force=True))
-        notes = {}
-        if rest:
-            log.info("original: converting %s (minutes)", ", ".join(rest))
-            tmp = folder / "bundles-rest"
-            notes = _convert(export_dir, tmp, rest, str(cal), calibration_count)
-            for v in rest:
-                (tmp / v).rename(bundles[v])
-            shutil.rmtree(tmp)
-        atomic_write_text(folder / "notes.json", json.dumps(notes, indent=2))
+            weights=str(weights), tokenizer=str(tok), out=str(folder / "bundles" / "float32"),
+            backbone_weights=str(backbone), keep_export=str(export_dir), force=True))
         (folder / DONE).touch()
-        log.info("original: models ready in %.0f s", time.perf_counter() - t0)
-    ms.notes = list(json.loads((folder / "notes.json").read_text(encoding="utf-8")).values())
+        log.info("original: model ready in %.0f s", time.perf_counter() - t0)
+    ensure_variants(folder, export_dir, variants, str(cal), calibration_count)
+    ms.notes = [f"{k}: {v}" for k, v in _notes(folder).items() if k in variants]
     ms.files["keras"] = sorted(p for p in weights.rglob("*.npy")) + [backbone]
     return ms
 

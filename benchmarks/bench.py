@@ -141,11 +141,13 @@ def run_worker(module: str, spec: dict, work: Path, tag: str, python: str | None
     spec_path.write_text(json.dumps(spec, ensure_ascii=False, indent=1), encoding="utf-8")
     out_path.unlink(missing_ok=True)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    t0 = time.perf_counter()
     r = subprocess.run([python or sys.executable, "-m", f"scenecap.benchmarks.{module}", str(spec_path),
                         str(out_path)], env=env)
     if r.returncode != 0 or not out_path.is_file():
         raise ScenecapError(f"benchmark worker {module} ({tag}) failed with exit code {r.returncode}; its messages "
                             "are above")
+    log.info("%s: %s worker done in %.1f s", tag, module, time.perf_counter() - t0)
     return json.loads(out_path.read_text(encoding="utf-8"))
 
 
@@ -206,6 +208,8 @@ def _measure_memory(ms: ModelSet, bundle: str, opts: BenchOptions, tf_ok: bool, 
         if tf_ok and opts.baselines and ms.keras:
             runs["tensorflow"].append(cold_start("tensorflow", _tf_spec(ms, Path(bundle)), sys.executable, work))
     out = {k: _median_runs(v) for k, v in runs.items() if v}
+    log.info("%s: cold starts: %s", ms.dims, ", ".join(f"{k} {v['cold_start_s']:.1f} s, {v['peak_rss_mb']:.0f} MB"
+                                                        for k, v in out.items()))
     out["edge"]["bundle"] = Path(bundle).name
     return out
 
@@ -277,8 +281,10 @@ def run_bench(opts: BenchOptions) -> dict:
     if opts.memory:
         from scenecap.benchmarks.memory import venv_sizes
 
+        t0 = time.perf_counter()
         results["install"] = venv_sizes(Path(opts.train_venv) if opts.train_venv else None,
                                         Path(opts.edge_venv) if opts.edge_venv else None)
+        log.info("install sizes measured in %.1f s", time.perf_counter() - t0)
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     machine["finished_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     results["seconds"] = time.perf_counter() - t_start

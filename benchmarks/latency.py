@@ -96,6 +96,27 @@ def file_sizes(bundle: Path) -> dict[str, int]:
     return sizes
 
 
+def python_costs_us(cap, calls: int = 200) -> dict[str, float]:
+    """Median microseconds of the per-word numpy work around an invoke: what the overhead is made of."""
+    from scenecap.edge.decode import log_softmax
+
+    row = cap.decoder.get("logits")[0]
+
+    def med(fn) -> float:
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times) * 1e6)
+
+    hidden = np.zeros((1, cap.units), np.float32)
+    return {"get_logits": med(lambda: cap.decoder.get("logits")),  # fetch and dequantise [1, V]
+            "log_softmax": med(lambda: log_softmax(row)),
+            "argmax": med(lambda: int(np.argmax(row))),
+            "set_hidden": med(lambda: cap.decoder.set("hidden", hidden))}
+
+
 def measure_edge(spec: dict) -> dict:
     """Every variant of one model set at one thread count: {variant: {stage: summary, ...}}."""
     from scenecap.edge.captioner import Captioner
@@ -113,7 +134,8 @@ def measure_edge(spec: dict) -> dict:
         out[name] = {"runtime": cap.runtime.name, "device": item.get("device", "cpu"),
                      "quant": {k: v.quant for k, v in m.models.items()},
                      "decoder_state": m.decoder_state, "decoder_batch": m.decoder_batch,
-                     "max_words": m.max_length - 1, "sizes": file_sizes(item["path"]),
+                     "max_words": m.max_length - 1,
+                     "vocab_size": int(m.model.get("vocab_size", len(cap.vocab))), "sizes": file_sizes(item["path"]),
                      "samples": {s: [] for s in (*STAGES, "step_invoke", "greedy_invokes", "beam_invokes",
                                                  "greedy_overhead", "beam_overhead", "greedy_overhead_pct",
                                                  "beam_overhead_pct")}}
@@ -158,6 +180,8 @@ def measure_edge(spec: dict) -> dict:
             cap.beam = 1
         bar.update()
     bar.close()
+    for name, cap in caps.items():
+        out[name]["python_costs_us"] = python_costs_us(cap)
     for name in out:
         out[name]["stages"] = {k: summarize(v) for k, v in out[name].pop("samples").items()}
     return out
