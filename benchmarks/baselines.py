@@ -95,10 +95,12 @@ class Baseline:
         logits, new_hidden, attention = self._step(tf.constant(tokens, tf.int32), tf.constant(hidden), *state)
         return logits.numpy(), new_hidden.numpy(), attention.numpy()
 
-    def caption(self, frame: np.ndarray, start: int, end: int, max_words: int, beam: int) -> list[int]:
+    def caption(self, frame: np.ndarray, start: int, end: int, max_words: int, beam: int,
+                image: np.ndarray | None = None) -> list[int]:
+        """Token ids for a frame (or, given `image`, for that already prepared model input)."""
         from scenecap.edge.decode import beam_search, greedy
 
-        state = self.encode(self.preprocess(frame))
+        state = self.encode(self.preprocess(frame) if image is None else self.tf.constant(image, self.tf.float32))
         hidden0 = np.zeros((1, self.units), np.float32)
         hyp = (greedy(lambda t, h: self.step(t, h, state), hidden0, start, end, max_words) if beam <= 1 else
                beam_search(lambda t, h: self.step(t, h, state), hidden0, start, end, max_words, beam))
@@ -151,6 +153,12 @@ def measure_baselines(spec: dict) -> dict:
                 out[name][f"{stage}_tokens"] = tokens
         bar.update()
     bar.close()
+    if "preprocess" in spec:  # same input as the edge runtime's: do the bundles run this very model?
+        from scenecap.edge.preprocess import PreprocessSpec, prepare
+
+        image = prepare(frame, PreprocessSpec(**spec["preprocess"]))
+        for name, b in base.items():
+            out[name]["greedy_tokens_edge_input"] = b.caption(frame, start, end, max_words, 1, image=image)
     for name in out:
         out[name]["stages"] = {k: summarize(v) for k, v in out[name].pop("samples").items()}
     return out

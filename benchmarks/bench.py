@@ -108,10 +108,30 @@ def _git_commit() -> str | None:
         return None
 
 
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace").strip("\x00 \n") or None
+    except OSError:
+        return None
+
+
+def _throttled() -> str | None:
+    """Raspberry Pi: `vcgencmd get_throttled` (0x0 = never throttled or under-volted since boot)."""
+    try:
+        r = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5)
+        return r.stdout.strip().partition("=")[2] or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def describe_machine() -> dict:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu": _cpu_model(), "machine": platform.machine(), "cores": os.cpu_count(), "cores_usable": affinity,
+        "board": _read("/proc/device-tree/model"),  # e.g. Raspberry Pi 5 Model B Rev 1.0
+        "cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "cpu_max_mhz": (int(f) / 1000 if (f := _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"))
+                        and f.isdigit() else None),
         "memory_mb": _mem_total_mb(), "os": platform.platform(), "python": platform.python_version(),
         "libraries": {m: _version(m) for m in ("numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "keras",
                                                "cv2", "pillow")},
@@ -177,7 +197,7 @@ def _tf_spec(ms: ModelSet, reference: Path) -> dict:
     """What the TensorFlow processes need: the Keras model, and from the bundle the facts both sides share."""
     m = _manifest(reference)
     return {"keras": ms.keras, "frame": str(ms.frame), "tokens": m["tokens"], "max_words": m["max_length"] - 1,
-            "image_size": m["preprocess"]["height"], "resize": m["preprocess"]["resize"]}
+            "image_size": m["preprocess"]["height"], "resize": m["preprocess"]["resize"], "preprocess": m["preprocess"]}
 
 
 def _median_runs(runs: list[dict]) -> dict:
@@ -285,6 +305,7 @@ def run_bench(opts: BenchOptions) -> dict:
         results["install"] = venv_sizes(Path(opts.train_venv) if opts.train_venv else None,
                                         Path(opts.edge_venv) if opts.edge_venv else None)
         log.info("install sizes measured in %.1f s", time.perf_counter() - t0)
+    machine["throttled_end"] = _throttled()
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     machine["finished_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     results["seconds"] = time.perf_counter() - t_start

@@ -135,7 +135,8 @@ def measure_edge(spec: dict) -> dict:
                      "quant": {k: v.quant for k, v in m.models.items()},
                      "decoder_state": m.decoder_state, "decoder_batch": m.decoder_batch,
                      "max_words": m.max_length - 1,
-                     "vocab_size": int(m.model.get("vocab_size", len(cap.vocab))), "sizes": file_sizes(item["path"]),
+                     "vocab_size": int(m.model.get("vocab_size", len(cap.vocab))), "model": dict(m.model),
+                     "sizes": file_sizes(item["path"]),
                      "samples": {s: [] for s in (*STAGES, "step_invoke", "greedy_invokes", "beam_invokes",
                                                  "greedy_overhead", "beam_overhead", "greedy_overhead_pct",
                                                  "beam_overhead_pct")}}
@@ -177,6 +178,7 @@ def measure_edge(spec: dict) -> dict:
                 out[name][f"{stage}_words"] = len(c.tokens)
                 out[name][f"{stage}_decoder_invokes"] = c.invokes
                 out[name][f"{stage}_caption"] = c.text
+                out[name][f"{stage}_tokens"] = [int(t) for t in c.tokens]
             cap.beam = 1
         bar.update()
     bar.close()

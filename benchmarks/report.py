@@ -45,6 +45,17 @@ def _dims_section(name: str, d: dict) -> list[str]:
                      f"{ref.get('max_words')} words; runtime {ref.get('runtime')}.")
     for s in d.get("skipped", []):
         lines.append(f"- not measured: {s}")
+    first = next(iter(d["latency"].values()), {})
+    if "float32" in first and "eager" in first:  # the bundles and the baselines run the same model
+        ref = first["eager"].get("greedy_tokens_edge_input")
+        same = first["float32"].get("greedy_tokens") == ref
+        agree = sum(a == b for a, b in zip(first["float32"].get("greedy_tokens", []), ref or [], strict=False))
+        lines.append("Same model check: on the same model input, the float32 bundle's greedy caption "
+                     + (f"is the naive eager Keras model's, token for token ({len(ref)} tokens)." if same else
+                        f"agrees with the naive eager Keras model's on {agree} of {len(ref or [])} tokens (float "
+                        "rounding flips near-ties; see greedy_tokens in the JSON).")
+                     + " (Each baseline resizes with tf.image.resize, as the original did, so its own captions may "
+                     "differ slightly.)")
     lines += ["", "Median (p50) milliseconds per stage; whole captions start from a 640x480 frame. *Overhead* is the "
               "greedy caption minus its interpreter invokes; *speed-up* is the naive eager greedy caption over this "
               "one's (same thread count).", "",
@@ -112,13 +123,18 @@ def markdown(results: dict) -> str:
     o = results["options"]
     la = m.get("load_average_start")
     le = m.get("load_average_end")
+    board = f"{m['board']}, " if m.get("board") else ""
+    mhz = f"up to {m['cpu_max_mhz']:.0f} MHz, " if m.get("cpu_max_mhz") else ""
+    commit = f" ({m['git_commit']})" if m.get("git_commit") else ""
     lines = [f"# scenecap bench ({'quick' if o['quick'] else 'full'}), {m['started_utc']} UTC", "",
-             f"Machine: {m['cpu']} ({m['machine']}), {m['cores_usable']} usable core(s) of {m['cores']}, "
+             f"Machine: {board}{m['cpu']} ({m['machine']}), {mhz}{m['cores_usable']} usable core(s) of {m['cores']}, "
              f"{(m['memory_mb'] or 0) / 1024:.0f} GB RAM; {m['os']}; Python {m['python']}; {libs}; "
-             f"scenecap {m['scenecap']}" + (f" ({m['git_commit']})" if m.get("git_commit") else "") + ".",
+             f"scenecap {m['scenecap']}{commit}.",
              f"Load average (1/5/15 min) at start {', '.join(f'{x:.1f}' for x in la) if la else '-'}, at end "
              f"{', '.join(f'{x:.1f}' for x in le) if le else '-'}: other work on the machine slows every variant "
-             "alike (they take turns within each round) but widens p90/p99.",
+             "alike (they take turns within each round) but widens p90/p99."
+             + (f" Throttling at the end (vcgencmd get_throttled): {m['throttled_end']}." if m.get("throttled_end")
+                else ""),
              f"Each stage: {o['warmup']} warm-up round(s), then {o['runs']} measured; beam width {o['beam']}; "
              f"thread counts {', '.join(map(str, o['threads']))}. Edge TPU: "
              + ("attached." if results["edgetpu"]["attached"] else f"not attached ({results['edgetpu']['why_not']})."),
@@ -142,6 +158,8 @@ def markdown(results: dict) -> str:
             text = f"- **{t['title']}** ({t['dims']}{th}): {t['detail']}."
             if not t["met"]:
                 text += f" Missed: {t['missed_by']}; why: {t['why']}."
+                if t.get("to_close"):
+                    text += f" What would close it: {t['to_close']}."
             if t.get("note"):
                 text += f" ({t['note']})"
             lines.append(text)
@@ -176,7 +194,7 @@ def chart(results: dict, path: Path) -> None:
         return
     cols = len({t for _, t, _ in panels})
     rows = len(results["dims"])
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, 5.2 * cols), 3.8 * rows + 0.4), squeeze=False)
     dims_order = list(results["dims"])
     threads_order = sorted({t for _, t, _ in panels}, key=int)
     cmap = plt.get_cmap("tab10")
@@ -200,7 +218,8 @@ def chart(results: dict, path: Path) -> None:
         ax.grid(axis="y", which="both", alpha=0.25)
     axes[0][0].legend(fontsize=6, ncol=2)
     m = results["machine"]
-    fig.suptitle(f"scenecap bench: latency per stage and variant ({m['cpu']}, {m['started_utc']} UTC)", fontsize=9)
+    fig.suptitle(f"scenecap bench: latency per stage and variant\n{m['cpu']}, {m['cores_usable']} cores, "
+                 f"{m['started_utc']} UTC", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

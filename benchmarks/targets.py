@@ -22,6 +22,15 @@ def _p50(row: dict, stage: str) -> float | None:
     return s.get("p50")
 
 
+def step_macs(model: dict) -> dict[str, int]:
+    """Multiply-adds of one decoder step by part, from the bundle's dimensions (the GRU's recurrent matmul runs
+    even when its state is zero)."""
+    u, e, a = model["units"], model.get("embed_dim", model.get("feature_dim")), model["attention_dim"]
+    f, v, n = model.get("fc_units", u), model["vocab_size"], model["locations"]
+    return {"attention": u * a + n * a, "context": n * e, "gru": (2 * e) * 3 * u + u * 3 * u, "fc1": u * f,
+            "fc2 (vocabulary)": f * v}
+
+
 def _speedup(dims: str, t: str, row: dict) -> dict | None:
     int8, eager = row.get("int8"), row.get("eager")
     if not int8 or not eager:
@@ -34,22 +43,34 @@ def _speedup(dims: str, t: str, row: dict) -> dict | None:
                        "eager_words": eager.get("greedy_words")}}
     enc_q, enc_e = _p50(int8, "encoder"), _p50(eager, "encoder")
     step_q, step_e = _p50(int8, "step"), _p50(eager, "step")
-    words = int8.get("greedy_words", 0) + 1  # steps run: the words and the <end> (or the length limit)
+    words = int8.get("greedy_decoder_invokes") or int8.get("greedy_words", 0) + 1  # decoder steps run
     res["detail"] = (f"eager {e:.1f} ms vs int8 {q:.1f} ms per caption ({eager.get('greedy_words')} vs "
                      f"{int8.get('greedy_words')} words); encoder {enc_e:.1f} vs {enc_q:.1f} ms "
                      f"({enc_e / enc_q:.1f}x), one decoder step {step_e:.2f} vs {step_q:.2f} ms "
                      f"({step_e / step_q:.1f}x)")
     if int8.get("greedy_words") != eager.get("greedy_words"):
-        per_word = (e / max(1, eager.get("greedy_words", 0) + 1)) / (q / max(1, words))
+        per_word = (e / (eager.get("greedy_words", 0) + 1)) / (q / max(1, words))
         res["detail"] += f"; the captions differ in length, per decoder step the ratio is {per_word:.1f}x"
     if not res["met"]:
         enc_share = 100.0 * enc_q / q
         res["missed_by"] = f"{SPEEDUP_MIN / ratio:.1f}x short (int8 would need {e / SPEEDUP_MIN:.1f} ms)"
-        res["why"] = (f"the naive loop's cost here is mostly arithmetic, not Python: the eager step is only "
-                      f"{step_e / step_q:.1f}x the int8 step and the eager encoder {enc_e / enc_q:.1f}x the int8 "
-                      f"one, so no per-stage ratio comes near {SPEEDUP_MIN:.0f}x; the int8 caption spends "
-                      f"{enc_share:.0f}% in the encoder and the rest in {words} decoder steps, each dominated by the "
-                      "vocabulary projection (fc2)")
+        res["why"] = (f"neither stage is {SPEEDUP_MIN:.0f}x faster: the eager step is {step_e / step_q:.1f}x the "
+                      f"int8 step and the eager encoder {enc_e / enc_q:.1f}x the int8 one, so on this CPU the naive "
+                      f"loop's cost is mostly arithmetic that int8 only makes a few times cheaper, not Python "
+                      f"dispatch that int8 removes; the int8 caption spends {enc_share:.0f}% in the encoder and the "
+                      f"rest in {words} decoder steps")
+        if "model" in int8:
+            macs = step_macs(int8["model"])
+            total = sum(macs.values())
+            res["why"] += (f", each step {total / 1e6:.1f} M multiply-adds of which "
+                           f"{100.0 * macs['fc2 (vocabulary)'] / total:.0f}% the {int8['model']['vocab_size']}-word "
+                           "vocabulary projection")
+            res["figures"]["step_macs"] = macs
+            res["to_close"] = (f"less int8 arithmetic per caption: a smaller vocabulary (fc2 is "
+                               f"{100.0 * macs['fc2 (vocabulary)'] / total:.0f}% of a step), a smaller input or "
+                               f"backbone (the encoder is {enc_share:.0f}% of the caption), or the Edge TPU; the "
+                               "ratio also grows where eager dispatch costs more relative to arithmetic, as on a "
+                               "Raspberry Pi's cores, which only a run there can show (benchmarks/README.md)")
     return res
 
 
@@ -65,28 +86,31 @@ def _overhead(dims: str, t: str, row: dict, variant: str = "int8") -> dict | Non
                        "step_ms": _p50(v, "step"), "step_invoke_ms": _p50(v, "step_invoke"),
                        "decoder_invokes": v.get("greedy_decoder_invokes")}}
     f = res["figures"]
-    per_step = (f["step_ms"] or 0) - (f["step_invoke_ms"] or 0)
+    words = max(1, f["decoder_invokes"] or 1)
+    per_word = (f["overhead_ms"] - (f["preprocess_ms"] or 0)) / words
     res["detail"] = (f"{f['overhead_ms']:.2f} ms of {f['whole_ms']:.2f} ms outside the interpreter: preprocessing "
-                     f"{f['preprocess_ms']:.2f} ms and about {per_step * 1e3:.0f} us per decoder step "
-                     f"({f['decoder_invokes']} steps; a step takes {f['step_ms'] * 1e3:.0f} us, its invoke "
-                     f"{f['step_invoke_ms'] * 1e3:.0f} us)")
+                     f"{f['preprocess_ms']:.2f} ms, then about {per_word * 1e3:.0f} us per word for {words} words "
+                     f"(a lone decoder step's invoke takes {f['step_invoke_ms'] * 1e3:.0f} us)")
     costs = v.get("python_costs_us")
     if costs:
         res["figures"]["python_costs_us"] = costs
-        res["detail"] += (f"; per word, log-softmax over the {v.get('vocab_size', 'whole')}-word vocabulary takes "
-                          f"{costs['log_softmax']:.0f} us, fetching and dequantising the logits "
-                          f"{costs['get_logits']:.0f} us, argmax {costs['argmax']:.0f} us, setting the hidden state "
-                          f"{costs['set_hidden']:.0f} us")
+        res["detail"] += (f"; of each word's Python time, log-softmax over the {v.get('vocab_size', 'whole')}-word "
+                          f"vocabulary takes {costs['log_softmax']:.0f} us, fetching and dequantising the logits "
+                          f"{costs['get_logits']:.0f} us, setting the hidden state {costs['set_hidden']:.0f} us, "
+                          f"argmax {costs['argmax']:.0f} us")
     if dims != "original":
         res["note"] = "reported only: at these dimensions the invokes take microseconds (the target is for original)"
     if not res["met"]:
         res["missed_by"] = f"{pct - OVERHEAD_MAX_PCT:.1f} points over"
-        words = max(1, f["decoder_invokes"] or 1)
-        outside = f["overhead_ms"] - (f["preprocess_ms"] or 0)
-        res["why"] = (f"about {outside / words * 1e3:.0f} us per word runs in Python against a "
-                      f"{f['step_invoke_ms'] * 1e3:.0f} us invoke: the runtime fetches and dequantises the logits "
-                      "and takes a log-softmax over the whole vocabulary in numpy (for the caption's "
-                      "log-probability) besides the argmax")
+        res["why"] = ("the int8 invoke is short, and per word the runtime still fetches and dequantises the whole "
+                      "logits row and takes a log-softmax over the vocabulary in numpy (for the caption's "
+                      "log-probability), besides the argmax it needs")
+        if costs:  # what dropping the per-word log-softmax and dequantisation would leave (argmax on raw int8)
+            saved = words * (costs["log_softmax"] + costs["get_logits"]) / 1e3
+            left = 100.0 * (f["overhead_ms"] - saved) / (f["whole_ms"] - saved)
+            res["to_close"] = (f"greedy without the per-word log-softmax and dequantisation (argmax on the raw int8 "
+                               f"logits, the log-probability only on request) would save about {saved:.1f} ms per "
+                               f"caption, leaving about {left:.0f}% overhead")
     return res
 
 
@@ -99,13 +123,17 @@ def _size(dims: str, sizes: dict) -> dict | None:
            "figures": {"int8_bytes": sizes["int8"]["total"], "float32_bytes": sizes["float32"]["total"]}}
     models = {k: v for k, v in sizes["int8"].items() if k.endswith(".tflite") or k.endswith(".npy")}
     other = sizes["int8"]["total"] - sum(models.values())
-    res["detail"] = (f"{sizes['int8']['total'] / 1e6:.2f} MB vs {sizes['float32']['total'] / 1e6:.2f} MB; of the "
-                     f"int8 bundle, models {sum(models.values()) / 1e6:.2f} MB, vocabulary and manifest "
-                     f"{other / 1e6:.2f} MB")
+    per_file = {k: sizes["int8"][k] / sizes["float32"][k] for k in ("encoder.tflite", "decoder_step.tflite")
+                if k in sizes["int8"] and k in sizes["float32"]}
+    res["detail"] = (f"{sizes['int8']['total'] / 1e6:.2f} MB vs {sizes['float32']['total'] / 1e6:.2f} MB ("
+                     + ", ".join(f"{k} {100 * r:.0f}%" for k, r in per_file.items())
+                     + f"); vocabulary and manifest {other / 1e6:.2f} MB")
     if not res["met"]:
         res["missed_by"] = f"{100.0 * (ratio - SIZE_MAX_RATIO):.1f} points over"
-        res["why"] = ("int8 weights are a quarter of float32, plus per-channel scales, the int32 biases and the "
-                      "files that do not shrink (vocabulary, manifest)")
+        res["why"] = ("int8 stores a weight in a quarter of the bytes, but biases stay 32-bit and every output "
+                      "channel carries its own float32 scale and 64-bit zero point; in a small MobileNet the "
+                      "depthwise 3x3 filters have 9 weights per channel, so that per-channel bookkeeping is about "
+                      "as big as the weights themselves")
     return res
 
 
