@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Writes NAME.json (every figure, the machine), NAME.md (tables) and NAME.png (chart) into --out.\n"
         "See benchmarks/README.md for a Raspberry Pi or a Coral USB Accelerator.",
         epilog="examples:\n"
-        "  scenecap bench --quick                      # a minute: small model, 3 runs, 1 thread\n"
+        "  scenecap bench --quick                      # small model, 3 runs, 1 thread (first run: trains it)\n"
         "  scenecap bench                              # everything (first time: conversions take minutes)\n"
         "  scenecap bench --dims original --threads 4 --runs 50\n"
         "  scenecap bench --synth-run build/demo/run   # the demo's trained model instead of a quick one\n"

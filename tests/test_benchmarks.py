@@ -53,7 +53,11 @@ def test_every_latency_figure_is_present_and_positive(quick):
             positive_summary(row["stages"][extra], runs, f"{name} {extra}")
         assert row["greedy_decoder_invokes"] == row["greedy_words"] + 1 or row["greedy_words"] == row["max_words"]
         assert row["runtime"] and row["device"] == "cpu"
+        assert all(us > 0 for us in row["python_costs_us"].values())
     assert lat["eager"]["params"] > 0 and lat["eager"]["runtime"].startswith("tensorflow")
+    # the baselines run the very model the bundles were converted from: same input, same tokens
+    assert lat["float32"]["greedy_tokens"] == lat["eager"]["greedy_tokens_edge_input"]
+    assert lat["eager"]["greedy_tokens_edge_input"] == lat["function"]["greedy_tokens_edge_input"]
 
 
 def test_sizes_memory_install_and_machine_are_reported(quick):
