@@ -227,3 +227,15 @@ def colour_shape_accuracy(captions: dict[int, str], scenes: list[dict], lang: st
                 got.remove(pair)
                 right += 1
     return right / total if total else 0.0
+
+
+def position_accuracy(captions: dict[int, str], scenes: list[dict], lang: str = "en") -> float:
+    """Share of objects whose position phrase ("at the top left", "في الوسط") the caption contains."""
+    where = LEXICON[lang]["where"]
+    total = right = 0
+    for scene in scenes:
+        text = " " + captions.get(scene["image_id"], "") + " "
+        for o in scene["objects"]:
+            total += 1
+            right += f" {where[o['cell']]} " in text
+    return right / total if total else 0.0
