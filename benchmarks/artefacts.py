@@ -2,7 +2,7 @@
 
 Two model sets ("dims"), each a Keras model for the baselines plus one bundle per quantisation:
   synth     the synthetic-scenes captioner: a training run you pass (--synth-run), else a small one trained here
-            in seconds at the demo model's dimensions (MobileNetV2 alpha 1.0 at 96 px, GRU 256)
+            in minutes (800 scenes, 3 epochs) at the demo model's dimensions (MobileNetV2 alpha 1.0 at 96 px, GRU 256)
   original  the replaced system's dimensions (MobileNetV2 alpha 1.4 at 224 px, 49x1792 features, embedding 256,
             GRU 512, vocabulary 26556) with random weights in its original file layout, imported with
             `scenecap import-seed`'s code and converted with `scenecap convert`'s
@@ -34,7 +34,7 @@ CPU_VARIANTS = ("float32", "float16", "dynamic", "int8")
 # The demo bundle's dimensions (demo/build_bundle.py): what the synthetic-scenes model ships as.
 SYNTH_MODEL = dict(image_size=96, alpha=1.0, embed_dim=128, units=256, attention_units=128, fc_units=256,
                    max_length=32)
-# --quick: the test suite's tiny model, trained in seconds.
+# --quick: the test suite's tiny model, 64 scenes, 1 epoch.
 QUICK_MODEL = dict(image_size=64, alpha=0.35, embed_dim=64, units=128, attention_units=64, fc_units=128,
                    max_length=16)
 RECIPE = "recipe.json"
@@ -159,7 +159,7 @@ def synth_set(work: Path, variants: list[str], quick: bool, run: str | None, exp
     recipe = {"dims": "synth", "scenecap": __version__, "quick": quick,
               "run": str(Path(run).resolve()) if run else None,
               "export": str(Path(export).resolve()) if export else None,
-              "train": None if run else {"model": model, "images": 64 if quick else 400, "epochs": 1 if quick else 3}}
+              "train": None if run else {"model": model, "images": 64 if quick else 800, "epochs": 1 if quick else 3}}
     run_dir = Path(run) if run else folder / "run"
     if run and not (run_dir / "config.json").is_file():
         raise ScenecapError(f"--synth-run {run}: no config.json; expected a training run folder from 'scenecap train'")
@@ -185,7 +185,7 @@ def synth_set(work: Path, variants: list[str], quick: bool, run: str | None, exp
 
 
 def _train_small(folder: Path, model: dict, images: int, epochs: int) -> None:
-    """A captioner trained on synthetic scenes for a few seconds: right dimensions, rough captions."""
+    """A captioner trained on synthetic scenes briefly: the right dimensions, rough captions."""
     from scenecap.train.config import TrainConfig
     from scenecap.train.model import ModelConfig
     from scenecap.train.synthetic import generate

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the naive eager step-by-step loop of the replaced system, and tf.function-compiled encoder and step.\n"
         "Also: model sizes, peak RSS and cold start of an edge-only process vs a TensorFlow one, and the installed\n"
         "size of the edge vs the training environment. Targets are computed as ratios from the same run.\n\n"
-        "Two model sets: 'synth' (the synthetic-scenes model; --synth-run, else one trained here in seconds) and\n"
+        "Two model sets: 'synth' (the synthetic-scenes model; --synth-run, else one trained here in minutes) and\n"
         "'original' (the replaced system's dimensions with random weights). They are built once into --work and\n"
         "reused while their recipe is unchanged (converting 'original' takes minutes).\n\n"
         "Writes NAME.json (every figure, the machine), NAME.md (tables) and NAME.png (chart) into --out.\n"
