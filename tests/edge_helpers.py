@@ -156,3 +156,17 @@ def pick_scenes(bundle, n: int, start: int = 100, min_score: float = 35.0) -> li
             text = t
     assert len(seeds) == n, "the tiny model gives (nearly) every scene the same caption; is it trained?"
     return seeds
+
+# Run the scenecap CLI in a subprocess where importing TensorFlow or Keras fails: what a Pi without them sees.
+BLOCK_TF = """
+import sys
+class _NoTF:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras'):
+            raise ImportError('TensorFlow is not allowed on the edge: ' + name)
+sys.meta_path.insert(0, _NoTF())
+from scenecap.cli import main
+rc = main(sys.argv[1:])
+assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules), 'TensorFlow got imported'
+sys.exit(rc)
+"""

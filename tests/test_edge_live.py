@@ -14,22 +14,9 @@ import time
 
 import numpy as np
 import pytest
-from edge_helpers import MJPEGServer, pick_scenes, scene, wait_for, write_cut_video
+from edge_helpers import BLOCK_TF, MJPEGServer, pick_scenes, scene, wait_for, write_cut_video
 
 from scenecap.edge.errors import ScenecapError
-
-BLOCK_TF = """
-import sys
-class _NoTF:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras'):
-            raise ImportError('TensorFlow is not allowed on the edge: ' + name)
-sys.meta_path.insert(0, _NoTF())
-from scenecap.cli import main
-rc = main(sys.argv[1:])
-assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules), 'TensorFlow got imported'
-sys.exit(rc)
-"""
 
 
 def _records(path):

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from edge_helpers import BLOCK_TF
 
 from scenecap.edge.captioner import Captioner
 from scenecap.edge.images import load_image
@@ -108,20 +109,6 @@ def test_train_and_edge_preprocessing_see_the_same_pixels(synth_data, float_bund
         edge_img = prepare(load_image(path), spec)
         assert train_img.shape == edge_img.shape
         assert np.abs(train_img.astype(int) - edge_img.astype(int)).max() <= 1
-
-
-BLOCK_TF = """
-import sys
-class _NoTF:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras'):
-            raise ImportError('TensorFlow is not allowed on the edge: ' + name)
-sys.meta_path.insert(0, _NoTF())
-from scenecap.cli import main
-rc = main(sys.argv[1:])
-assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules), 'TensorFlow got imported'
-sys.exit(rc)
-"""
 
 
 def test_caption_command_never_imports_tensorflow(int8_bundle, test_split, tmp_path):
