@@ -109,6 +109,9 @@ def test_python_api_iterates_captions_over_a_video(float_bundle, tmp_path):
     assert [c.frame.index for c in cap.captions(str(path))] == [0, 10, 20, 30, 40, 50]
 
 
+# Seen once under heavy load: OpenCV's FFmpeg read blocked past its read timeout on the loopback stream.
+@pytest.mark.timeout(240)
+@pytest.mark.flaky(reruns=2)
 def test_python_api_over_a_live_stream_stops_when_told(float_bundle):
     from scenecap.edge.captioner import Captioner
     from scenecap.edge.live import RunStats
