@@ -12,7 +12,7 @@ import numpy as np
 from scenecap import ScenecapError, __version__
 from scenecap.convert.compat import runtime_claims
 from scenecap.edge.bundle import FORMAT_VERSION, MANIFEST, Manifest, ModelSpec, TensorSpec, load_bundle
-from scenecap.edge.fileio import atomic_write_text, sha256_file
+from scenecap.edge.fileio import atomic_write_text, default_mode, sha256_file
 from scenecap.edge.interpreter import find_runtime
 from scenecap.edge.modelinfo import read_ops
 from scenecap.edge.preprocess import PreprocessSpec
@@ -50,6 +50,7 @@ def write_bundle(out: str | Path, models: dict[str, tuple], vocab: Vocab, export
         raise ScenecapError(f"{out}: already exists; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp.chmod(default_mode(directory=True))  # mkdtemp makes it 0700
     try:
         specs = {}
         for name, (data, quant, *options) in models.items():

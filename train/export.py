@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from scenecap import ScenecapError, __version__
-from scenecap.edge.fileio import atomic_write_text
+from scenecap.edge.fileio import atomic_write_text, default_mode
 from scenecap.train.model import ShowAttendTell
 
 EXPORT_FORMAT = "scenecap-export"
@@ -150,6 +150,7 @@ def export_model(model: ShowAttendTell, vocab, out: str | Path, info: dict, deco
         raise ScenecapError(f"{out}: already exists; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(default_mode(directory=True))  # mkdtemp makes it 0700
     try:
         write_saved_model(model, tmp, tuple(sorted(set(decoder_batches) | {1})))
         vocab.save(tmp / "vocab.json")
