@@ -38,16 +38,17 @@ def summarize(samples_ms: list[float]) -> dict:
 
 
 class Progress:
-    """tqdm when it is installed (the training extra), else a log line every tenth of the way."""
+    """A tqdm bar on a terminal (when tqdm is installed), else a line every tenth of the way (logs stay readable)."""
 
     def __init__(self, total: int, desc: str):
         self.total, self.desc, self.done, self.bar = total, desc, 0, None
-        try:
-            from tqdm import tqdm
+        if sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="round", leave=False, file=sys.stderr)
-        except ImportError:
-            pass
+                self.bar = tqdm(total=total, desc=desc, unit="round", leave=False, file=sys.stderr)
+            except ImportError:
+                pass
 
     def update(self) -> None:
         self.done += 1
