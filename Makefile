@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 demo: $(EDGE_VENV)/.installed
 	$(EDGE_VENV)/bin/scenecap caption demo/frames demo/video --bundle demo/bundle --every 2
 
-## Run the test suite (trains tiny models; about 10 minutes on 2 CPU cores).
+## Run the test suite (trains tiny models for real; 20-30 minutes on 2 shared CPU cores, install included).
 test: $(VENV)/.installed
 	@$(ESPEAK_NG)
 	$(VENV)/bin/python -m pytest
