@@ -190,16 +190,24 @@ def test_unknown_language_is_a_one_line_error():
 
 
 @needs_espeak
-@pytest.mark.flaky(reruns=2)  # timing-based: failed once on a loaded machine (10 s wait)
 def test_newer_caption_replaces_one_not_yet_spoken(tmp_path):
     from scenecap.edge.speech import Speaker
 
-    sp = Speaker("en-us", wav_dir=tmp_path)
-    sp.say("there is a large red square at the top left and a small blue circle at the bottom right " * 3)
-    assert wait_for(lambda: sp.speaking, timeout=10)
+    # The real espeak-ng, held at a gate until the test opens it: "while one sentence is being spoken" is then
+    # a fact of the test, not a race against how fast this machine synthesises (CI's did it between two polls).
+    gate = tmp_path / "gate"
+    espeak = tmp_path / "espeak-gated"
+    real = shutil.which("espeak-ng")
+    espeak.write_text(f'#!/bin/sh\nwhile [ ! -e "{gate}" ]; do sleep 0.02; done\nexec "{real}" "$@"\n')
+    espeak.chmod(0o755)
+    sp = Speaker("en-us", wav_dir=tmp_path / "wav", espeak=str(espeak))
+    sp.say("there is a large red square at the top left and a small blue circle at the bottom right")
+    assert wait_for(lambda: sp.speaking, timeout=30)
     for text in ["two", "three", "four", "a green star in the middle"]:
         sp.say(text)  # returns at once: the capture loop never waits for speech
-    sp.close()
+    assert sp.speaking and sp.spoken == 0  # all four arrived while the first sentence was still being spoken
+    gate.touch()
+    sp.close(timeout=60)
     assert (sp.spoken, sp.replaced, sp.failed) == (2, 3, 0)
     assert sp.last_spoken == "a green star in the middle"
     assert [p.name for p in sp.files] == ["000000.wav", "000001.wav"]
