@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 import time
 import types
@@ -12,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 from edge_helpers import MJPEGServer, read_stamp, scene, wait_for
-from PIL import Image
 
 from scenecap.edge.camera import Backoff, LiveSource, OpenCVReader, PicamReader
 from scenecap.edge.errors import ScenecapError
@@ -199,53 +197,7 @@ def test_picam_without_picamera2_says_how_to_get_it(monkeypatch):
         PicamReader().open()
 
 
-# -- bad input ---------------------------------------------------------------------------------------------------
-def _bad_files(d, good):
-    """Each kind of awkward file a user's folder may hold; the value says captioned (True) or skipped (False)."""
-    img = Image.fromarray(good)
-    img.save(d / "progressive.jpg", progressive=True, quality=85)
-    rgba = Image.fromarray(np.dstack([good, np.full(good.shape[:2], 128, np.uint8)]), "RGBA")
-    rgba.save(d / "alpha.png")
-    Image.fromarray(good[:, :, 1].astype(np.uint16) * 257).save(d / "sixteen_bit.png")
-    img.convert("L").save(d / "grey.jpg")
-    img.convert("CMYK").save(d / "cmyk.jpg")
-    cv2.imwrite(str(d / "rgb48.png"), good[:, :, ::-1].astype(np.uint16) * 257)  # 16 bits per channel
-    full = (d / "progressive.jpg").read_bytes()
-    (d / "truncated.jpg").write_bytes(full[: len(full) // 2])
-    corrupt = bytearray(full)
-    corrupt[200:1200] = bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8))
-    (d / "corrupt.jpg").write_bytes(bytes(corrupt))
-    (d / "empty.jpg").write_bytes(b"")
-    (d / "notes.png").write_text("not a picture")
-    Image.new("L", (10000, 10000)).save(d / "huge.png")  # 100 megapixels; compresses to ~100 kB
-    return {"progressive.jpg": True, "alpha.png": True, "sixteen_bit.png": True, "grey.jpg": True,
-            "cmyk.jpg": True, "rgb48.png": True, "truncated.jpg": None, "corrupt.jpg": None, "empty.jpg": False,
-            "notes.png": False, "huge.png": False}
-
-
-def test_every_kind_of_bad_file_is_captioned_or_skipped_with_one_line(float_bundle, tmp_path):
-    d = tmp_path / "frames"
-    d.mkdir()
-    expect = _bad_files(d, scene(6))
-    r = subprocess.run([sys.executable, "-m", "scenecap", "caption", str(d), "--bundle", str(float_bundle)],
-                       capture_output=True, text=True, timeout=300)
-    assert "Traceback" not in r.stderr and "Warning" not in r.stderr
-    captioned = {line.split("\t")[0].rsplit("/", 1)[-1] for line in r.stdout.splitlines()}
-    errors = [line for line in r.stderr.splitlines() if line.startswith("scenecap:")]
-    for name, ok in expect.items():
-        said = [e for e in errors if name in e]
-        if ok is True:
-            assert name in captioned and not said, (name, said)
-        elif ok is False:
-            assert name not in captioned and len(said) == 1, (name, said)
-        else:  # damaged JPEGs: PIL may decode a damaged body; either outcome, but exactly one of them
-            assert (name in captioned) != (len(said) == 1), (name, said)
-    assert any("huge.png" in e and "10000x10000" in e for e in errors)
-    assert any("empty.jpg" in e and "0 bytes" in e for e in errors)
-    assert r.returncode == 1  # unreadable files are reported in the exit status
-    assert "summary:" in r.stderr
-
-
+# -- bad input (bad image files: tests/test_catalogue_images.py) ----------------------------------------------
 def test_wrong_shaped_frames_from_a_camera_are_skipped_and_the_loop_goes_on(float_bundle):
     from scenecap.edge.captioner import Captioner
     from scenecap.edge.live import RunStats

@@ -11,11 +11,10 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-from PIL import Image, UnidentifiedImageError
+from pathlib import Path
 
 from scenecap import ScenecapError
-from scenecap.edge.images import MAX_PIXELS
+from scenecap.edge.images import open_image, quiet_pil_warnings
 from scenecap.train.datasets import Sample
 from scenecap.train.text import TextOptions, tokenize
 
@@ -57,23 +56,22 @@ class ValidationReport:
 
 def check_image(path) -> tuple[str | None, str | None]:
     """(PIL mode, None) if the image decodes, else (None, reason)."""
-    try:
-        if not os.path.isfile(path):
-            return None, "missing"
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > MAX_PIXELS:
-                return None, f"{w}x{h} pixels is over the limit"
-            mode = im.mode
-            im.draft("RGB", (max(1, w // 8), max(1, h // 8)))  # JPEG: decode at 1/8 scale; others: no-op
-            im.load()
-            return mode, None
-    except UnidentifiedImageError:
-        return None, "not an image"
-    except Image.DecompressionBombError:
-        return None, "too many pixels"
-    except (OSError, ValueError, SyntaxError) as e:
-        return None, f"corrupt ({str(e).splitlines()[0][:60] if str(e) else type(e).__name__})"
+    if not os.path.isfile(path):
+        return None, "missing"
+    # The edge reader's header check: an image over MAX_PIXELS is refused before decoding, with Pillow's
+    # own bomb warning kept off the terminal.
+    with quiet_pil_warnings():
+        try:
+            with open_image(path) as im:
+                w, h = im.size
+                mode = im.mode
+                im.draft("RGB", (max(1, w // 8), max(1, h // 8)))  # JPEG: decode at 1/8 scale; others: no-op
+                im.load()
+                return mode, None
+        except ScenecapError as e:
+            return None, str(e).removeprefix(f"{Path(path)}: ")  # the report names the file itself
+        except (OSError, ValueError, SyntaxError) as e:
+            return None, f"corrupt ({str(e).splitlines()[0][:60] if str(e) else type(e).__name__})"
 
 
 def validate(samples: list[Sample], source: str, text: TextOptions, skip_missing: bool = False,

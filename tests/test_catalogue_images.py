@@ -1,0 +1,290 @@
+"""Bad-input catalogue, image files: every reader a user's image reaches gets each awkward file.
+
+Readers: scenecap.edge.images.load_image (the Python API, and what `scenecap caption` reads files with, through
+edge/sources.py), train/validate.check_image (the decode check before training), and `scenecap caption DIR`.
+Each case either decodes to RGB uint8 (any mode becomes RGB) or is refused in one line naming the file and what
+was expected; on the command line a bad file is skipped with one 'scenecap: PATH: ...' line and the run goes on.
+A header that claims too many pixels is refused from the header alone, before anything is decoded, with the
+project's own message (never Pillow's DecompressionBombError or its two-line warning).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from catalogue_helpers import one_line_error, scenecap
+from edge_helpers import scene
+from PIL import Image
+
+from scenecap.edge.images import MAX_PIXELS, load_image
+from scenecap.train.validate import check_image
+
+GOOD = scene(6)  # a 160x160 synthetic scene, the kind the tiny model was trained on
+OK = "ok"  # decodes to RGB uint8
+EITHER = "either"  # damaged JPEG body: PIL may decode what is left; either outcome, but exactly one
+
+
+def _jpeg(img: Image.Image, **options) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **options)
+    return buf.getvalue()
+
+
+def _encoded(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose IHDR (CRC fixed) claims width x height: some 70 bytes that say 'I am huge'."""
+    data = bytearray(_encoded(Image.new("L", (1, 1)), "PNG"))
+    data[16:24] = struct.pack(">II", width, height)  # IHDR data starts after signature, length and type
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def _exif_jpeg(orientation: int, damage: bool = False) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = bytearray(_jpeg(Image.fromarray(GOOD[:, :120]), exif=exif.tobytes()))
+    if damage:  # the first IFD's offset points far past the end: Pillow warns "Corrupt EXIF data"
+        at = data.find(b"Exif\x00\x00") + 6
+        data[at + 4:at + 8] = b"\xff\xff\xff\x7f"
+    return bytes(data)
+
+
+def _make(d: Path, name: str) -> Path:
+    """Write the catalogue file `name` into d."""
+    p = d / name
+    img = Image.fromarray(GOOD)
+    full = _jpeg(img, quality=90)
+    png = _encoded(img, "PNG")
+    rgba = np.dstack([GOOD, np.full(GOOD.shape[:2], 128, np.uint8)])
+    if name == "empty.jpg":
+        p.write_bytes(b"")
+    elif name == "truncated.jpg":  # a download that stopped halfway
+        p.write_bytes(full[: len(full) // 2])
+    elif name == "truncated_header.jpg":
+        p.write_bytes(full[:20])
+    elif name == "truncated.png":
+        p.write_bytes(png[: len(png) // 2])
+    elif name == "truncated.webp":
+        w = _encoded(img, "WEBP")
+        p.write_bytes(w[: len(w) // 2])
+    elif name == "bad_crc.png":
+        bad = bytearray(png)
+        bad[60] ^= 0xFF
+        p.write_bytes(bytes(bad))
+    elif name == "corrupt_body.jpg":
+        corrupt = bytearray(_jpeg(img, progressive=True, quality=85))
+        corrupt[200:1200] = bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8))
+        p.write_bytes(bytes(corrupt))
+    elif name == "random_bytes.jpg":
+        p.write_bytes(bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8)))
+    elif name == "html_page.jpg":  # what a browser saves when the link was a web page
+        p.write_text("<!DOCTYPE html><html><head><title>404</title></head><body>Not Found</body></html>\n")
+    elif name == "notes.png":
+        p.write_text("not a picture")
+    elif name == "png_named.jpg":  # the suffix lies, the content decides
+        p.write_bytes(png)
+    elif name == "progressive.jpg":
+        p.write_bytes(_jpeg(img, progressive=True, quality=85))
+    elif name == "cmyk.jpg":
+        img.convert("CMYK").save(p)
+    elif name == "grey.jpg":
+        img.convert("L").save(p)
+    elif name == "grey16.png":
+        Image.fromarray(GOOD[:, :, 1].astype(np.uint16) * 257).save(p)
+    elif name == "rgb48.png":  # 16 bits per channel
+        cv2.imwrite(str(p), GOOD[:, :, ::-1].astype(np.uint16) * 257)
+    elif name == "palette.png":
+        img.convert("P").save(p)
+    elif name == "palette_transparent.png":
+        img.convert("P").save(p, transparency=0)
+    elif name == "alpha.png":
+        Image.fromarray(rgba, "RGBA").save(p)
+    elif name == "grey_alpha.png":
+        img.convert("LA").save(p)
+    elif name == "bilevel.png":
+        img.convert("1").save(p)
+    elif name == "int32.tif":
+        img.convert("I").save(p)
+    elif name == "float.tif":
+        img.convert("F").save(p)
+    elif name == "one_pixel.png":
+        Image.new("RGB", (1, 1), (200, 10, 10)).save(p)
+    elif name == "animated.gif":
+        frames = [Image.fromarray(GOOD), Image.fromarray(GOOD[::-1].copy())]
+        frames[0].save(p, save_all=True, append_images=frames[1:], duration=100)
+    elif name == "exif_rotated.jpg":  # orientation 6: stored landscape, shown portrait
+        p.write_bytes(_exif_jpeg(6))
+    elif name == "corrupt_exif.jpg":
+        p.write_bytes(_exif_jpeg(6, damage=True))
+    elif name == "header_bomb.png":  # 400 megapixels claimed: Pillow itself refuses this one inside Image.open
+        p.write_bytes(_png_claiming(20000, 20000))
+    elif name == "header_over_limit.png":  # 81 megapixels: over our limit, under Pillow's warning
+        p.write_bytes(_png_claiming(9000, 9000))
+    elif name == "header_bomb.bmp":
+        bmp = bytearray(_encoded(Image.new("RGB", (4, 4)), "BMP"))
+        bmp[18:26] = struct.pack("<ii", 30000, 30000)
+        p.write_bytes(bytes(bmp))
+    elif name == "huge.png":  # really 100 megapixels, compressed to ~100 kB: a decompression bomb
+        Image.new("L", (10000, 10000)).save(p)
+    elif name == "zero_width.png":
+        p.write_bytes(_png_claiming(0, 10))
+    elif name == "folder.jpg":
+        p.mkdir()
+    elif name == "missing.jpg":
+        pass  # never written
+    else:
+        raise AssertionError(name)
+    return p
+
+
+# name -> (load_image expectation, what check_image says). Expectations: OK with the decoded shape, EITHER, or
+# the words the one-line error must hold (the file's path is always checked too).
+H, W = GOOD.shape[:2]
+CASES: dict[str, tuple] = {
+    "empty.jpg": ("empty file (0 bytes); expected an image", "empty file (0 bytes)"),
+    "truncated.jpg": ("corrupt or truncated image", "corrupt"),
+    "truncated_header.jpg": ("not an image file PIL can read; expected JPEG, PNG", "not an image"),
+    "truncated.png": ("corrupt or truncated image", "corrupt"),
+    "truncated.webp": ("corrupt or truncated image", "corrupt"),
+    "bad_crc.png": ("corrupt or truncated image", "corrupt"),
+    "corrupt_body.jpg": (EITHER, EITHER),
+    "random_bytes.jpg": ("not an image file PIL can read", "not an image"),
+    "html_page.jpg": ("not an image file PIL can read; expected JPEG, PNG", "not an image"),
+    "notes.png": ("not an image file PIL can read", "not an image"),
+    "png_named.jpg": ((OK, (H, W)), "RGB"),
+    "progressive.jpg": ((OK, (H, W)), "RGB"),
+    "cmyk.jpg": ((OK, (H, W)), "CMYK"),
+    "grey.jpg": ((OK, (H, W)), "L"),
+    "grey16.png": ((OK, (H, W)), "I;16"),
+    "rgb48.png": ((OK, (H, W)), "RGB"),
+    "palette.png": ((OK, (H, W)), "P"),
+    "palette_transparent.png": ((OK, (H, W)), "P"),
+    "alpha.png": ((OK, (H, W)), "RGBA"),
+    "grey_alpha.png": ((OK, (H, W)), "LA"),
+    "bilevel.png": ((OK, (H, W)), "1"),
+    "int32.tif": ((OK, (H, W)), "I"),
+    "float.tif": ((OK, (H, W)), "F"),
+    "one_pixel.png": ((OK, (1, 1)), "RGB"),
+    "animated.gif": ((OK, (H, W)), "P"),
+    "exif_rotated.jpg": ((OK, (120, H)), "RGB"),  # turned upright: 160 wide x 120 high stored, shown 120 x 160
+    "corrupt_exif.jpg": ((OK, (H, 120)), "RGB"),  # orientation unreadable: kept as stored, no warning printed
+    "header_bomb.png": (f"header claims 400000000 pixels, over the limit of {MAX_PIXELS}", "header claims 400000000"),
+    "header_over_limit.png": (f"9000x9000 pixels is over the limit of {MAX_PIXELS}", "9000x9000 pixels is over"),
+    "header_bomb.bmp": (f"header claims 900000000 pixels, over the limit of {MAX_PIXELS}", "header claims 900000000"),
+    "huge.png": (f"10000x10000 pixels is over the limit of {MAX_PIXELS}", "10000x10000 pixels is over"),
+    "zero_width.png": ("not an image file PIL can read", "not an image"),
+    "folder.jpg": ("is a folder; expected an image file", "missing"),
+    "missing.jpg": ("file not found", "missing"),
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad_images")
+    return {name: _make(d, name) for name in CASES}
+
+
+def _no_warnings(call):
+    """Run call with every warning recorded: Pillow's multi-line warnings must not reach the user."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return call()
+        finally:
+            assert not caught, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_load_image(files, name):
+    path, expect = files[name], CASES[name][0]
+    if expect == EITHER:
+        try:
+            img = _no_warnings(lambda: load_image(path))
+        except Exception as e:  # noqa: BLE001 - the assertion below says what was raised
+            msg = str(e)
+            assert type(e).__name__ == "ScenecapError" and "\n" not in msg and str(path) in msg, msg
+        else:
+            assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+        return
+    if isinstance(expect, tuple):
+        img = _no_warnings(lambda: load_image(path))
+        assert img.dtype == np.uint8 and img.shape == (*expect[1], 3) and img.flags.c_contiguous
+        return
+    msg = _no_warnings(lambda: one_line_error(lambda: load_image(path), str(path), expect))
+    assert "DecompressionBomb" not in msg and "DOS attack" not in msg  # ours, not Pillow's words
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_training_image_check(files, name):
+    path, expect = files[name], CASES[name][1]
+    mode, reason = _no_warnings(lambda: check_image(path))
+    if expect == EITHER:
+        assert (mode is None) != (reason is None)
+    elif reason is None:
+        assert mode == expect, (mode, reason)
+    else:
+        assert mode is None and expect in reason and "\n" not in reason, reason
+
+
+def test_what_alpha_and_16_bit_become(files):
+    """Alpha is composited on black (as a camera sees it); 16-bit grey keeps its brightness."""
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[:, :, :3] = 255  # white, fully transparent
+    p = files["alpha.png"].parent / "clear_white.png"
+    Image.fromarray(rgba, "RGBA").save(p)
+    assert load_image(p).max() == 0
+    grey16 = load_image(files["grey16.png"])
+    assert abs(int(grey16[..., 0].mean()) - int(GOOD[:, :, 1].mean())) <= 1
+
+
+def test_pixel_bombs_are_refused_from_the_header_before_decoding(files, monkeypatch):
+    from PIL import ImageFile
+
+    def no_decoding(self):
+        raise AssertionError(f"{self.size} decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    for name in ("header_bomb.png", "header_over_limit.png", "header_bomb.bmp", "huge.png"):
+        one_line_error(lambda n=name: load_image(files[n]), str(files[name]), "over the limit")
+        assert check_image(files[name])[0] is None
+    one_line_error(lambda: load_image(files["grey.jpg"], max_pixels=100), f"{W}x{H} pixels is over the limit of 100")
+
+
+def test_caption_command_captions_the_good_and_skips_each_bad_file_with_one_line(float_bundle, files):
+    """`scenecap caption FOLDER MISSING`: every decodable file captioned, every bad one skipped with exactly one
+    line naming it, no traceback, no Pillow warning, exit status 1 (files the user has to fix), a summary."""
+    folder = files["empty.jpg"].parent
+    r = scenecap("caption", str(folder), str(files["missing.jpg"]), "--bundle", str(float_bundle))
+    assert "Traceback" not in r.stderr and "Warning" not in r.stderr, r.stderr[-3000:]
+    captioned = {line.split("\t")[0].rsplit("/", 1)[-1] for line in r.stdout.splitlines()}
+    assert all(line.split("\t")[1] for line in r.stdout.splitlines())
+    errors = [line for line in r.stderr.splitlines() if line.startswith("scenecap:")]
+    for name, (expect, _) in CASES.items():
+        said = [e for e in errors if f"/{name}:" in e]
+        if isinstance(expect, tuple):
+            assert name in captioned and not said, (name, said)
+        elif expect == EITHER:
+            assert (name in captioned) != (len(said) == 1), (name, said)
+        else:
+            assert name not in captioned and len(said) == 1, (name, said)
+            assert str(files[name]) in said[0] and expect in said[0], said[0]
+    assert not [e for e in errors if e.startswith("scenecap: error:")]  # skipped, not fatal
+    assert r.returncode == 1  # unreadable files are reported in the exit status
+    assert "summary:" in r.stderr
+
+
+# Catalogue size: 34 image files, each through load_image, check_image and `scenecap caption` = 102 cases.
+def test_catalogue_size():
+    assert len(CASES) == 34
