@@ -192,7 +192,8 @@ def _tensor(d: Any, where: str) -> TensorSpec:
 def _model_spec(name: str, m: Any, where: str) -> ModelSpec:
     w = f"{where}: models.{name}"
     if not isinstance(m, dict):
-        raise _err(where, f"models.{name} missing; expected an object with file, quant, inputs, outputs")
+        what = "missing" if m is None else f"is {type(m).__name__}"
+        raise _err(where, f"models.{name} {what}; expected an object with file, quant, inputs, outputs")
     if not isinstance(m.get("file"), str) or not m.get("file"):
         raise _err(where, f"models.{name}.file missing; expected a file name")
     file = _plain_name(m["file"], where, f"models.{name}.file")
@@ -318,6 +319,9 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
             raise _err(where, f"missing required key {key!r}")
         if not isinstance(data[key], typ) or (typ is int and isinstance(data[key], bool)):
             raise _err(where, f"{key!r} is {type(data[key]).__name__}; expected {typ.__name__}")
+    for key in ("height", "width"):  # checked here: PreprocessSpec would fail comparing a string with 1
+        if not _is_int(data["preprocess"].get(key)):
+            raise _err(where, f"preprocess.{key} is {data['preprocess'].get(key)!r}; expected a positive integer")
     try:
         pre = PreprocessSpec(**data["preprocess"])
     except TypeError as e:
@@ -394,6 +398,8 @@ class Bundle:
 
 def read_manifest(bundle_dir: str | Path) -> Manifest:
     path = Path(bundle_dir) / MANIFEST
+    if Path(bundle_dir).is_file():
+        raise ScenecapError(f"{bundle_dir}: is a file; expected a bundle folder (with manifest.json and models)")
     if not Path(bundle_dir).is_dir():
         raise ScenecapError(f"{bundle_dir}: not a bundle folder (no such directory)")
     if not path.is_file():
@@ -404,6 +410,10 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
         raise ScenecapError(f"{path}: not UTF-8 text; expected JSON") from None
     except json.JSONDecodeError as e:
         raise ScenecapError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:  # json gives up on deeply nested arrays this way, not with a JSONDecodeError
+        raise ScenecapError(f"{path}: JSON nested too deeply; expected a bundle manifest object") from None
+    except OSError as e:
+        raise ScenecapError(f"{path}: cannot read ({e.strerror})") from None
     return parse_manifest(data, str(path))
 
 

@@ -1,0 +1,225 @@
+"""Bad-input catalogue, bundles: each way a bundle folder can be wrong, fed to Captioner.load (manifest, files,
+hashes, vocabulary, then the .tflite models themselves) and, for a few, to `scenecap caption --bundle`.
+
+Every case is refused in one line naming the file (manifest.json, the model, the vocabulary or the folder) and
+what was expected. The 'hash updated' cases rewrite the manifest's sha256 and size, so that only the check
+behind the hash (the tensor shapes, the flatbuffer, the vocabulary) can catch them. No TensorFlow needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from catalogue_helpers import cli_error, one_line_error, scenecap
+
+from scenecap.edge.captioner import Captioner
+
+MANIFEST = "manifest.json"
+
+
+@pytest.fixture()
+def bundle(float_bundle, tmp_path):
+    b = tmp_path / "bundle"
+    shutil.copytree(float_bundle, b)
+    return b
+
+
+def _edit(bundle: Path, change: Callable[[dict], None]) -> None:
+    path = bundle / MANIFEST
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+DELETE = object()
+
+
+def _set(*keys_value):
+    """A manifest change: _set('models', 'encoder', 'quant', 'int4'); DELETE removes the key."""
+    *keys, value = keys_value
+
+    def change(d):
+        for k in keys[:-1]:
+            d = d[k]
+        if value is DELETE:
+            del d[keys[-1]]
+        else:
+            d[keys[-1]] = value
+
+    return lambda b, demo: _edit(b, change)
+
+
+def _rehash(bundle: Path, name: str) -> None:
+    """Record the file's current sha256 and size in the manifest, as if the bundle had been written so."""
+    data = (bundle / name).read_bytes()
+    _edit(bundle, lambda d: d["files"].__setitem__(name, {"sha256": hashlib.sha256(data).hexdigest(),
+                                                          "bytes": len(data)}))
+
+
+def _write(name: str, content: Callable[[Path, Path], bytes], rehash: bool = False):
+    """A damage that replaces a file of the bundle with content(bundle, demo bundle)."""
+    def damage(b: Path, demo: Path) -> None:
+        data = content(b, demo)
+        (b / name).write_bytes(data)
+        if rehash:
+            _rehash(b, name)
+    return damage
+
+
+def _remove(name: str, then_mkdir: bool = False):
+    def damage(b: Path, demo: Path) -> None:
+        (b / name).unlink()
+        if then_mkdir:
+            (b / name).mkdir()
+    return damage
+
+
+def _flip_byte(at: int | None):
+    """One byte of the decoder changed: at `at`, or in the middle."""
+    def content(b: Path, demo: Path) -> bytes:
+        data = bytearray((b / "decoder_step.tflite").read_bytes())
+        data[len(data) // 2 if at is None else at] ^= 0xFF
+        return bytes(data)
+    return content
+
+
+def _vocab(change: Callable[[dict], None]):
+    def content(b: Path, demo: Path) -> bytes:
+        data = json.loads((b / "vocab.json").read_text(encoding="utf-8"))
+        change(data)
+        return json.dumps(data).encode()
+    return content
+
+
+def _swap_models(b: Path, demo: Path) -> None:
+    enc, dec = (b / "encoder.tflite").read_bytes(), (b / "decoder_step.tflite").read_bytes()
+    (b / "encoder.tflite").write_bytes(dec)
+    (b / "decoder_step.tflite").write_bytes(enc)
+    _rehash(b, "encoder.tflite")
+    _rehash(b, "decoder_step.tflite")
+
+
+def _swap_tokens(d: dict) -> None:
+    t = d["tokens"]
+    t[2], t[3] = t[3], t[2]  # <start> and <end> change places: the vocabulary disagrees with the manifest
+
+
+def _is_a_file(b: Path, demo: Path) -> Path:
+    f = b.parent / "bundle.zip"
+    f.write_bytes(b"PK\x03\x04 a zipped bundle, not unpacked")
+    return f
+
+
+def _nowhere(b: Path, demo: Path) -> Path:
+    return b.parent / "no_such_bundle"
+
+
+# case -> (damage(bundle, demo) returning the folder to load if not the bundle, what the error names, words it
+# must hold). The first 15 and the files checks came from test_convert_bundle_format.py, 'no manifest' and
+# 'model hash wrong' from test_end_to_end.py (moved here; the catalogue is the place for bad bundles).
+CASES: dict[str, tuple] = {
+    # the manifest's content: required keys, types, shapes that fit together, names, versions
+    "missing tokens": (_set("tokens", DELETE), MANIFEST, "missing required key 'tokens'"),
+    "max_length text": (_set("max_length", "24"), MANIFEST, "'max_length' is str; expected int"),
+    "no decoder model": (_set("models", "decoder_step", DELETE), MANIFEST, "models.decoder_step missing"),
+    "quant unknown": (_set("models", "encoder", "quant", "int4"), MANIFEST, "models.encoder.quant 'int4'"),
+    "shape not ints": (_set("models", "encoder", "outputs", "features", "shape", [1, "4", 64]), MANIFEST,
+                       "expected a list of positive integers"),
+    "batch vs hidden": (_set("decoder", "batch", 2), MANIFEST, "input hidden (decoder.batch 2) has shape"),
+    "image vs preprocess": (_set("preprocess", "height", 32), MANIFEST, "preprocess says [1, 32,"),
+    "vocab size": (_set("model", "vocab_size", 999), MANIFEST, "model.vocab_size is 999 but the models use"),
+    "token outside vocab": (_set("tokens", "end", 5000), MANIFEST, "tokens.end = 5000 is outside the vocabulary"),
+    "escaping file name": (_set("models", "encoder", "file", "../../etc/passwd"), MANIFEST, "plain file name"),
+    "bad sha": (_set("files", "vocab.json", "sha256", "abc"), MANIFEST, "64 hex digits"),
+    "negative scale": (_set("models", "decoder_step", "inputs", "hidden", "scale", -1.0), MANIFEST, "scale -1.0"),
+    "bad op entry": (_set("models", "encoder", "ops", ["CONV_2D"]), MANIFEST, "'OP_NAME:vN'"),
+    "newer major": (_set("format_version", "2.0"), MANIFEST, "bundle format 2.0 is newer than this runtime reads"),
+    "not a bundle": (_set("format", "something-else"), MANIFEST, "'format' is 'something-else'"),
+    "no format_version": (_set("format_version", DELETE), MANIFEST, "missing required key 'format_version'"),
+    "format_version a number": (_set("format_version", 1.1), MANIFEST, "format_version 1.1; expected 'MAJOR.MINOR'"),
+    "older major": (_set("format_version", "0.9"), MANIFEST, "format_version '0.9'; expected 1.x"),
+    "preprocess height text": (_set("preprocess", "height", "64"), MANIFEST,
+                               "preprocess.height is '64'; expected a positive integer"),
+    "preprocess resize unknown": (_set("preprocess", "resize", "lanczos"), MANIFEST, "resize method 'lanczos'"),
+    "decoder state unknown": (_set("decoder", "state", "zero"), MANIFEST, "decoder.state 'zero'; expected one of"),
+    "model entry a list": (_set("models", "encoder", ["encoder.tflite"]), MANIFEST,
+                           "models.encoder is list; expected an object"),
+    "tensor dtype unknown": (_set("models", "encoder", "outputs", "keys", "dtype", "float64"), MANIFEST,
+                             "dtype 'float64'; expected one of"),
+    "vocab name escapes": (_set("vocab", "../vocab.json"), MANIFEST, "vocab '../vocab.json'; expected a plain file"),
+    "no hash for the vocab": (_set("files", "vocab.json", DELETE), MANIFEST, "files has no hash for vocab.json"),
+    "files a list": (_set("files", []), MANIFEST, "'files' is list; expected dict"),
+    # the manifest as a file
+    "no manifest": (_remove(MANIFEST), MANIFEST, "missing; a bundle folder needs a manifest.json"),
+    "manifest a folder": (_remove(MANIFEST, then_mkdir=True), MANIFEST, "a bundle folder needs a manifest.json"),
+    "manifest invalid JSON": (_write(MANIFEST, lambda b, demo: (b / MANIFEST).read_bytes()[:-40]), MANIFEST,
+                              "invalid JSON at line"),
+    "manifest empty": (_write(MANIFEST, lambda b, demo: b""), MANIFEST, "invalid JSON at line 1 column 1"),
+    "manifest not UTF-8": (_write(MANIFEST, lambda b, demo: '{"language": "français"}'.encode("latin-1")),
+                           MANIFEST, "not UTF-8 text; expected JSON"),
+    "manifest nested too deep": (_write(MANIFEST, lambda b, demo: b"[" * 100_000), MANIFEST, "nested too deeply"),
+    "manifest a list": (_write(MANIFEST, lambda b, demo: b"[]"), MANIFEST, "expected a JSON object"),
+    # the folder
+    "bundle is a file": (_is_a_file, "bundle.zip", "is a file; expected a bundle folder"),
+    "no such folder": (_nowhere, "no_such_bundle", "not a bundle folder (no such directory)"),
+    # the listed files: present, of the recorded size and hash
+    "model file missing": (_remove("encoder.tflite"), "encoder.tflite", "missing from the bundle"),
+    "vocab file missing": (_remove("vocab.json"), "vocab.json", "missing from the bundle"),
+    "model hash wrong": (_write("decoder_step.tflite", _flip_byte(-10)), "decoder_step.tflite",
+                         "does not match the manifest"),
+    "model byte flipped": (_write("decoder_step.tflite", _flip_byte(None)), "decoder_step.tflite",
+                           "does not match the manifest"),
+    "model truncated": (_write("decoder_step.tflite", lambda b, demo: (b / "decoder_step.tflite").read_bytes()[:1000]),
+                        "decoder_step.tflite", "1000 bytes; the manifest says"),
+    "listed extra file missing": (_set("files", "notes.txt", {"sha256": "0" * 64, "bytes": 3}), "notes.txt",
+                                  "missing from the bundle"),
+    # hash updated: only the check behind it can tell
+    "other model's tflite": (_write("encoder.tflite", lambda b, demo: (demo / "encoder.tflite").read_bytes(), True),
+                             "encoder.tflite", "input 'image' is uint8[1, 96, 96, 3]; the manifest expects uint8["),
+    "models swapped": (_swap_models, "encoder.tflite", "has no input named 'image'"),
+    "truncated flatbuffer": (_write("encoder.tflite", lambda b, demo: (b / "encoder.tflite").read_bytes()[:50_000],
+                                    True), "encoder.tflite", "cannot load this model"),
+    "text named .tflite": (_write("encoder.tflite", lambda b, demo: b"this is not a model\n", True), "encoder.tflite",
+                           "cannot load this model"),
+    "empty .tflite": (_write("decoder_step.tflite", lambda b, demo: b"", True), "decoder_step.tflite",
+                      "cannot load this model"),
+    "vocab invalid JSON": (_write("vocab.json", lambda b, demo: b'{"format": "scenecap-vocab", "tokens": [', True),
+                           "vocab.json", "invalid JSON at line 1"),
+    "vocab special ids differ": (_write("vocab.json", _vocab(_swap_tokens), True), "vocab.json",
+                                 "special token ids"),
+    "vocab shorter": (_write("vocab.json", _vocab(lambda d: d["tokens"].pop()), True), "vocab.json",
+                      "tokens; the manifest says"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_captioner_load(bundle, demo_bundle, case):
+    damage, named, expected = CASES[case]
+    folder = damage(bundle, demo_bundle) or bundle
+    path = folder if named == folder.name else folder / named
+    one_line_error(lambda: Captioner.load(folder), str(path), expected)
+
+
+CLI_CASES = ["no manifest", "model hash wrong", "newer major", "other model's tflite", "truncated flatbuffer",
+             "bundle is a file"]
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_caption_command(bundle, demo_bundle, tmp_path, case):
+    """`scenecap caption ... --bundle BAD`: exit 2, one 'scenecap: error:' line naming the file, no traceback."""
+    damage, named, expected = CASES[case]
+    folder = damage(bundle, demo_bundle) or bundle
+    r = scenecap("caption", str(tmp_path / "x.jpg"), "--bundle", str(folder))
+    line = cli_error(r, named, expected)
+    if case == "newer major":
+        assert "upgrade scenecap" in line
+
+
+# Catalogue size: 49 damaged bundles through Captioner.load, 6 of them also through `scenecap caption` = 55 cases.
+def test_catalogue_size():
+    assert (len(CASES), len(CLI_CASES)) == (49, 6)
