@@ -27,7 +27,10 @@ class Vocab:
                 raise ScenecapError(f"vocabulary token {tok!r} appears twice (ids {self.index[tok]} and {i})")
             self.index[tok] = i
         for role in ("pad", "unk", "start", "end"):
-            name = self.specials.get(role)
+            if role not in self.specials:
+                raise ScenecapError(f"vocabulary specials have no {role!r} entry; expected pad, unk, start and end")
+        # Every role, not only the four: `ids` looks them all up, and a name missing there was a KeyError.
+        for role, name in self.specials.items():
             if name not in self.index:
                 raise ScenecapError(f"vocabulary has no {role} token {name!r}; expected it among the tokens")
 
@@ -91,6 +94,10 @@ class Vocab:
             raise ScenecapError(f"{path}: not UTF-8 text (byte {e.start}); expected a JSON vocabulary") from None
         except json.JSONDecodeError as e:
             raise ScenecapError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        except RecursionError:  # json gives up on deeply nested arrays this way, not with a JSONDecodeError
+            raise ScenecapError(f"{path}: JSON nested too deeply; expected a JSON vocabulary object") from None
+        except OSError as e:  # a folder, or unreadable
+            raise ScenecapError(f"{path}: cannot read the vocabulary ({e.strerror})") from None
         if not isinstance(data, dict) or data.get("format") != VOCAB_FORMAT or not isinstance(
             data.get("tokens"), list
         ):
