@@ -18,14 +18,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from scenecap import ScenecapError, __version__
-from scenecap.edge.preprocess import PreprocessSpec
-from scenecap.train.model import ModelConfig
+from scenecap.edge.bundle import DECODER_STATES
+from scenecap.edge.preprocess import RESIZE_METHODS, PreprocessSpec
+from scenecap.train.datasets import FORMATS
+from scenecap.train.model import BACKBONES, ModelConfig
 from scenecap.train.text import TextOptions
 
 MODES = ("finetune", "cached")
@@ -103,9 +106,23 @@ def read_config_file(path: str | Path) -> dict:
         raise ScenecapError(f"{path}: is a folder; expected a .toml or .yaml config file") from None
     suffix = path.suffix.lower()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # -sig: Windows editors may start the file with a BOM, which TOML refuses
     except UnicodeDecodeError as e:
         raise ScenecapError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = _parse(path, suffix, text)
+    except RecursionError:  # all three parsers give up on deep nesting this way, not with their own error
+        raise ScenecapError(f"{path}: nested too deeply; expected a table of settings") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ScenecapError(f"{path}: expected a table of settings at the top level, got {type(data).__name__}")
+    data.pop("scenecap_version", None)
+    return data
+
+
+def _parse(path: Path, suffix: str, text: str) -> typing.Any:
+    """The file's text parsed by its suffix; syntax errors are one line naming the file (and line if known)."""
     if suffix == ".toml":
         import tomllib
 
@@ -129,11 +146,6 @@ def read_config_file(path: str | Path) -> dict:
             raise ScenecapError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     else:
         raise ScenecapError(f"{path}: unknown config file type {suffix!r}; expected .toml, .yaml or .yml")
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ScenecapError(f"{path}: expected a table of settings at the top level, got {type(data).__name__}")
-    data.pop("scenecap_version", None)
     return data
 
 
@@ -175,7 +187,9 @@ def _typed(cls, d: dict, source: str, prefix: str) -> dict:
     out = {}
     for key, value in d.items():
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
+            # A misspelt table ([modle]) is meant to be a table: suggest 'model', not the closer 'mode'.
+            tables = [k for k in known if dataclasses.is_dataclass(hints[k])] if isinstance(value, dict) else []
+            close = difflib.get_close_matches(str(key), tables, n=1) or difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f"; expected one of {sorted(known)}"
             raise ScenecapError(f"{source}: unknown key '{prefix}{key}'{hint}")
         out[key] = _coerce(value, hints[key], source, prefix + key)
@@ -238,15 +252,33 @@ def check_values(cfg: TrainConfig) -> None:
         bad("monitor", cfg.monitor, f"one of {MONITORS}")
     if cfg.cache_images not in CACHE_IMAGES:
         bad("cache_images", cfg.cache_images, f"one of {CACHE_IMAGES}")
+    # Checked here, before any data is read, rather than later: dataset_format when the file is read; resize,
+    # min_count and max_vocab only after validation has decoded every image (hours for a big dataset).
+    if cfg.dataset_format not in ("auto", *FORMATS):
+        bad("dataset_format", cfg.dataset_format, f"auto or one of {FORMATS}")
+    if cfg.resize not in RESIZE_METHODS:
+        bad("resize", cfg.resize, f"one of {tuple(RESIZE_METHODS)}")
+    if cfg.min_count < 1:
+        bad("min_count", cfg.min_count, "1 or more")
+    if cfg.max_vocab is not None and cfg.max_vocab <= 4:
+        bad("max_vocab", cfg.max_vocab, "more than the 4 special tokens")
     for key in ("epochs", "batch_size", "val_caption_images", "log_every_steps"):
         if getattr(cfg, key) < (0 if key in ("val_caption_images",) else 1):
             bad(key, getattr(cfg, key), "a positive integer")
     for key in ("freeze_epochs", "early_stopping", "checkpoint_every_steps"):
         if getattr(cfg, key) < 0:
             bad(key, getattr(cfg, key), "0 or more")
-    if not cfg.learning_rate > 0:
+    if not 0 < cfg.learning_rate < math.inf:
         bad("learning_rate", cfg.learning_rate, "a positive number")
+    if cfg.finetune_learning_rate is not None and not 0 < cfg.finetune_learning_rate < math.inf:
+        bad("finetune_learning_rate", cfg.finetune_learning_rate, "a positive number")
+    if not 0 <= cfg.clipnorm < math.inf:  # Keras silently ignores a negative or NaN one; inf gives NaN gradients
+        bad("clipnorm", cfg.clipnorm, "0 (no clipping) or a positive number")
     m = cfg.model
+    if m.backbone not in BACKBONES:  # else found only when the model is built, after validation
+        bad("model.backbone", m.backbone, f"one of {BACKBONES}")
+    if m.decoder_state not in DECODER_STATES:
+        bad("model.decoder_state", m.decoder_state, f"one of {DECODER_STATES}")
     if m.max_length < 3:
         bad("model.max_length", m.max_length, "3 or more (<start>, a word, <end>)")
     if m.image_size < 32:

@@ -40,13 +40,13 @@ IMAGE_DIR_NAMES = ("images", "Images", "Flicker8k_Dataset", "Flickr8k_Dataset", 
 _FLICKR_LINE = re.compile(r"^(?P<name>[^\t#]+)#(?P<n>\d+)\t(?P<caption>.*)$")
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, what: str = "annotation file") -> str:
     try:
         return path.read_bytes().decode("utf-8-sig")  # -sig: spreadsheet exports start with a BOM
     except FileNotFoundError:
-        raise ScenecapError(f"{path}: annotation file not found") from None
+        raise ScenecapError(f"{path}: {what} not found") from None
     except IsADirectoryError:
-        raise ScenecapError(f"{path}: is a folder; expected an annotation file") from None
+        raise ScenecapError(f"{path}: is a folder; expected an {what}") from None
     except UnicodeDecodeError as e:
         raise ScenecapError(f"{path}: not UTF-8 text (byte {e.start}); save the annotations as UTF-8") from None
 
@@ -56,6 +56,13 @@ def _read_json(path: Path):
         return json.loads(_read_text(path))
     except json.JSONDecodeError as e:
         raise ScenecapError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:  # json gives up on deeply nested arrays this way, not with a JSONDecodeError
+        raise ScenecapError(f"{path}: JSON nested too deeply; expected annotation objects") from None
+
+
+def _is_id(x) -> bool:
+    """An image id: an integer or a string (a list or object would fail later as a dict key)."""
+    return isinstance(x, (int, str)) and not isinstance(x, bool)
 
 
 def default_images_dir(annotations: Path) -> Path:
@@ -124,12 +131,13 @@ def load_coco(path: str | Path, images_dir: str | Path | None = None, split: str
         raise ScenecapError(f"{path}: expected a COCO captions object with 'images' and 'annotations' lists")
     by_id: dict = {}
     for i, im in enumerate(data["images"]):
-        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
-            raise ScenecapError(f"{path}: images[{i}] needs 'id' and 'file_name' (string)")
+        if not isinstance(im, dict) or not _is_id(im.get("id")) or not isinstance(im.get("file_name"), str):
+            raise ScenecapError(f"{path}: images[{i}] needs 'id' (integer or string) and 'file_name' (string)")
         by_id[im["id"]] = Sample(root / im["file_name"], [], im["id"], split)
     for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or "image_id" not in ann or not isinstance(ann.get("caption"), str):
-            raise ScenecapError(f"{path}: annotations[{i}] needs 'image_id' and 'caption' (string)")
+        if not isinstance(ann, dict) or not _is_id(ann.get("image_id")) or not isinstance(ann.get("caption"), str):
+            raise ScenecapError(f"{path}: annotations[{i}] needs 'image_id' (integer or string) and 'caption' "
+                                "(string)")
         sample = by_id.get(ann["image_id"])
         if sample is None:
             raise ScenecapError(f"{path}: annotations[{i}] refers to image_id {ann['image_id']!r}, not in 'images'")
@@ -167,8 +175,13 @@ def load_karpathy(path: str | Path, images_dir: str | Path | None = None, split:
                 caps.append(" ".join(map(str, s["tokens"])))
             else:
                 raise ScenecapError(f"{path}: images[{i}].sentences[{j}] needs 'raw' (string) or 'tokens'")
+        if not isinstance(im.get("filepath") or "", str):
+            raise ScenecapError(f"{path}: images[{i}] ({im['filename']}): 'filepath' must be a string (a folder)")
         rel = Path(im.get("filepath") or "") / im["filename"]
         image_id = im.get("cocoid", im.get("imgid", i))
+        if not _is_id(image_id):
+            raise ScenecapError(f"{path}: images[{i}] ({im['filename']}): cocoid/imgid {image_id!r}; expected an "
+                                "integer or string")
         out.append(Sample(root / rel, caps, image_id, split, {"karpathy_split": im["split"]}))
     return out
 
@@ -181,7 +194,10 @@ def karpathy_splits(path: str | Path) -> set[str]:
 def _group(path: Path, root: Path, rows, split: str) -> list[Sample]:
     """(line number, image name, caption) rows -> one Sample per image, in first-seen order."""
     by_name: dict[str, Sample] = {}
-    for _lineno, name, caption in rows:
+    for where, name, caption in rows:
+        if not name:  # it would name the image folder itself
+            where = f"line {where}" if isinstance(where, int) else where
+            raise ScenecapError(f"{path}: {where}: empty image name; expected a file name")
         s = by_name.get(name)
         if s is None:
             s = by_name[name] = Sample(root / name, [], name, split)
@@ -263,12 +279,17 @@ def load_jsonl(path: str | Path, images_dir: str | Path | None = None, split: st
                 records.append((f"line {lineno}", json.loads(line)))
             except json.JSONDecodeError as e:
                 raise ScenecapError(f"{path}: line {lineno}: invalid JSON: {e.msg}") from None
+            except RecursionError:
+                raise ScenecapError(f"{path}: line {lineno}: JSON nested too deeply; expected an object") from None
     rows = []
     for where, rec in records:
         if not isinstance(rec, dict):
             raise ScenecapError(f"{path}: {where}: expected a JSON object with 'image' and 'caption'")
         img_key = next((k for k in IMAGE_KEYS if isinstance(rec.get(k), str)), None)
         cap_key = next((k for k in CAPTION_KEYS if k in rec), None)
+        if img_key is None and any(k in rec for k in IMAGE_KEYS):
+            k = next(k for k in IMAGE_KEYS if k in rec)
+            raise ScenecapError(f"{path}: {where}: '{k}' is {rec[k]!r}; expected the image file name (a string)")
         if img_key is None or cap_key is None:
             missing = "image" if img_key is None else "caption"
             raise ScenecapError(f"{path}: {where}: no {missing} key; expected one of "
@@ -296,8 +317,11 @@ def load_dataset(path: str | Path, images_dir: str | Path | None = None, split: 
     if fmt not in LOADERS:
         raise ScenecapError(f"dataset format {fmt!r} unknown; expected auto or one of {FORMATS}")
     samples = LOADERS[fmt](path, images_dir, split)
+    if not samples:  # a header-only CSV, a Karpathy file without this split: say so, not train without it
+        what = f"no images of split {split!r}" if fmt == "karpathy" else "no captioned images"
+        raise ScenecapError(f"{path}: {what}; expected {fmt} annotations with at least one image and caption")
     if image_list:
-        names = {line.strip() for line in _read_text(Path(image_list)).splitlines() if line.strip()}
+        names = {line.strip() for line in _read_text(Path(image_list), "image list").splitlines() if line.strip()}
         samples = [s for s in samples if s.image.name in names or str(s.image_id) in names]
         if not samples:
             raise ScenecapError(f"{image_list}: none of its {len(names)} names are images of {path}")
