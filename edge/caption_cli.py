@@ -168,9 +168,8 @@ def run_caption(args: argparse.Namespace) -> int:
 
 
 def _open_append(path: str):
-    from scenecap.edge.errors import ScenecapError
+    """The --jsonl file: appended to line by line, each line whole or not at all (a full disk ends the run
+    with one line naming the file, and the lines before stay valid JSON lines)."""
+    from scenecap.edge.fileio import LineFile
 
-    try:
-        return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by run_caption
-    except OSError as e:
-        raise ScenecapError(f"--jsonl {path}: cannot open for writing ({e.strerror})") from None
+    return LineFile(path, "--jsonl")

@@ -1,11 +1,15 @@
-"""Atomic file writes and hashing: a crash never leaves a half-written file where a good one was."""
+"""Atomic file writes, whole-line appends and hashing: a crash or a full disk never leaves a half-written file
+where a good one was, nor half a line at the end of a log."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+from scenecap.edge.errors import ScenecapError
 
 
 def _umask() -> int:
@@ -45,3 +49,58 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# What a failed write means, in the words a user searches for.
+_WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (the filesystem's or the process's file size limit, ulimit -f)",
+}
+
+
+class OutputError(ScenecapError):
+    """An output file could not be written (disk full, quota, size limit, I/O error); the message is one line."""
+
+
+class LineFile:
+    """Appends whole lines to a file (JSON lines): each line is in the file entirely or not at all.
+
+    Written straight to the file descriptor, unbuffered, one write per line in append mode, so a reader (tail -f,
+    the tests) sees every line as soon as it is written. When a write fails part-way (the disk fills), the part
+    of the line that made it is cut off again, so the lines already written stay a valid JSON-lines file.
+    """
+
+    def __init__(self, path: str | Path, what: str = "--jsonl"):
+        self.path, self.what, self.lines = Path(path), what, 0
+        try:
+            self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        except OSError as e:
+            raise ScenecapError(f"{what} {self.path}: cannot open for writing ({e.strerror})") from None
+
+    def write_line(self, text: str) -> None:
+        if self.fd is None:
+            raise OutputError(f"{self.what} {self.path}: already closed")
+        data = memoryview((text.rstrip("\n") + "\n").encode("utf-8"))
+        start = os.fstat(self.fd).st_size
+        try:
+            while data:  # a write may take only part of the line (the last free blocks of a disk)
+                data = data[os.write(self.fd, data):]
+        except OSError as e:
+            self._cut_back(start)
+            what = _WRITE_ERRORS.get(e.errno, e.strerror or type(e).__name__)
+            n = self.lines
+            raise OutputError(f"{self.what} {self.path}: {what}; stopped after {n} line{'s' if n != 1 else ''}, "
+                              f"which {'are' if n != 1 else 'is'} kept complete") from None
+        self.lines += 1
+
+    def _cut_back(self, size: int) -> None:
+        try:
+            os.ftruncate(self.fd, size)  # shrinking needs no free space
+        except OSError:
+            pass  # nothing more to do: the next reader sees a partial last line, as it would have anyway
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

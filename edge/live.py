@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from scenecap.edge.errors import ScenecapError
+from scenecap.edge.fileio import LineFile, OutputError
 from scenecap.edge.gating import GateConfig, SceneGate
 from scenecap.edge.sources import Frame, FrameSource, open_source
 
@@ -252,14 +253,30 @@ class Outputs:
                    "caption": cap.text, "tokens": [int(t) for t in cap.tokens], "log_prob": round(cap.log_prob, 4),
                    "reason": item.reason, "scene_score": round(item.score, 2),
                    "latency_ms": {k: round(v, 3) for k, v in cap.timings.items()}}
-            self.jsonl.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            self._write_jsonl(json.dumps(rec, ensure_ascii=False))
+
+    def _write_jsonl(self, line: str) -> None:
+        """One record. A file that cannot take it (disk full) ends the run with one line naming the file; the
+        records before it are kept whole (LineFile cuts a partial line off again)."""
+        if isinstance(self.jsonl, LineFile):
+            self.jsonl.write_line(line)
+            return
+        try:
+            self.jsonl.write(line + "\n")
             self.jsonl.flush()
+        except OSError as e:
+            name = getattr(self.jsonl, "name", "JSON lines output")
+            raise OutputError(f"--jsonl {'-' if self.jsonl in (sys.stdout, sys.__stdout__) else name}: cannot "
+                              f"write ({e.strerror or type(e).__name__})") from None
 
     def close(self) -> None:
         if self.annotated is not None:
             self.annotated.close()
-        if self.jsonl is not None:
-            self.jsonl.flush()
+        if self.jsonl is not None and not isinstance(self.jsonl, LineFile):
+            try:
+                self.jsonl.flush()
+            except OSError:  # already reported by _write_jsonl, which stopped the run
+                pass
         if self.speaker is not None:
             self.speaker.close()
 
