@@ -16,14 +16,12 @@ before TensorFlow starts.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from scenecap.benchmarks.latency import STAGES, Progress, summarize
+from scenecap.benchmarks.latency import STAGES, Progress, summarize, worker_main
 
 BASELINES = ("eager", "function")
 TF_RESIZE = {"area": "area", "bilinear": "bilinear", "nearest": "nearest"}
@@ -164,17 +162,5 @@ def measure_baselines(spec: dict) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m scenecap.benchmarks.baselines SPEC.json OUT.json", file=sys.stderr)
-        return 2
-    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    t0 = time.perf_counter()
-    result = {"baselines": measure_baselines(spec), "seconds": time.perf_counter() - t0}
-    Path(argv[1]).write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(worker_main(sys.argv[1:], "baselines", "baselines", measure_baselines))

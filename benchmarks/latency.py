@@ -190,19 +190,21 @@ def measure_edge(spec: dict) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def worker_main(argv: list[str], module: str, key: str, measure, before=None) -> int:
+    """`python -m scenecap.benchmarks.MODULE SPEC.json OUT.json`: one measurement in its own process, so each
+    side (edge, TensorFlow) is measured with only its own libraries loaded."""
     if len(argv) != 2:
-        print("usage: python -m scenecap.benchmarks.latency SPEC.json OUT.json", file=sys.stderr)
+        print(f"usage: python -m scenecap.benchmarks.{module} SPEC.json OUT.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    block_tensorflow()
+    if before is not None:
+        before()
     t0 = time.perf_counter()
-    result = {"variants": measure_edge(spec), "seconds": time.perf_counter() - t0,
+    result = {key: measure(spec), "seconds": time.perf_counter() - t0,
               "tensorflow_imported": "tensorflow" in sys.modules}
     Path(argv[1]).write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(worker_main(sys.argv[1:], "latency", "variants", measure_edge, before=block_tensorflow))

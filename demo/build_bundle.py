@@ -17,9 +17,12 @@ WORK = ROOT / "build" / "demo"
 BUNDLE = ROOT / "demo" / "bundle"
 SEED = 1
 DATA = dict(n_train=4000, n_val=200, n_test=200)
-# alpha 1.0: from scratch, the wider early layers learn colours and shapes several times faster than alpha 0.35.
-MODEL = dict(image_size=96, alpha=1.0, embed_dim=128, units=256, attention_units=128, fc_units=256, max_length=32)
-EPOCHS = 16
+# From scratch, shapes are what is slow to learn. The stride-8 feature map (12x12 locations at 96 px, MobileNetV2
+# up to block 6) learns them several times faster than the last, stride-32 one (3x3), and alpha 1.0's wider early
+# layers faster than alpha 0.35; both cut the encoder's cost too.
+MODEL = dict(image_size=96, alpha=1.0, feature_stride=8, embed_dim=128, units=256, attention_units=128, fc_units=256,
+             max_length=32)
+EPOCHS = 40
 
 
 def main(argv: list[str]) -> int:

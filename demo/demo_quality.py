@@ -20,7 +20,7 @@ def measure(bundle: Path, captions_json: Path, scenes_json: Path, out: Path | No
     from scenecap.edge.images import load_image
     from scenecap.train.datasets import load_coco
     from scenecap.train.metrics import caption_metrics
-    from scenecap.train.synthetic import colour_shape_accuracy
+    from scenecap.train.synthetic import attribute_accuracy, colour_shape_accuracy, position_accuracy
 
     samples = load_coco(captions_json)
     scenes = json.loads(Path(scenes_json).read_text(encoding="utf-8"))
@@ -32,6 +32,9 @@ def measure(bundle: Path, captions_json: Path, scenes_json: Path, out: Path | No
         "bundle": str(bundle), "images": len(samples),
         "BLEU-4": round(scores["BLEU-4"], 4), "CIDEr-D": round(scores["CIDEr-D"], 4),
         "colour_shape_accuracy": round(colour_shape_accuracy(hyps, scenes), 4),
+        "colour_accuracy": round(attribute_accuracy(hyps, scenes, "colour"), 4),
+        "shape_accuracy": round(attribute_accuracy(hyps, scenes, "shape"), 4),
+        "position_accuracy": round(position_accuracy(hyps, scenes), 4),
         "examples": [{"image": samples[i].image.name, "caption": hyps[samples[i].image_id]} for i in range(5)],
     }
     if out:

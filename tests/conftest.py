@@ -17,7 +17,8 @@ SEED_DIR = ROOT.parent / "shared" / "seed"
 
 # Small enough to train in about two minutes on 2 cores, big enough to learn colours and shapes.
 TINY = dict(n_train=800, n_val=60, n_test=60, image_size=64, units=128, embed_dim=64, attention_units=64,
-            epochs=8, max_length=32, batch_size=32, learning_rate=3e-3)
+            epochs=8, max_length=32, batch_size=32, learning_rate=3e-3,
+            feature_stride=8)  # 8x8 locations at 64 px: learns colours and shapes ~3x faster than the last map
 
 
 def _cache_dir(tmp_path_factory, name: str) -> tuple[Path, bool]:
@@ -52,7 +53,7 @@ def tiny_run(synth_data, tmp_path_factory) -> Path:
         shutil.rmtree(d, ignore_errors=True)
         model = ModelConfig(vocab_size=0, image_size=TINY["image_size"], alpha=0.35, embed_dim=TINY["embed_dim"],
                             units=TINY["units"], attention_units=TINY["attention_units"], fc_units=TINY["units"],
-                            max_length=TINY["max_length"])
+                            max_length=TINY["max_length"], feature_stride=TINY["feature_stride"])
         cfg = TrainConfig(train=str(synth_data / "captions_train.json"), val=str(synth_data / "captions_val.json"),
                           out=str(d), epochs=TINY["epochs"], batch_size=TINY["batch_size"],
                           learning_rate=TINY["learning_rate"], seed=1, model=model)

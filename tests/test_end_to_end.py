@@ -11,7 +11,7 @@ from edge_helpers import BLOCK_TF
 
 from scenecap.edge.captioner import Captioner
 from scenecap.edge.images import load_image
-from scenecap.train.synthetic import colour_shape_accuracy, position_accuracy
+from scenecap.train.synthetic import attribute_accuracy, colour_shape_accuracy, position_accuracy
 
 N_HELD_OUT = 40
 
@@ -57,19 +57,22 @@ def test_keras_savedmodel_and_float_bundle_give_identical_tokens(tiny_run, tiny_
 
 
 def test_tiny_model_learns_from_the_image(float_bundle, test_split):
-    """What a tiny model learns in the test's budget: where the objects are, well above chance.
-
-    Colours and shapes are printed, not asserted: from scratch, a MobileNet captioner first learns the
-    language and the layout, and needs thousands of steps (see demo/quality.json) to name colours and shapes.
-    """
+    """A tiny model trained for 200 steps names where the objects are and their colours, clearly above what a
+    model blind to the image can reach. Shapes come later: measured here 30% (chance 25%) after 200 steps, and a
+    plain shape classifier on the same backbone reaches only ~50% in as many; the shipped demo bundle, trained
+    longer, is held to shapes in test_demo.py."""
     samples, scenes = test_split
     caps = {k: c.text for k, c in _captions(float_bundle, samples[:N_HELD_OUT]).items()}
-    pos = position_accuracy(caps, scenes[:N_HELD_OUT])
-    acc = colour_shape_accuracy(caps, scenes[:N_HELD_OUT])
-    print(f"\ntiny float model on {N_HELD_OUT} held-out scenes: position named right {pos:.0%} (chance 11%), "
-          f"colour+shape {acc:.0%} (chance 5%)")
-    # A model that ignores the image names at best the most common position (about 1 object in 9).
+    held = scenes[:N_HELD_OUT]
+    pos, both = position_accuracy(caps, held), colour_shape_accuracy(caps, held)
+    colour, shape = attribute_accuracy(caps, held, "colour"), attribute_accuracy(caps, held, "shape")
+    print(f"\ntiny float model on {N_HELD_OUT} held-out scenes, objects named right: position {pos:.0%} (chance 11%), "
+          f"colour {colour:.0%} (20%), shape {shape:.0%} (25%), colour+shape {both:.0%} (5%)")
+    # A model blind to the image can at best always name the commonest value: 1 in 9 positions, 1 in 5 colours,
+    # 1 in 4 shapes, 1 in 20 pairs (the dataset draws each uniformly).
     assert pos >= 0.45
+    assert colour >= 0.45  # measured 63%
+    assert both >= 0.12  # measured 22%; a model naming colours right and shapes at random gets ~ colour / 4
     assert len(set(caps.values())) > N_HELD_OUT // 4  # captions depend on the image
 
 

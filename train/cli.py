@@ -34,6 +34,7 @@ OPTION_KEYS = {
     "train": "train", "val": "val", "images": "images", "out": "out", "lang": "language", "epochs": "epochs",
     "batch_size": "batch_size", "lr": "learning_rate", "seed": "seed", "backbone": "model.backbone",
     "alpha": "model.alpha", "image_size": "model.image_size", "weights": "model.weights",
+    "feature_stride": "model.feature_stride",
     "embed_dim": "model.embed_dim", "attention_units": "model.attention_units", "max_length": "model.max_length",
     "min_count": "min_count", "max_vocab": "max_vocab", "dataset_format": "dataset_format",
     "train_list": "train_list", "val_list": "val_list", "skip_missing": "skip_missing",
@@ -102,6 +103,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--alpha", type=float, default=S, help="backbone width multiplier (0.35 to 1.4; default 0.35)")
     m.add_argument("--image-size", type=int, default=S, help="input side in pixels (96 to 224; default 96)")
     m.add_argument("--weights", default=S, help="backbone weights: none (default), imagenet, or a local .h5 path")
+    m.add_argument("--feature-stride", type=int, default=S, choices=[8, 16, 32],
+                   help="attend over the backbone's feature map at this stride: 32 (default, its last layer) or an "
+                        "earlier, finer one; from scratch on small images 8 learns shapes much faster")
     m.add_argument("--embed-dim", type=int, default=S, help="feature and word-embedding size (default 256)")
     m.add_argument("--units", type=int, default=S, help="GRU state and output layer size (default 512)")
     m.add_argument("--attention-units", type=int, default=S, help="(default 512)")

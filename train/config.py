@@ -28,7 +28,7 @@ from scenecap import ScenecapError, __version__
 from scenecap.edge.bundle import DECODER_STATES
 from scenecap.edge.preprocess import RESIZE_METHODS, PreprocessSpec
 from scenecap.train.datasets import FORMATS
-from scenecap.train.model import BACKBONES, ModelConfig
+from scenecap.train.model import BACKBONES, FEATURE_STRIDES, ModelConfig
 from scenecap.train.text import TextOptions
 
 MODES = ("finetune", "cached")
@@ -279,6 +279,8 @@ def check_values(cfg: TrainConfig) -> None:
         bad("model.backbone", m.backbone, f"one of {BACKBONES}")
     if m.decoder_state not in DECODER_STATES:
         bad("model.decoder_state", m.decoder_state, f"one of {DECODER_STATES}")
+    if m.feature_stride not in FEATURE_STRIDES:
+        bad("model.feature_stride", m.feature_stride, f"one of {FEATURE_STRIDES}")
     if m.max_length < 3:
         bad("model.max_length", m.max_length, "3 or more (<start>, a word, <end>)")
     if m.image_size < 32:

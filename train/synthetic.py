@@ -229,6 +229,22 @@ def colour_shape_accuracy(captions: dict[int, str], scenes: list[dict], lang: st
     return right / total if total else 0.0
 
 
+def attribute_accuracy(captions: dict[int, str], scenes: list[dict], attribute: str, lang: str = "en") -> float:
+    """Share of objects whose colour (attribute="colour") or shape ("shape") the caption names, whatever it is
+    paired with: tells a model that sees colours but not shapes (colour+shape ~ 1 in 4) from one that sees
+    neither (~ 1 in 20)."""
+    k = {"colour": 0, "shape": 1}[attribute]
+    total = right = 0
+    for scene in scenes:
+        got = [pair[k] for pair in parse_objects(captions.get(scene["image_id"], ""), lang)]
+        for o in scene["objects"]:
+            total += 1
+            if o[attribute] in got:
+                got.remove(o[attribute])
+                right += 1
+    return right / total if total else 0.0
+
+
 def position_accuracy(captions: dict[int, str], scenes: list[dict], lang: str = "en") -> float:
     """Share of objects whose position phrase ("at the top left", "في الوسط") the caption contains."""
     where = LEXICON[lang]["where"]
