@@ -13,6 +13,9 @@ stand-ins for the Tokenizer class itself, so neither Keras nor anything else is 
 
 Anything else is refused with one line naming the file and the global, before it is called. (EXT opcodes also
 resolve through `find_class`; persistent ids are refused by the base class.)
+
+Before unpickling, every opcode is decoded (not run) with `pickletools` to refuse memo indices that would make
+the C unpickler allocate far more memory than the file holds (see `_check_memo`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import collections
 import copyreg
 import io
 import pickle
+import pickletools
+import reprlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +49,11 @@ TOKENIZER_MODULES = (
 _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 _PY2_NAMES = {("builtins", "long"): ("builtins", "int"), ("builtins", "unicode"): ("builtins", "str")}
 _MAX_BYTES = 256 * 1024 * 1024  # a real tokenizer is ~1 MB; refuse to slurp an arbitrary huge file
+_MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
+# Values from the file go into error messages through this: bounded in length and depth, so a deeply nested
+# or huge value cannot make the message itself fail (RecursionError) or flood the terminal.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 40
 
 
 class _TokenizerState:
@@ -98,10 +109,26 @@ class SeedTokenizer:
         return len(self.word_index)
 
 
+def _check_memo(data: bytes) -> None:
+    """Decode every opcode (pickletools only parses; nothing is looked up or called) and refuse a memo index
+    beyond the number of opcodes before it.
+
+    The C unpickler grows its memo array to whatever index PUT names and zero-fills it: a 7-byte file with
+    `LONG_BINPUT 2**31` makes it allocate and touch 16 GiB (fuzzing found this). A real pickle numbers its
+    memo entries 0, 1, 2... as it goes, so an index can never exceed the opcodes seen so far.
+    """
+    for n, (op, arg, _pos) in enumerate(pickletools.genops(data)):
+        if op.name in _MEMO_PUTS and arg > n:
+            raise pickle.UnpicklingError(f"memo index {arg} at opcode {n} (a pickle numbers its memo from 0)")
+
+
 def restricted_loads(data: bytes, where: str = "pickle"):
     """Unpickle `data` admitting only the globals a Tokenizer pickle uses; anything else raises ScenecapError."""
     try:
-        return _RestrictedUnpickler(io.BytesIO(data)).load()  # noqa: S301 - find_class admits only _ADMITTED
+        with warnings.catch_warnings():  # an odd escape in a STRING opcode is the file's problem, not a warning
+            warnings.simplefilter("ignore", DeprecationWarning)
+            _check_memo(data)
+            return _RestrictedUnpickler(io.BytesIO(data)).load()  # noqa: S301 - find_class admits only _ADMITTED
     except RefusedGlobal as e:
         raise ScenecapError(
             f"{where}: refused global {e.name} (a Tokenizer pickle only names the Tokenizer class, "
@@ -138,24 +165,31 @@ def _check_state(state: dict, path: Path) -> SeedTokenizer:
     word_index = state.pop("word_index", None)
     if not isinstance(word_index, dict) or not word_index:
         raise ScenecapError(f"{path}: Tokenizer has no word_index; expected a fitted tokenizer")
+    short = _SHORT.repr
     for w, i in word_index.items():
         if not isinstance(w, str) or not w or not isinstance(i, int) or isinstance(i, bool) or i < 0:
-            raise ScenecapError(f"{path}: word_index entry {w!r}: {i!r}; expected a word -> non-negative id")
+            raise ScenecapError(f"{path}: word_index entry {short(w)}: {short(i)}; expected a word -> non-negative id")
+        # Keras numbers the words 1..n (the seed also has '<pad>' at 0). A far larger id is not a tokenizer's,
+        # and the vocabulary would be a list that long (id 10**10: tens of GB).
+        if i > len(word_index):
+            raise ScenecapError(f"{path}: word_index[{short(w)}] = {i}, beyond its {len(word_index)} words; "
+                                "a Keras tokenizer numbers its words 1..n")
     index_word = state.pop("index_word", None)
     if index_word is None:  # old keras_preprocessing versions did not store it
         index_word = {i: w for w, i in word_index.items()}
     if not isinstance(index_word, dict):
         raise ScenecapError(f"{path}: index_word is a {type(index_word).__name__}; expected a dict")
     for i, w in index_word.items():
-        if word_index.get(w) != i:
-            raise ScenecapError(f"{path}: index_word[{i!r}] = {w!r} but word_index[{w!r}] = {word_index.get(w)!r}; "
-                                "the tokenizer is inconsistent")
+        found = word_index.get(w) if isinstance(w, str) else None  # a list or dict value cannot be looked up
+        if found is None or found != i or isinstance(i, bool):
+            raise ScenecapError(f"{path}: index_word[{short(i)}] = {short(w)} but word_index[{short(w)}] = "
+                                f"{short(found)}; the tokenizer is inconsistent")
     if len(index_word) != len(word_index):
         raise ScenecapError(f"{path}: word_index has {len(word_index)} words but index_word {len(index_word)}; "
                             "two words share an id")
     oov = state.pop("oov_token", None)
     if oov is not None and not isinstance(oov, str):
-        raise ScenecapError(f"{path}: oov_token is {oov!r}; expected a string or None")
+        raise ScenecapError(f"{path}: oov_token is {short(oov)}; expected a string or None")
     num_words = state.pop("num_words", None)
     return SeedTokenizer(
         word_index=dict(word_index),
@@ -163,7 +197,12 @@ def _check_state(state: dict, path: Path) -> SeedTokenizer:
         oov_token=oov,
         num_words=num_words if isinstance(num_words, int) else None,
         lower=bool(state.pop("lower", True)),
-        filters=str(state.pop("filters", "")),
-        split=str(state.pop("split", " ")),
+        filters=_text(state.pop("filters", "")),
+        split=_text(state.pop("split", " ")),
         extra=state,
     )
+
+
+def _text(value: object) -> str:
+    """A Tokenizer attribute that should be a string, as one (str() of a deeply nested list would recurse)."""
+    return value if isinstance(value, str) else _SHORT.repr(value)
