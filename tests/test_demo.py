@@ -39,3 +39,39 @@ def test_make_demo_command_captions_every_sample_without_tensorflow():
     assert [s for s in sources if s.endswith(".jpg")] == [str(DEMO / "frames" / f.name) for f in frames]
     assert sum("walk.mp4" in s for s in sources) >= 4  # 12 s of video, one caption every 2 s
     assert all(line.split("\t")[1].strip() for line in lines)
+
+
+def test_shipped_quality_figures_hold_on_fresh_scenes(tmp_path):
+    """demo/quality.json (quoted in the README) was measured on the recipe's held-out split; 100 scenes drawn
+    with another seed must give the same picture, within sampling error (about 3 points at 200 objects)."""
+    from scenecap.edge.captioner import Captioner
+    from scenecap.edge.images import load_image
+    from scenecap.train.datasets import load_coco
+    from scenecap.train.metrics import caption_metrics
+    from scenecap.train.synthetic import attribute_accuracy, colour_shape_accuracy, generate
+
+    data = generate(tmp_path / "fresh", n_train=0, n_val=0, n_test=100, seed=2027)
+    samples = load_coco(data / "captions_test.json")
+    scenes = json.loads((data / "scenes_test.json").read_text(encoding="utf-8"))
+    cap = Captioner.load(DEMO / "bundle")
+    hyps = {s.image_id: cap.caption(load_image(s.image)).text for s in samples}
+    bleu4 = caption_metrics({s.image_id: s.captions for s in samples}, hyps, meteor=False)["BLEU-4"]
+    both = colour_shape_accuracy(hyps, scenes)
+    colour, shape = attribute_accuracy(hyps, scenes, "colour"), attribute_accuracy(hyps, scenes, "shape")
+    shipped = json.loads((DEMO / "quality.json").read_text(encoding="utf-8"))
+    print(f"\ndemo bundle on 100 fresh scenes: BLEU-4 {bleu4:.3f} (shipped {shipped['BLEU-4']:.3f}), colour+shape "
+          f"{both:.1%} ({shipped['colour_shape_accuracy']:.1%}), colour {colour:.1%}, shape {shape:.1%}")
+    assert bleu4 >= shipped["BLEU-4"] - 0.08
+    assert both >= shipped["colour_shape_accuracy"] - 0.10
+    assert colour >= 0.8 and shape >= 0.5  # far above chance (20%, 25%): the shipped model sees both
+
+
+def test_the_benchmark_measures_the_demo_model_s_dimensions():
+    sys.path.insert(0, str(DEMO))
+    try:
+        from build_bundle import MODEL
+    finally:
+        sys.path.remove(str(DEMO))
+    from scenecap.benchmarks.artefacts import SYNTH_MODEL
+
+    assert SYNTH_MODEL == MODEL

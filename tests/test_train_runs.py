@@ -44,7 +44,7 @@ def ar_run(ar_data, tiny_run, tmp_path_factory) -> Path:
                       out=str(d / "run"), language="ar", epochs=7, batch_size=32, learning_rate=3e-3, seed=2,
                       mode="cached", early_stopping=3,
                       model=ModelConfig(vocab_size=0, image_size=64, alpha=0.35, embed_dim=64, units=128,
-                                        attention_units=64, fc_units=128, max_length=32,
+                                        attention_units=64, fc_units=128, max_length=32, feature_stride=8,
                                         weights=str(d / "backbone.weights.h5")))
     return run(cfg, progress=False)
 
