@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from catalogue_helpers import cli_error, one_line_error, scenecap
 
+from scenecap import ScenecapError
 from scenecap.train.cli import resolve_train_config
 from scenecap.train.config import check_values
 
@@ -166,3 +167,19 @@ def test_train_command(tmp_path, case):
 # settings, 5 files that load, and 2 through `scenecap train` = 64 cases.
 def test_catalogue_size():
     assert (len(CASES), len(OK_CASES), len(CLI_CASES)) == (54, 5, 2)
+
+
+def test_backbone_weights_of_another_model_are_one_line_naming_the_file(tmp_path):
+    from scenecap.train.model import ModelConfig, make_backbone
+
+    small = ModelConfig(vocab_size=0, image_size=64, alpha=0.35, feature_stride=8)
+    h5 = tmp_path / "backbone.weights.h5"
+    make_backbone(small).save_weights(str(h5))
+    # The same cut backbone takes them back (how a trained scenecap backbone is reused)...
+    assert make_backbone(ModelConfig(**{**small.to_dict(), "weights": str(h5)})).count_params() > 0
+    # ...a wider one cannot, and says which file and which model in one line.
+    wide = ModelConfig(vocab_size=0, image_size=64, alpha=1.0, feature_stride=8, weights=str(h5))
+    with pytest.raises(ScenecapError) as e:
+        make_backbone(wide)
+    msg = str(e.value)
+    assert "\n" not in msg and str(h5) in msg and "do not fit mobilenet_v2 alpha=1.0" in msg

@@ -62,7 +62,8 @@ def resolve_weights(weights: str | None) -> str | None:
 
 def make_backbone(cfg: ModelConfig) -> keras.Model:
     shape = (cfg.image_size, cfg.image_size, 3)
-    weights = resolve_weights(cfg.weights)
+    local = resolve_weights(cfg.weights)
+    weights = "imagenet" if local == "imagenet" else None  # a local file is loaded below, after the cut
     try:
         if cfg.backbone == "mobilenet_v2":
             net = keras.applications.MobileNetV2(input_shape=shape, alpha=cfg.alpha, include_top=False, weights=weights)
@@ -86,7 +87,24 @@ def make_backbone(cfg: ModelConfig) -> keras.Model:
     for layer in net.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = cfg.bn_momentum
-    return cut_at_stride(net, cfg)
+    cut = cut_at_stride(net, cfg)
+    if local not in (None, "imagenet"):
+        load_local_weights(net, cut, local, cfg)
+    return cut
+
+
+def load_local_weights(net: keras.Model, cut: keras.Model, path: str, cfg: ModelConfig) -> None:
+    """A local .h5 of the whole backbone (e.g. ImageNet weights fetched elsewhere), or of one cut at the same
+    stride (a scenecap backbone saved with save_weights). The cut shares its layers with the whole net."""
+    errors = []
+    for target in (net, cut) if cut is not net else (net,):
+        try:
+            target.load_weights(path)
+            return
+        except (ValueError, OSError, KeyError) as e:
+            errors.append(str(e).strip().splitlines()[0][:160])
+    raise ScenecapError(f"backbone weights {path}: do not fit {cfg.backbone} alpha={cfg.alpha} at "
+                        f"{cfg.image_size} px, feature_stride {cfg.feature_stride} ({errors[-1]})")
 
 
 def cut_at_stride(net: keras.Model, cfg: ModelConfig) -> keras.Model:
