@@ -88,8 +88,10 @@ def test_arabic_end_to_end_train_export_convert_caption(ar_run, ar_data, tmp_pat
     named = [parse_objects(t, "ar") for t in texts.values()]
     assert sum(bool(n) for n in named) >= 0.9 * len(named)
     assert len(set(texts.values())) >= 10  # captions follow the image, not one sentence for all
-    # What the image decides: position, learnt well above chance (1 in 9). Colour and shape are printed, not
-    # asserted: the borrowed tiny English backbone does not encode them yet (its own model is at chance on them).
+    # What the image decides, learnt well above chance: position (1 in 9; measured 95%) and colour (1 in 5; 99%),
+    # through the borrowed stride-8 English backbone. Shape is printed: in the tiny backbone's 200 steps it is not
+    # learnt yet (26%, chance 25%); the demo bundle, trained longer, is held to it.
+    assert rates["colour"] >= 0.6
     assert rates["position"] >= 0.5
 
 
