@@ -163,6 +163,8 @@ def run_caption(args: argparse.Namespace) -> int:
     finally:
         if outputs.jsonl is not None and outputs.jsonl is not sys.stdout:
             outputs.jsonl.close()
+    if outputs.failed:  # an output that stopped part-way (reported when it happened): the run is incomplete
+        return 2
     # Unreadable files are the user's to fix (exit 1); a bad frame from a live camera is routine.
     return 1 if stats.skipped and not live else 0
 

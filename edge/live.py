@@ -230,6 +230,7 @@ class Outputs:
         self.jsonl = jsonl
         self.annotated = annotated
         self.speaker = speaker
+        self.failed: list[str] = []  # outputs that stopped (a full disk), one line each, for the exit status
 
     def seen(self, frame: Frame) -> None:
         if self.annotated is not None and frame.image is not None:
@@ -256,18 +257,27 @@ class Outputs:
             self._write_jsonl(json.dumps(rec, ensure_ascii=False))
 
     def _write_jsonl(self, line: str) -> None:
-        """One record. A file that cannot take it (disk full) ends the run with one line naming the file; the
-        records before it are kept whole (LineFile cuts a partial line off again)."""
-        if isinstance(self.jsonl, LineFile):
-            self.jsonl.write_line(line)
-            return
+        """One record. A file that cannot take it (disk full) is reported in one line naming the file and
+        dropped; the records before it are kept whole (LineFile cuts a partial line off again), and captioning
+        and speech go on: a cane must not fall silent because its log filled the SD card."""
         try:
-            self.jsonl.write(line + "\n")
-            self.jsonl.flush()
-        except OSError as e:
-            name = getattr(self.jsonl, "name", "JSON lines output")
-            raise OutputError(f"--jsonl {'-' if self.jsonl in (sys.stdout, sys.__stdout__) else name}: cannot "
-                              f"write ({e.strerror or type(e).__name__})") from None
+            if isinstance(self.jsonl, LineFile):
+                self.jsonl.write_line(line)
+                return
+            try:
+                self.jsonl.write(line + "\n")
+                self.jsonl.flush()
+            except OSError as e:
+                name = getattr(self.jsonl, "name", "JSON lines output")
+                raise OutputError(f"--jsonl {'-' if self.jsonl in (sys.stdout, sys.__stdout__) else name}: cannot "
+                                  f"write ({e.strerror or type(e).__name__})") from None
+        except OutputError as e:
+            msg = f"{e}; captioning goes on without it"
+            print(f"scenecap: error: {msg}", file=sys.stderr, flush=True)
+            self.failed.append(msg)
+            if isinstance(self.jsonl, LineFile):
+                self.jsonl.close()
+            self.jsonl = None
 
     def close(self) -> None:
         if self.annotated is not None:
