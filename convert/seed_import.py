@@ -10,9 +10,11 @@ The bundle's manifest then records `decoder.state: legacy-zero`, and its caption
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -205,6 +207,7 @@ def import_seed(opts: SeedImportOptions) -> Path:
     log.info("weights %s: %d arrays, names and shapes as the original", desc, len(arrays))
 
     # TensorFlow only now: every check above answers in a second.
+    from scenecap.convert.bundle_writer import OLD, PARTIAL, _janitor
     from scenecap.convert.run import ConvertOptions, convert
     from scenecap.train.export import export_model
 
@@ -225,11 +228,16 @@ def import_seed(opts: SeedImportOptions) -> Path:
         },
         "calibration": {},
     }
+    janitor = ExitStack()
     if opts.keep_export:
         export_dir, tmp = Path(opts.keep_export), None
     else:
-        tmp = Path(tempfile.mkdtemp(prefix=".seed-export.", dir=out.parent if out.parent.exists() else None))
+        # Named and guarded like write_bundle's folder: a janitor process removes it if we are SIGKILLed, and the
+        # next write to `out` (sweep_leftovers) does if the janitor died too.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.seed-export.", suffix=PARTIAL,
+                                    dir=out.parent if out.parent.exists() else None))
         export_dir = tmp / "export"
+        janitor.enter_context(_janitor(out, tmp, tmp.with_name(tmp.name[: -len(PARTIAL)] + OLD)))
     try:
         export_model(model, vocab, export_dir, info, decoder_batches=(opts.decoder_batch,), force=opts.force)
         del model
@@ -244,6 +252,7 @@ def import_seed(opts: SeedImportOptions) -> Path:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+        janitor.close()  # tells it we are done
     log.info("bundle %s written (%.1f s)", bundle, time.perf_counter() - t0)
     return bundle
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +159,16 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _key(prefix: str, key: Any) -> str:
+    """`prefix.key` for a plain key; `prefix['a\\nb']` for one a message would otherwise break over lines."""
+    return f"{prefix}.{key}" if isinstance(key, str) and key.isprintable() else f"{prefix}[{key!r}]"
+
+
 def _plain_name(name: Any, where: str, what: str) -> str:
-    """A file name inside the bundle folder: no folders, no '..', nothing absolute."""
+    """A file name inside the bundle folder: no folders, no '..', nothing absolute, no control characters (a NUL
+    or newline, which no model file has and which would break the messages quoting the name)."""
     if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or \
-            name.startswith("~") or ":" in name:
+            name.startswith("~") or ":" in name or not name.isprintable():
         raise _err(where, f"{what} {name!r}; expected a plain file name inside the bundle folder")
     return name
 
@@ -190,36 +196,37 @@ def _tensor(d: Any, where: str) -> TensorSpec:
 
 
 def _model_spec(name: str, m: Any, where: str) -> ModelSpec:
-    w = f"{where}: models.{name}"
+    at = _key("models", name)
+    w = f"{where}: {at}"
     if not isinstance(m, dict):
         what = "missing" if m is None else f"is {type(m).__name__}"
-        raise _err(where, f"models.{name} {what}; expected an object with file, quant, inputs, outputs")
+        raise _err(where, f"{at} {what}; expected an object with file, quant, inputs, outputs")
     if not isinstance(m.get("file"), str) or not m.get("file"):
-        raise _err(where, f"models.{name}.file missing; expected a file name")
-    file = _plain_name(m["file"], where, f"models.{name}.file")
+        raise _err(where, f"{at}.file missing; expected a file name")
+    file = _plain_name(m["file"], where, f"{at}.file")
     if not isinstance(m.get("inputs"), dict) or not isinstance(m.get("outputs"), dict):
-        raise _err(where, f"models.{name}: inputs and outputs must be objects")
+        raise _err(where, f"{at}: inputs and outputs must be objects")
     if not m["inputs"] or not m["outputs"]:
-        raise _err(where, f"models.{name}: inputs and outputs must not be empty")
+        raise _err(where, f"{at}: inputs and outputs must not be empty")
     quant = m.get("quant", "float32")
     if quant not in QUANTS:
-        raise _err(where, f"models.{name}.quant {quant!r}; expected one of {QUANTS}")
+        raise _err(where, f"{at}.quant {quant!r}; expected one of {QUANTS}")
     ops = m.get("ops", [])
     if not isinstance(ops, list) or not all(isinstance(o, str) and _OP_RE.match(o) for o in ops):
-        raise _err(where, f"models.{name}.ops must be a list of 'OP_NAME:vN' strings")
+        raise _err(where, f"{at}.ops must be a list of 'OP_NAME:vN' strings")
     edgetpu = m.get("edgetpu_file")
     if edgetpu is not None:
-        _plain_name(edgetpu, where, f"models.{name}.edgetpu_file")
+        _plain_name(edgetpu, where, f"{at}.edgetpu_file")
     options = m.get("options", [])
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
-        raise _err(where, f"models.{name}.options must be a list of strings")
+        raise _err(where, f"{at}.options must be a list of strings")
     runtimes = m.get("runtimes", {})
     if not isinstance(runtimes, dict) or not all(isinstance(v, str) for v in runtimes.values()):
-        raise _err(where, f"models.{name}.runtimes must map runtime names to strings")
+        raise _err(where, f"{at}.runtimes must map runtime names to strings")
     return ModelSpec(
         file=file, quant=quant,
-        inputs={k: _tensor(v, f"{w}.inputs.{k}") for k, v in m["inputs"].items()},
-        outputs={k: _tensor(v, f"{w}.outputs.{k}") for k, v in m["outputs"].items()},
+        inputs={k: _tensor(v, _key(f"{w}.inputs", k)) for k, v in m["inputs"].items()},
+        outputs={k: _tensor(v, _key(f"{w}.outputs", k)) for k, v in m["outputs"].items()},
         ops=list(ops), edgetpu_file=edgetpu, options=list(options), runtimes=dict(runtimes),
         extra={k: v for k, v in m.items() if k not in _MODEL_KEYS},
     )
@@ -281,7 +288,6 @@ def _check_shapes(data: dict, models: dict[str, ModelSpec], pre: PreprocessSpec,
         if not isinstance(table, dict):
             raise _err(where, "models.decoder_step takes an embedding input but decoder.embedding (the lookup "
                        "table) is missing")
-        _plain_name(table.get("file"), where, "decoder.embedding.file")
         shape = table.get("shape")
         if shape != [vocab_size, emb_in.shape[-1]] or emb_in.shape != [batch, emb_in.shape[-1]]:
             raise _err(where, f"decoder.embedding.shape {shape!r} does not fit the decoder input embedding "
@@ -293,7 +299,7 @@ def _check_shapes(data: dict, models: dict[str, ModelSpec], pre: PreprocessSpec,
         raise _err(where, "models.decoder_step needs a token or an embedding input")
     for role, idx in data["tokens"].items():
         if _is_int(idx) and not 0 <= idx < vocab_size:
-            raise _err(where, f"tokens.{role} = {idx} is outside the vocabulary (0..{vocab_size - 1})")
+            raise _err(where, f"{_key('tokens', role)} = {idx} is outside the vocabulary (0..{vocab_size - 1})")
 
 
 def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
@@ -322,6 +328,11 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
     for key in ("height", "width"):  # checked here: PreprocessSpec would fail comparing a string with 1
         if not _is_int(data["preprocess"].get(key)):
             raise _err(where, f"preprocess.{key} is {data['preprocess'].get(key)!r}; expected a positive integer")
+    # Named here with repr: the TypeError PreprocessSpec(**...) gives would quote a key such as "\n" raw.
+    unknown = [k for k in data["preprocess"] if k not in {f.name for f in fields(PreprocessSpec)}]
+    if unknown:
+        raise _err(where, f"preprocess has unknown key(s) {', '.join(map(repr, unknown))}; expected "
+                   f"{', '.join(f.name for f in fields(PreprocessSpec))}")
     try:
         pre = PreprocessSpec(**data["preprocess"])
     except TypeError as e:
@@ -332,6 +343,9 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
     for role in ("pad", "unk", "start", "end"):
         if not _is_int(tokens.get(role)):
             raise _err(where, f"tokens.{role} missing or not an integer id")
+    for role, idx in tokens.items():  # extra roles too: every id is checked against the vocabulary size
+        if not _is_int(idx):
+            raise _err(where, f"{_key('tokens', role)} is {idx!r}; expected an integer id")
     if data["max_length"] < 2:
         raise _err(where, f"max_length {data['max_length']}; expected at least 2")
     for key in _POSITIVE_DIMS:
@@ -344,6 +358,11 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
     batch = data["decoder"].get("batch", 1)
     if not _is_int(batch) or batch < 1:
         raise _err(where, f"decoder.batch {batch!r}; expected a positive integer")
+    embedding = data["decoder"].get("embedding")
+    if embedding is not None:  # checked whatever the decoder's input: its file is listed among the hashed files
+        if not isinstance(embedding, dict):
+            raise _err(where, f"decoder.embedding is {type(embedding).__name__}; expected an object with a file")
+        _plain_name(embedding.get("file"), where, "decoder.embedding.file")
     models = {name: _model_spec(name, data["models"].get(name), where) for name in MODEL_NAMES}
     for name, m in data["models"].items():  # other models (future minor versions) must still be well-formed
         if name not in models:
@@ -353,14 +372,14 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
         _plain_name(name, where, "files entry")
         if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) or \
                 not _SHA_RE.match(info["sha256"]):
-            raise _err(where, f"files.{name}: expected an object with a sha256 (64 hex digits)")
+            raise _err(where, f"{_key('files', name)}: expected an object with a sha256 (64 hex digits)")
         if "bytes" in info and (not _is_int(info["bytes"]) or info["bytes"] < 0):
-            raise _err(where, f"files.{name}.bytes {info['bytes']!r}; expected a non-negative integer")
+            raise _err(where, f"{_key('files', name)}.bytes {info['bytes']!r}; expected a non-negative integer")
     vocab_name = _plain_name(data["vocab"], where, "vocab")
     needed = {vocab_name} | {m.file for m in models.values()} | {m.edgetpu_file for m in models.values()
                                                                   if m.edgetpu_file}
-    if isinstance(data["decoder"].get("embedding"), dict):
-        needed.add(data["decoder"]["embedding"]["file"])
+    if embedding is not None:
+        needed.add(embedding["file"])
     for name in sorted(needed):
         if name not in data["files"]:
             raise _err(where, f"files has no hash for {name}")
@@ -371,7 +390,7 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
     return Manifest(
         language=data["language"],
         preprocess=pre,
-        tokens={k: int(v) for k, v in tokens.items()},
+        tokens=dict(tokens),
         max_length=data["max_length"],
         model=data["model"],
         decoder=data["decoder"],
@@ -410,6 +429,8 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
         raise ScenecapError(f"{path}: not UTF-8 text; expected JSON") from None
     except json.JSONDecodeError as e:
         raise ScenecapError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except ValueError as e:  # not a JSONDecodeError: an integer past Python's 4300-digit limit
+        raise ScenecapError(f"{path}: invalid JSON: {str(e).split(':')[0]}") from None
     except RecursionError:  # json gives up on deeply nested arrays this way, not with a JSONDecodeError
         raise ScenecapError(f"{path}: JSON nested too deeply; expected a bundle manifest object") from None
     except OSError as e:

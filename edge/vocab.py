@@ -86,6 +86,8 @@ class Vocab:
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
         path = Path(path)
+        if "\0" in str(path):  # open() would raise ValueError "embedded null byte"
+            raise ScenecapError(f"{str(path)!r}: not a usable vocabulary path (it contains a NUL byte)")
         try:
             data = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
@@ -98,6 +100,8 @@ class Vocab:
             raise ScenecapError(f"{path}: JSON nested too deeply; expected a JSON vocabulary object") from None
         except OSError as e:  # a folder, or unreadable
             raise ScenecapError(f"{path}: cannot read the vocabulary ({e.strerror})") from None
+        except ValueError as e:  # not a JSONDecodeError: an integer past Python's 4300-digit limit
+            raise ScenecapError(f"{path}: invalid JSON: {str(e).split(':')[0]}") from None
         if not isinstance(data, dict) or data.get("format") != VOCAB_FORMAT or not isinstance(
             data.get("tokens"), list
         ):

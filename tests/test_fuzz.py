@@ -17,8 +17,7 @@ another type, an id made unhashable, a number made huge, nesting made deep, byte
 Profiles: "ci" (default; a few hundred examples per target) and "thorough" (3000+), chosen with
 SCENECAP_FUZZ=thorough. The examples run per target are printed in pytest's terminal summary.
 
-Crashes found in readers this file's author may not change are listed in KNOWN_BUGS with their smallest input:
-the fuzz targets accept exactly those while they are open, and a strict xfail says when one has been fixed.
+Crashes fuzzing found are kept below (FOUND) with their smallest input, as regression tests.
 """
 
 from __future__ import annotations
@@ -30,15 +29,12 @@ import json
 import math
 import os
 import pickletools
-import re
 import resource
 import struct
 import sys
 import threading
-import traceback
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -93,22 +89,7 @@ def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
 
 
-# --- bugs found in files this test's author may not change ---------------------------------------------------
-
-@dataclass(frozen=True)
-class KnownBug:
-    """A crash fuzzing found in a reader owned by someone else, reported to them with its input.
-
-    While it is open the fuzz targets accept exactly this failure (same file, exception type and message), so
-    they keep checking everything else; `test_known_bug_is_still_open` reproduces it and is a strict xfail: the
-    day it is fixed that test fails, asking for the entry to be deleted here."""
-
-    name: str
-    where: str  # the reader's file, relative to the repository: the exception must come from there
-    errors: tuple[type[BaseException], ...]
-    message: str  # regular expression on the exception's text
-    reproduce: Callable[[Path], object]
-
+# --- crashes fuzzing found, fixed in the readers: each must now be one ScenecapError line ----------------------
 
 def _demo_manifest_with(change: Callable[[dict], object]) -> dict:
     doc = copy.deepcopy(DEMO_MANIFEST)
@@ -122,42 +103,56 @@ def _huge_number_manifest(d: Path) -> object:
     return load_bundle(d / "huge")
 
 
-KNOWN_BUGS = [
-    KnownBug("manifest: a tokens entry that is not an integer id", "edge/bundle.py", (TypeError, ValueError),
-             r"int\(\)|invalid literal for int",
-             lambda d: parse_manifest(_demo_manifest_with(lambda m: m["tokens"].update(mask=None)))),
-    KnownBug("manifest: decoder.embedding without a file, on a token decoder", "edge/bundle.py",
-             (KeyError, TypeError), r"'file'|unhashable",
-             lambda d: parse_manifest(_demo_manifest_with(lambda m: m["decoder"].update(embedding={})))),
-    KnownBug("manifest: error message quoting an unknown preprocess key with a newline", "edge/bundle.py",
-             (ScenecapError,), r"preprocess: .*unexpected keyword argument",
-             lambda d: parse_manifest(_demo_manifest_with(lambda m: m["preprocess"].update({"\n": None})))),
-    KnownBug("manifest: a number of more than 4300 digits", "edge/bundle.py", (ValueError,), "Exceeds the limit",
-             _huge_number_manifest),
-    KnownBug("vocab: a number of more than 4300 digits", "edge/vocab.py", (ValueError,), "Exceeds the limit",
-             lambda d: Vocab.load(_write(d / "huge_vocab.json", b'{"tokens": [' + b"9" * 5000 + b"]}"))),
-    KnownBug("datasets: a number of more than 4300 digits (JSON and JSON lines)", "train/datasets.py",
-             (ValueError,), "Exceeds the limit",
-             lambda d: datasets.load_coco(_write(d / "huge.json", b'{"images": [' + b"9" * 5000 + b"]}"))),
-    KnownBug("datasets: karpathy_splits with an unhashable split", "train/datasets.py", (TypeError,), "unhashable",
-             lambda d: datasets.karpathy_splits(_write(d / "k.json", b'{"images": [{"split": []}]}'))),
-    KnownBug("datasets: Karpathy error message quoting a file name with a newline", "train/datasets.py",
-             (ScenecapError,), r"needs 'split'",
-             lambda d: datasets.load_karpathy(_write(d / "k.json", b'{"images": [{"filename": "a\\nb.jpg"}]}'))),
-]
+FOUND = {  # input -> (call on a work folder, expected text of the ScenecapError)
+    "manifest: a tokens entry that is not an integer id":
+        (lambda d: parse_manifest(_demo_manifest_with(lambda m: m["tokens"].update(mask=None))),
+         r"tokens\.mask is None; expected an integer id"),
+    "manifest: decoder.embedding without a file, on a token decoder":
+        (lambda d: parse_manifest(_demo_manifest_with(lambda m: m["decoder"].update(embedding={}))),
+         r"decoder\.embedding\.file None; expected a plain file name"),
+    "manifest: decoder.embedding with an unhashable file":
+        (lambda d: parse_manifest(_demo_manifest_with(lambda m: m["decoder"].update(embedding={"file": []}))),
+         r"decoder\.embedding\.file \[\]; expected a plain file name"),
+    "manifest: an unknown preprocess key with a newline":
+        (lambda d: parse_manifest(_demo_manifest_with(lambda m: m["preprocess"].update({"\n": None}))),
+         r"preprocess has unknown key\(s\) '\\n'"),
+    "manifest: a model name with a newline":
+        (lambda d: parse_manifest(_demo_manifest_with(lambda m: m["models"].update({"a\nb": 1}))),
+         r"models\['a\\nb'\] is int"),
+    "manifest: a number of more than 4300 digits": (_huge_number_manifest, r"manifest\.json: invalid JSON: Exceeds"),
+    "vocab: a number of more than 4300 digits":
+        (lambda d: Vocab.load(_write(d / "huge_vocab.json", b'{"tokens": [' + b"9" * 5000 + b"]}")),
+         r"huge_vocab\.json: invalid JSON: Exceeds"),
+    "vocab: a path with a NUL byte (a manifest's vocab name, read with verify=False)":
+        (lambda d: Vocab.load(d / "a\0b.json"), r"contains a NUL byte"),
+    "datasets: a number of more than 4300 digits (JSON)":
+        (lambda d: datasets.load_coco(_write(d / "huge.json", b'{"images": [' + b"9" * 5000 + b"]}")),
+         r"huge\.json: invalid JSON: Exceeds"),
+    "datasets: a number of more than 4300 digits (JSON lines)":
+        (lambda d: datasets.load_jsonl(_write(d / "huge.jsonl", b'{"image": ' + b"9" * 5000 + b"}\n")),
+         r"huge\.jsonl: line 1: invalid JSON: Exceeds"),
+    "datasets: karpathy_splits with an unhashable split":
+        (lambda d: datasets.karpathy_splits(_write(d / "k.json", b'{"images": [{"split": []}]}')),
+         r"images\[0\] needs 'split'"),
+    "datasets: a Karpathy file name with a newline":
+        (lambda d: datasets.load_karpathy(_write(d / "k.json", b'{"images": [{"filename": "a\\nb.jpg"}]}')),
+         r"images\[0\] \('a\\nb\.jpg'\) needs 'split'"),
+}
 
 
-def _is_known(e: BaseException) -> bool:
-    files = {Path(f.filename).resolve() for f in traceback.extract_tb(e.__traceback__)}
-    return any(isinstance(e, bug.errors) and re.search(bug.message, str(e)) and ROOT / bug.where in files
-               for bug in KNOWN_BUGS)
+@pytest.mark.parametrize("name", sorted(FOUND))
+def test_a_crash_fuzzing_found_is_one_line(name, workdir):
+    call, message = FOUND[name]
+    with pytest.raises(ScenecapError, match=message) as e:
+        call(workdir)
+    assert "\n" not in str(e.value), str(e.value)
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _must_be_ours(call: Callable[[], object], tolerate_known: bool = True) -> object | None:
+def _must_be_ours(call: Callable[[], object]) -> object | None:
     """Run a reader: its result, or None if it raised ScenecapError with a one-line message.
 
     Also: reading a file of a few kB must not take GBs. A pickle's memo index once made the unpickler allocate
@@ -167,25 +162,11 @@ def _must_be_ours(call: Callable[[], object], tolerate_known: bool = True) -> ob
     try:
         return call()
     except ScenecapError as e:
-        if not (tolerate_known and _is_known(e)):
-            assert "\n" not in str(e), f"a ScenecapError message must be one line: {str(e)!r}"
+        assert "\n" not in str(e), f"a ScenecapError message must be one line: {str(e)!r}"
         assert "MemoryError" not in str(e), str(e)
         return None
-    except Exception as e:
-        if tolerate_known and _is_known(e):
-            return None
-        raise
     finally:
         assert _peak_rss_mb() - before < 1024, f"peak memory grew by {_peak_rss_mb() - before:.0f} MB"
-
-
-@pytest.mark.parametrize("bug", [
-    pytest.param(b, id=b.name, marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError if b.errors == (ScenecapError,) else b.errors,
-        reason=f"open bug in {b.where}, reported; when this passes, delete its KNOWN_BUGS entry"))
-    for b in KNOWN_BUGS])
-def test_known_bug_is_still_open(bug, workdir):
-    _must_be_ours(lambda: bug.reproduce(workdir), tolerate_known=False)
 
 
 # --- generic strategies --------------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ def _read_json(path: Path):
         return json.loads(_read_text(path))
     except json.JSONDecodeError as e:
         raise ScenecapError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except ValueError as e:  # not a JSONDecodeError: an integer past Python's 4300-digit limit
+        raise ScenecapError(f"{path}: invalid JSON: {str(e).split(':')[0]}") from None
     except RecursionError:  # json gives up on deeply nested arrays this way, not with a JSONDecodeError
         raise ScenecapError(f"{path}: JSON nested too deeply; expected annotation objects") from None
 
@@ -114,7 +116,7 @@ def _looks_like_jsonl(text: str) -> bool:
     try:
         json.loads(lines[0])
         return True
-    except json.JSONDecodeError:
+    except ValueError:  # a JSONDecodeError, or an integer past the 4300-digit limit (the loader reports it)
         return False
 
 
@@ -161,12 +163,12 @@ def load_karpathy(path: str | Path, images_dir: str | Path | None = None, split:
         if not isinstance(im, dict) or not isinstance(im.get("filename"), str):
             raise ScenecapError(f"{path}: images[{i}] needs 'filename' (string)")
         if not isinstance(im.get("split"), str):
-            raise ScenecapError(f"{path}: images[{i}] ({im['filename']}) needs 'split' (train/val/test/restval)")
+            raise ScenecapError(f"{path}: images[{i}] ({im['filename']!r}) needs 'split' (train/val/test/restval)")
         if im["split"] not in wanted:
             continue
         sentences = im.get("sentences")
         if not isinstance(sentences, list):
-            raise ScenecapError(f"{path}: images[{i}] ({im['filename']}) needs a 'sentences' list")
+            raise ScenecapError(f"{path}: images[{i}] ({im['filename']!r}) needs a 'sentences' list")
         caps = []
         for j, s in enumerate(sentences):
             if isinstance(s, dict) and isinstance(s.get("raw"), str):
@@ -176,19 +178,30 @@ def load_karpathy(path: str | Path, images_dir: str | Path | None = None, split:
             else:
                 raise ScenecapError(f"{path}: images[{i}].sentences[{j}] needs 'raw' (string) or 'tokens'")
         if not isinstance(im.get("filepath") or "", str):
-            raise ScenecapError(f"{path}: images[{i}] ({im['filename']}): 'filepath' must be a string (a folder)")
+            raise ScenecapError(f"{path}: images[{i}] ({im['filename']!r}): 'filepath' must be a string (a folder)")
         rel = Path(im.get("filepath") or "") / im["filename"]
         image_id = im.get("cocoid", im.get("imgid", i))
         if not _is_id(image_id):
-            raise ScenecapError(f"{path}: images[{i}] ({im['filename']}): cocoid/imgid {image_id!r}; expected an "
+            raise ScenecapError(f"{path}: images[{i}] ({im['filename']!r}): cocoid/imgid {image_id!r}; expected an "
                                 "integer or string")
         out.append(Sample(root / rel, caps, image_id, split, {"karpathy_split": im["split"]}))
     return out
 
 
 def karpathy_splits(path: str | Path) -> set[str]:
-    data = _read_json(Path(path))
-    return {im.get("split") for im in data.get("images", []) if isinstance(im, dict)}
+    """The splits a Karpathy file holds (train, val, test, restval)."""
+    path = Path(path)
+    data = _read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ScenecapError(f"{path}: expected a Karpathy split object with an 'images' list")
+    splits: set[str] = set()
+    for i, im in enumerate(data["images"]):
+        if not isinstance(im, dict):
+            continue  # load_karpathy says what is wrong with it
+        if not isinstance(im.get("split"), str):  # a list would be unhashable in the set
+            raise ScenecapError(f"{path}: images[{i}] needs 'split' (train/val/test/restval)")
+        splits.add(im["split"])
+    return splits
 
 
 def _group(path: Path, root: Path, rows, split: str) -> list[Sample]:
@@ -279,6 +292,8 @@ def load_jsonl(path: str | Path, images_dir: str | Path | None = None, split: st
                 records.append((f"line {lineno}", json.loads(line)))
             except json.JSONDecodeError as e:
                 raise ScenecapError(f"{path}: line {lineno}: invalid JSON: {e.msg}") from None
+            except ValueError as e:  # not a JSONDecodeError: an integer past Python's 4300-digit limit
+                raise ScenecapError(f"{path}: line {lineno}: invalid JSON: {str(e).split(':')[0]}") from None
             except RecursionError:
                 raise ScenecapError(f"{path}: line {lineno}: JSON nested too deeply; expected an object") from None
     rows = []
