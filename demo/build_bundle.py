@@ -22,7 +22,7 @@ DATA = dict(n_train=4000, n_val=200, n_test=200)
 # layers faster than alpha 0.35; both cut the encoder's cost too.
 MODEL = dict(image_size=96, alpha=1.0, feature_stride=8, embed_dim=128, units=256, attention_units=128, fc_units=256,
              max_length=32)
-EPOCHS = 40
+EPOCHS = 13  # val BLEU-4 0.99 by then (measured); the shipped bundle was trained for exactly this
 
 
 def main(argv: list[str]) -> int:
@@ -43,8 +43,16 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+# The decoder stays float32. Full-integer int8 costs it BLEU-4 0.98 -> 0.78 here (measured below and kept in
+# quality.json): its softmax output has 1/256 steps, while attention over 144 locations puts ~1/144 on each, so
+# where the model looks is blurred and words repeat. The int8 encoder, which does nearly all the work, costs
+# nothing measurable. float32 (not dynamic) also loads on tflite-runtime 2.14, which many Pi images still carry.
+DECODER_QUANT = "float32"
+
+
 def bundle(data: Path) -> None:
-    """Best checkpoint -> export -> int8 bundle (calibrated on 200 training images) -> quality on 200 test images."""
+    """Best checkpoint -> export -> bundle (int8 encoder calibrated on 200 training images, float32 decoder)
+    -> quality on 200 test images, with the all-int8 variant measured beside it for comparison."""
     import csv
 
     from demo_quality import measure
@@ -55,11 +63,18 @@ def bundle(data: Path) -> None:
     with open(WORK / "run" / "history.csv", encoding="utf-8") as f:
         trained = len(list(csv.DictReader(f)))
     export = export_run(WORK / "run", WORK / "export", decoder_batches=(1,), force=True)
-    convert(ConvertOptions(export=str(export), out=str(BUNDLE), encoder_quant="int8", decoder_quant="int8",
-                           calibration_count=200, seed=SEED, force=True,
-                           recipe="make demo-bundle (demo/build_bundle.py): synthetic scenes seed "
-                                  f"{SEED}, {json.dumps(DATA)}, {trained} epochs trained, best val CIDEr checkpoint"))
-    measure(BUNDLE, data / "captions_test.json", data / "scenes_test.json", ROOT / "demo" / "quality.json")
+    recipe = (f"make demo-bundle (demo/build_bundle.py): synthetic scenes seed {SEED}, {json.dumps(DATA)}, "
+              f"{trained} epochs trained, best val CIDEr checkpoint")
+    all_int8 = WORK / "bundle-all-int8"
+    for out, dec in ((BUNDLE, DECODER_QUANT), (all_int8, "int8")):
+        convert(ConvertOptions(export=str(export), out=str(out), encoder_quant="int8", decoder_quant=dec,
+                               calibration_count=200, seed=SEED, force=True, recipe=recipe))
+    test = (data / "captions_test.json", data / "scenes_test.json")
+    shipped = measure(BUNDLE, *test)
+    compared = measure(all_int8, *test)
+    shipped["all_int8_decoder"] = {k: compared[k] for k in ("BLEU-4", "CIDEr-D", "colour_shape_accuracy")}
+    shipped["bundle"] = "demo/bundle"
+    (ROOT / "demo" / "quality.json").write_text(json.dumps(shipped, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
