@@ -49,7 +49,7 @@ def describe_model(path: Path, quant: str, options: list[str] | None = None) -> 
     ops = read_ops(path)
     return ModelSpec(file=path.name, quant=quant, inputs=specs(runner.get_input_details()),
                      outputs=specs(runner.get_output_details()), ops=[str(o) for o in ops],
-                     options=list(options or []), runtimes=runtime_claims(ops))
+                     options=list(options or []), runtimes=runtime_claims(ops, quant))
 
 
 def write_bundle(out: str | Path, models: dict[str, tuple], vocab: Vocab, export_info: dict,

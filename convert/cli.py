@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bundle folder to write (with several variants: a folder with one bundle per variant)")
     p.add_argument("--quant", default="float32", metavar="Q[,Q...]",
                    help=f"quantisation: one of {', '.join(QUANTS)}, ENC:DEC for different encoder and decoder "
-                   "quantisation (e.g. int8:dynamic), a comma list of these, or 'all' (default float32)")
+                   "quantisation (e.g. int8:int16x8, all-integer with the decoder's precision kept: int16 "
+                   "activations, int8 weights; int16x8 is for the decoder step only), a comma list of these, or "
+                   "'all' (default float32)")
     p.add_argument("--encoder-quant", choices=QUANTS, help="override --quant for the encoder")
     p.add_argument("--decoder-quant", choices=QUANTS, help="override --quant for the decoder step")
     p.add_argument("--decoder-batch", type=int, default=1,

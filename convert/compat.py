@@ -106,11 +106,14 @@ def get_target(name: str) -> Target:
     return TARGETS[name]
 
 
-def runtime_claims(ops: list[OpInfo]) -> dict[str, str]:
+def runtime_claims(ops: list[OpInfo], quant: str | None = None) -> dict[str, str]:
     """For the manifest: each known target -> 'ok' or the first reason it cannot load the model."""
     out = {}
     for name, target in TARGETS.items():
         problems = target.problems(ops)
+        if target.full_integer_only and quant is not None and quant != "edgetpu":
+            # Op versions alone would pass an int16x8 or float model; the compiler takes only edgetpu's int8.
+            problems = [f"the Edge TPU compiler takes the edgetpu variant only, not {quant}", *problems]
         out[name] = "ok" if not problems else problems[0]
     return out
 

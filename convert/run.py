@@ -63,23 +63,37 @@ def variant_name(encoder_quant: str, decoder_quant: str) -> str:
 def parse_quant_list(text: str) -> list[tuple[str, str]]:
     """'int8' | 'float32,int8,int8:dynamic' | 'all' -> [(encoder quant, decoder quant), ...]."""
     if text.strip() == "all":
-        return [(q, q) for q in QUANTS]
+        return [(q, q) for q in QUANTS if q not in DECODER_ONLY] + [("int8", q) for q in DECODER_ONLY]
     pairs = []
     for item in (t.strip() for t in text.split(",")):
         enc, _, dec = item.partition(":")
         dec = dec or enc
-        for q in (enc, dec):
-            if q not in QUANTS:
-                raise ScenecapError(f"--quant {q!r} unknown; expected one of {', '.join(QUANTS)}, 'ENC:DEC' or 'all'")
+        _check_pair(enc, dec)
         if (enc, dec) not in pairs:
             pairs.append((enc, dec))
     return pairs
 
 
+# Calibrated quantisations (need real images and decoder inputs), and those for the decoder step only.
+CALIBRATED = ("int8", "int16x8", "edgetpu")
+DECODER_ONLY = ("int16x8",)
+# Decoders whose word-embedding lookup runs on the CPU from a table in the bundle: the Edge TPU cannot map the
+# GATHER, and int16x8 cannot calibrate an integer token input.
+EMBEDDED = ("edgetpu", "int16x8")
+
+
+def _check_pair(enc: str, dec: str) -> None:
+    for q in (enc, dec):
+        if q not in QUANTS:
+            raise ScenecapError(f"--quant {q!r} unknown; expected one of {', '.join(QUANTS)}, 'ENC:DEC' or 'all'")
+    if enc in DECODER_ONLY:
+        raise ScenecapError(f"--quant {enc}: for the decoder step only; give the encoder another, e.g. int8:{enc}")
+
+
 def _signature(which: str, quant: str, batch: int) -> str:
     if which == "encoder":
         return "encode_pixels" if quant == "edgetpu" else "encode"
-    base = "decode_step_embedded" if quant == "edgetpu" else "decode_step"
+    base = "decode_step_embedded" if quant in EMBEDDED else "decode_step"
     return base if batch == 1 else f"{base}_b{batch}"
 
 
@@ -143,7 +157,7 @@ def _convert_model(export: ExportInfo, which: str, quant: str, batch: int, targe
     first_problems: list[str] = []
     for variant in chain:
         sig = _signature(which, variant.quant, batch)
-        rep = cal.data(sig) if variant.quant in ("int8", "edgetpu") else None
+        rep = cal.data(sig) if variant.quant in CALIBRATED else None
         t0 = time.perf_counter()
         data = convert_signature(export.path, sig, variant.quant, rep, io_type="int8",
                                  input_type="uint8" if sig == "encode_pixels" else None,
@@ -166,11 +180,14 @@ def _convert_model(export: ExportInfo, which: str, quant: str, batch: int, targe
 
 
 def _embedding_table(cal: Calibration, info: ModelInfo, signature: str, vocab_size: int) -> tuple[bytes, dict]:
-    """The word-embedding table, quantised exactly like the Edge TPU decoder's embedding input."""
+    """The word-embedding table, quantised exactly like the decoder's embedding input (float32 if it is float)."""
     t = info.tensor(info.signatures[signature]["inputs"]["embedding"])
-    scale, zp = t.scales[0], t.zero_points[0]
     table = cal.embed(np.arange(vocab_size, dtype=np.int32))
-    q = np.clip(np.round(table / scale) + zp, np.iinfo(t.dtype).min, np.iinfo(t.dtype).max).astype(t.dtype)
+    if t.dtype == "float32":
+        scale, zp, q = 0.0, 0, table.astype(np.float32)
+    else:
+        scale, zp = t.scales[0], t.zero_points[0]
+        q = np.clip(np.round(table / scale) + zp, np.iinfo(t.dtype).min, np.iinfo(t.dtype).max).astype(t.dtype)
     buf = io.BytesIO()
     np.save(buf, q, allow_pickle=False)
     return buf.getvalue(), {"file": EMBEDDING_FILE, "shape": list(q.shape), "dtype": t.dtype, "scale": scale,
@@ -189,9 +206,7 @@ def convert_variants(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> list
     if not pairs:
         raise ScenecapError("no variants to convert; pass --quant")
     for enc, dec in pairs:
-        for q in (enc, dec):
-            if q not in QUANTS:
-                raise ScenecapError(f"--quant {q!r} unknown; expected one of {', '.join(QUANTS)}")
+        _check_pair(enc, dec)
     target = get_target(opts.target_runtime)
     if opts.decoder_batch < 1:
         raise ScenecapError(f"--decoder-batch {opts.decoder_batch}; expected a positive integer (the beam width)")
@@ -208,7 +223,7 @@ def convert_variants(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> list
     check_signatures(export, needed + (["embed"] if any("embedded" in s for s in needed) else []))
     progress = sys.stderr.isatty() if opts.progress is None else opts.progress
     cal = Calibration(opts, export, progress)
-    if any(v.quant in ("int8", "edgetpu") for e, d in pairs for q in (e, d) for v in candidates(q, target)[0][:1]):
+    if any(v.quant in CALIBRATED for e, d in pairs for q in (e, d) for v in candidates(q, target)[0][:1]):
         cal.images  # noqa: B018  (read and check the calibration images before the slow conversions)
 
     cache: dict[tuple[str, str], tuple] = {}  # a model converted once serves every variant that uses it
@@ -228,8 +243,8 @@ def convert_variants(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> list
     for enc, dec, dest, parts, changes in planned:
         extra_files, decoder_extra = {}, {}
         data, variant, info = parts["decoder_step"]
-        if variant.quant == "edgetpu":
-            sig = _signature("decoder", "edgetpu", opts.decoder_batch)
+        if variant.quant in EMBEDDED:
+            sig = _signature("decoder", variant.quant, opts.decoder_batch)
             table, spec = _embedding_table(cal, info, sig, int(export.info["model"]["vocab_size"]))
             extra_files[EMBEDDING_FILE], decoder_extra["embedding"] = table, spec
         for c in changes:
@@ -242,8 +257,7 @@ def convert_variants(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> list
             "target_runtime": target.name,
             "changes": changes,
             "calibration_images": opts.calibration_images or "training split sample",
-            "calibration_count": len(cal.images) if any(v.quant in ("int8", "edgetpu")
-                                                        for _, v, _ in parts.values()) else 0,
+            "calibration_count": len(cal.images) if any(v.quant in CALIBRATED for _, v, _ in parts.values()) else 0,
             "seed": opts.seed,
             "recipe": opts.recipe,
             "command": " ".join(sys.argv) if sys.argv and "scenecap" in sys.argv[0] else "",

@@ -49,6 +49,13 @@ def convert_signature(saved_model: str | Path, signature: str, quant: str,
         dtypes = {"int8": tf.int8, "uint8": tf.uint8}
         conv.inference_input_type = dtypes[input_type or io_type]
         conv.inference_output_type = dtypes[io_type]
+    elif quant == "int16x8":
+        if representative is None:
+            raise ScenecapError(f"{signature}: int16x8 needs calibration data; none was given")
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        # Inputs and outputs stay float32: the hidden state carried from step to step is not re-quantised.
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     if per_tensor_dense:
         # Public converter attribute (TF >= 2.14); per-tensor dense weights use the older kernel versions.
         conv._experimental_disable_per_channel_quantization_for_dense_layers = True

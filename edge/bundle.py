@@ -31,7 +31,9 @@ FORMAT = "scenecap-bundle"
 FORMAT_VERSION = "1.1"
 MANIFEST = "manifest.json"
 DECODER_STATES = ("carry", "legacy-zero")
-QUANTS = ("float32", "float16", "dynamic", "int8", "edgetpu")
+# int16x8: int16 activations, int8 weights (decoder step only): full-integer, yet the attention softmax and the
+# carried hidden state keep their precision.
+QUANTS = ("float32", "float16", "dynamic", "int8", "int16x8", "edgetpu")
 DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool")
 MODEL_NAMES = ("encoder", "decoder_step")
 _OP_RE = re.compile(r"^[A-Za-z0-9_]+(\([^)]*\))?:v\d+$")

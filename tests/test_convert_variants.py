@@ -199,3 +199,30 @@ def test_without_the_compiler_convert_prints_the_command_and_add_edgetpu_rehashe
         from scenecap.convert.edgetpu import add_edgetpu
 
         add_edgetpu(bundle, [other])
+
+
+def test_int16x8_decoder_keeps_the_float_captions_where_int8_loses_them(tiny_export, float_bundle, int8_bundle,
+                                                                        test_split, tmp_path):
+    """The all-integer decoder that keeps quality: int16 activations (the attention softmax, the hidden state)
+    with int8 weights, float32 at its edges, and the word lookup from a table in the bundle."""
+    from scenecap.convert.run import ConvertOptions, convert
+
+    bundle = convert(ConvertOptions(export=str(tiny_export), out=str(tmp_path / "b"), encoder_quant="int8",
+                                    decoder_quant="int16x8", calibration_count=60, force=True))
+    b = load_bundle(bundle)
+    dec = b.manifest.models["decoder_step"]
+    assert (b.manifest.models["encoder"].quant, dec.quant) == ("int8", "int16x8")
+    assert "embedding" in dec.inputs and "token" not in dec.inputs and dec.inputs["hidden"].dtype == "float32"
+    assert "int16" in {t.dtype for t in read_model(bundle / dec.file).tensors}  # activations, inside
+    assert _total(bundle) < 0.5 * _total(float_bundle)
+    samples = test_split[0][:N]
+    want = _captions(float_bundle, samples)
+    same = {name: np.mean([c.tokens == want[k].tokens for k, c in _captions(b_, samples).items()])
+            for name, b_ in (("int8", int8_bundle), ("int8:int16x8", bundle))}
+    print(f"\nidentical tokens to float32 on {N} images: {same}")
+    # On the demo model int16x8 keeps 94% of float32's captions where all-int8 keeps 38% (build_bundle.py); this
+    # tiny model's near-flat logits flip under any weight rounding (int8 weights: 50%, int16x8 decoder alone).
+    assert same["int8:int16x8"] >= max(0.3, same["int8"] - 0.1)
+    with pytest.raises(ScenecapError, match="for the decoder step only; give the encoder another, e.g. int8:int16x8"):
+        convert(ConvertOptions(export=str(tiny_export), out=str(tmp_path / "c"), encoder_quant="int16x8",
+                               decoder_quant="int16x8"))

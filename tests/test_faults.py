@@ -131,7 +131,10 @@ if step == "no-janitor":  # a power cut: the janitor dies too
             die()
         return result
     Path.rename = rename_then_power_cut
-bw.write_bundle(target, models, Vocab.load(source / "vocab.json"), info, {"rewritten": True}, force=True)
+emb = m["decoder"].get("embedding")  # the word-lookup table of an embedding-input decoder (int16x8, edgetpu)
+extra = {emb["file"]: (source / emb["file"]).read_bytes()} if emb else {}
+bw.write_bundle(target, models, Vocab.load(source / "vocab.json"), info, {"rewritten": True}, force=True,
+                extra_files=extra, decoder_extra={"embedding": emb} if emb else {})
 """
 
 
@@ -199,7 +202,10 @@ def test_the_janitor_is_told_when_all_went_well(old_bundle, monkeypatch):
     started = []
     popen = subprocess.Popen
     monkeypatch.setattr(bw.subprocess, "Popen", lambda *a, **k: started.append(popen(*a, **k)) or started[-1])
-    bw.write_bundle(old_bundle, models, Vocab.load(DEMO / "vocab.json"), info, {"rewritten": True}, force=True)
+    emb = m["decoder"].get("embedding")
+    bw.write_bundle(old_bundle, models, Vocab.load(DEMO / "vocab.json"), info, {"rewritten": True}, force=True,
+                    extra_files={emb["file"]: (DEMO / emb["file"]).read_bytes()} if emb else {},
+                    decoder_extra={"embedding": emb} if emb else {})
     assert sorted(os.listdir(old_bundle.parent)) == ["B"]
     assert load_bundle(old_bundle).manifest.provenance == {"rewritten": True}
     assert len(started) == 1 and started[0].returncode == 0

@@ -308,8 +308,9 @@ def bundle_dir(workdir) -> Path:
     """A bundle folder whose models and vocabulary are the demo bundle's (linked), manifest.json per example."""
     d = workdir / "bundle"
     d.mkdir()
-    for name in ("encoder.tflite", "decoder_step.tflite", "vocab.json"):
-        (d / name).symlink_to(DEMO / name)
+    for f in DEMO.iterdir():
+        if f.name != "manifest.json":  # models, vocabulary and the decoder's embedding table, as shipped
+            (d / f.name).symlink_to(f)
     return d
 
 
