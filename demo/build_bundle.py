@@ -1,6 +1,6 @@
 """Rebuild demo/bundle from scratch, reproducibly: synthetic data (seeded) -> train -> export -> int8 bundle.
 
-Run with `make demo-bundle` (about 40 minutes on 2 idle CPU cores). Work files go to build/demo/ inside the clone.
+Run with `make demo-bundle` (about 25 minutes on 2 CPU cores). Work files go to build/demo/ inside the clone.
 The recipe (this file, the seed, the full training config) is recorded in the bundle's manifest.
 """
 
