@@ -38,7 +38,7 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-## Rebuild demo/bundle from scratch (synthetic data, seeded): about 25 minutes on 2 CPU cores.
+## Rebuild demo/bundle from scratch (synthetic data, seeded): about 35 minutes on 2 CPU cores (measured: 31 min of training).
 demo-bundle: $(VENV)/.installed
 	$(VENV)/bin/python demo/build_bundle.py
 

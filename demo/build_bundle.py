@@ -1,6 +1,7 @@
-"""Rebuild demo/bundle from scratch, reproducibly: synthetic data (seeded) -> train -> export -> int8 bundle.
+"""Rebuild demo/bundle from scratch, reproducibly: synthetic data (seeded) -> train -> export -> integer bundle.
 
-Run with `make demo-bundle` (about 25 minutes on 2 CPU cores). Work files go to build/demo/ inside the clone.
+Run with `make demo-bundle` (about 35 minutes on 2 CPU cores, 31 of them training). Work files go to build/demo/
+inside the clone.
 The recipe (this file, the seed, the full training config) is recorded in the bundle's manifest.
 """
 
