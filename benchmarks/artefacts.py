@@ -30,7 +30,8 @@ from scenecap.edge.fileio import atomic_write_text
 log = logging.getLogger("scenecap.bench")
 
 DIMS = ("synth", "original")
-CPU_VARIANTS = ("float32", "float16", "dynamic", "int8")
+# ENC-DEC names a mixed pair: int8-int16x8 is the all-integer bundle with the decoder's precision kept.
+CPU_VARIANTS = ("float32", "float16", "dynamic", "int8", "int8-int16x8")
 # The demo bundle's dimensions (demo/build_bundle.py): what the synthetic-scenes model ships as.
 SYNTH_MODEL = dict(image_size=96, alpha=1.0, feature_stride=8, embed_dim=128, units=256, attention_units=128,
                    fc_units=256, max_length=32)
@@ -135,7 +136,7 @@ def ensure_variants(folder: Path, export: Path, variants: list[str], calibration
     shutil.rmtree(tmp, ignore_errors=True)
     results = convert_variants(ConvertOptions(export=str(export), out=str(tmp), calibration_images=calibration,
                                               calibration_count=count, force=True, progress=False),
-                               [(v, v) for v in missing])
+                               [tuple(v.split("-")) if "-" in v else (v, v) for v in missing])
     (folder / "bundles").mkdir(exist_ok=True)
     notes = _notes(folder)
     for v, res in zip(missing, results, strict=True):
