@@ -114,7 +114,7 @@ class Manifest:
 
     @property
     def embedding(self) -> dict | None:
-        """The Edge TPU decoder's word-embedding table ({file, shape, dtype, scale, zero_point}), if any."""
+        """An embedding-input decoder's word table (Edge TPU, int16x8): {file, shape, dtype, scale, zero_point}."""
         return self.decoder.get("embedding")
 
     def to_json(self) -> dict:
@@ -475,7 +475,7 @@ def load_bundle(bundle_dir: str | Path, verify: bool = True) -> Bundle:
 
 
 def load_embedding(bundle: Bundle) -> np.ndarray | None:
-    """The Edge TPU decoder's word-embedding table (already quantised like the decoder's input), or None."""
+    """An embedding-input decoder's word table (quantised like its input, if that is quantised), or None."""
     spec = bundle.manifest.embedding
     if not spec:
         return None

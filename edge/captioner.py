@@ -50,7 +50,7 @@ class Captioner:
         self.encoder = TFLiteModel(bundle.file(files["encoder"]), m.models["encoder"], threads, delegate, self.runtime)
         self.decoder = TFLiteModel(bundle.file(files["decoder_step"]), m.models["decoder_step"], threads, delegate,
                                    self.runtime)
-        # Edge TPU bundles: the word-embedding lookup (GATHER) runs here, from a table quantised like the input.
+        # Edge TPU and int16x8 bundles: the word lookup (GATHER) runs here, from a table shaped like the input.
         self.embedding = load_embedding(bundle)
         self.batch = m.decoder_batch
         self.units = int(m.models["decoder_step"].inputs["hidden"].shape[-1])
