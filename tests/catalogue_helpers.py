@@ -3,10 +3,15 @@ expected, or on the command line exit status 2 with a single 'scenecap: error: .
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from scenecap import ScenecapError
 
@@ -37,3 +42,38 @@ def cli_error(r: subprocess.CompletedProcess, *named: str) -> str:
     for text in named:
         assert text in errors[0], (text, errors[0])
     return errors[0]
+
+
+def write_image(path: Path, mode: str = "RGB", size=(40, 30)) -> Path:
+    """A small noise image in `mode` (JPEG for .jpg, else PNG), the same for the same file name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(path.name))
+    rgb = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    im = rgb.convert(mode) if mode != "RGB" else rgb
+    im.save(path, format="JPEG" if path.suffix == ".jpg" else "PNG")
+    return path
+
+
+DELETE = object()
+
+
+def edit_manifest(bundle: Path, change: Callable[[dict], None]) -> None:
+    path = bundle / "manifest.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def manifest_set(*keys_value) -> Callable[[dict], None]:
+    """A manifest change: manifest_set('models', 'encoder', 'quant', 'int4'); DELETE as the value removes the key."""
+    *keys, value = keys_value
+
+    def change(d):
+        for k in keys[:-1]:
+            d = d[k]
+        if value is DELETE:
+            del d[keys[-1]]
+        else:
+            d[keys[-1]] = value
+
+    return change

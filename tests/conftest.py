@@ -126,3 +126,13 @@ def test_split(synth_data):
 @pytest.fixture(scope="session")
 def demo_bundle() -> Path:
     return ROOT / "demo" / "bundle"
+
+
+@pytest.fixture
+def flickr_dir(tmp_path):
+    """A Flickr-style folder: Images/ with three small JPEGs (annotation files are the tests' own)."""
+    from catalogue_helpers import write_image
+
+    for name in ("1000_a.jpg", "1001_b.jpg", "1002_c.jpg"):
+        write_image(tmp_path / "Images" / name)
+    return tmp_path

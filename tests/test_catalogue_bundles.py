@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from catalogue_helpers import cli_error, one_line_error, scenecap
+from catalogue_helpers import DELETE, cli_error, edit_manifest, manifest_set, one_line_error, scenecap
 
 from scenecap.edge.captioner import Captioner
 
@@ -29,36 +29,17 @@ def bundle(float_bundle, tmp_path):
     return b
 
 
-def _edit(bundle: Path, change: Callable[[dict], None]) -> None:
-    path = bundle / MANIFEST
-    data = json.loads(path.read_text(encoding="utf-8"))
-    change(data)
-    path.write_text(json.dumps(data), encoding="utf-8")
-
-
-DELETE = object()
-
-
 def _set(*keys_value):
-    """A manifest change: _set('models', 'encoder', 'quant', 'int4'); DELETE removes the key."""
-    *keys, value = keys_value
-
-    def change(d):
-        for k in keys[:-1]:
-            d = d[k]
-        if value is DELETE:
-            del d[keys[-1]]
-        else:
-            d[keys[-1]] = value
-
-    return lambda b, demo: _edit(b, change)
+    """A case that changes one manifest key (see manifest_set)."""
+    change = manifest_set(*keys_value)
+    return lambda b, demo: edit_manifest(b, change)
 
 
 def _rehash(bundle: Path, name: str) -> None:
     """Record the file's current sha256 and size in the manifest, as if the bundle had been written so."""
     data = (bundle / name).read_bytes()
-    _edit(bundle, lambda d: d["files"].__setitem__(name, {"sha256": hashlib.sha256(data).hexdigest(),
-                                                          "bytes": len(data)}))
+    edit_manifest(bundle, lambda d: d["files"].__setitem__(name, {"sha256": hashlib.sha256(data).hexdigest(),
+                                                                  "bytes": len(data)}))
 
 
 def _write(name: str, content: Callable[[Path, Path], bytes], rehash: bool = False):

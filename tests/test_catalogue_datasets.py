@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from catalogue_helpers import cli_error, one_line_error, scenecap
-from PIL import Image
+from catalogue_helpers import cli_error, one_line_error, scenecap, write_image
 
 from scenecap import ScenecapError
 from scenecap.train.datasets import load_dataset
@@ -169,25 +167,9 @@ def test_a_spreadsheet_bom_and_windows_line_ends_are_read_through(tmp_path):
 
 # --- validation before training: missing and unreadable images, empty captions ---------------------------------
 
-def _img(path: Path, mode: str = "RGB", size=(40, 30)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(len(path.name))
-    rgb = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-    im = rgb.convert(mode) if mode != "RGB" else rgb
-    im.save(path, format="JPEG" if path.suffix == ".jpg" else "PNG")
-    return path
-
-
-@pytest.fixture
-def flickr_dir(tmp_path):
-    for name in ("1000_a.jpg", "1001_b.jpg", "1002_c.jpg"):
-        _img(tmp_path / "Images" / name)
-    return tmp_path
-
-
 def test_validation_reports_missing_unreadable_empty_and_captionless(flickr_dir, caplog):
     (flickr_dir / "Images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    good = _img(flickr_dir / "Images" / "good.jpg")
+    good = write_image(flickr_dir / "Images" / "good.jpg")
     data = good.read_bytes()
     (flickr_dir / "Images" / "cut.jpg").write_bytes(data[: len(data) // 2])  # a download that stopped halfway
     f = flickr_dir / "captions.csv"

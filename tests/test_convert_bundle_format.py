@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from catalogue_helpers import edit_manifest, manifest_set
 
 from scenecap import ScenecapError
 from scenecap.edge.bundle import FORMAT_VERSION, load_bundle, parse_manifest
@@ -20,28 +21,6 @@ def bundle(float_bundle, tmp_path):
     return b
 
 
-def _edit(bundle, change) -> None:
-    path = bundle / "manifest.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
-    change(data)
-    path.write_text(json.dumps(data), encoding="utf-8")
-
-
-def _set(*keys_value):
-    *keys, value = keys_value
-
-    def change(d):
-        for k in keys[:-1]:
-            d = d[k]
-        if value is DELETE:
-            del d[keys[-1]]
-        else:
-            d[keys[-1]] = value
-
-    return change
-
-
-DELETE = object()
 # Damaged bundles and manifests: tests/test_catalogue_bundles.py.
 
 
@@ -52,7 +31,7 @@ def test_newer_minor_version_loads_and_keeps_unknown_keys(bundle):
         d["models"]["encoder"]["future_model_key"] = [1, 2]
         d["decoder"]["future_decoder_key"] = "y"
 
-    _edit(bundle, change)
+    edit_manifest(bundle, change)
     m = load_bundle(bundle).manifest
     out = m.to_json()
     assert out["future_feature"] == {"x": 1}
@@ -71,7 +50,7 @@ def test_edgetpu_embedding_table_is_validated(variant_bundles, tmp_path):
     b = tmp_path / "coral"
     shutil.copytree(variant_bundles["edgetpu"], b)
     load_bundle(b)
-    _edit(b, _set("decoder", "embedding", "scale", 0.5))
+    edit_manifest(b, manifest_set("decoder", "embedding", "scale", 0.5))
     with pytest.raises(ScenecapError, match="decoder.embedding dtype/scale/zero_point differ"):
         load_bundle(b)
     shutil.rmtree(b)

@@ -4,36 +4,18 @@ before training, with one-line errors naming the file, line or key that is wrong
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pytest
-from PIL import Image
+from catalogue_helpers import write_image
 
 from scenecap.train.datasets import detect_format, load_dataset
 from scenecap.train.text import TextOptions
 from scenecap.train.validate import validate
 
 
-def _img(path: Path, mode: str = "RGB", size=(40, 30)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(len(path.name))
-    rgb = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-    im = rgb.convert(mode) if mode != "RGB" else rgb
-    im.save(path, format="JPEG" if path.suffix == ".jpg" else "PNG")
-    return path
-
-
-@pytest.fixture
-def flickr_dir(tmp_path):
-    for name in ("1000_a.jpg", "1001_b.jpg", "1002_c.jpg"):
-        _img(tmp_path / "Images" / name)
-    return tmp_path
-
-
 def test_karpathy_split_folds_restval_into_train(tmp_path):
     for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
-        _img(tmp_path / "val2014" / name)
+        write_image(tmp_path / "val2014" / name)
     data = {"dataset": "coco", "images": [
         {"filepath": "val2014", "filename": "a.jpg", "split": "train", "cocoid": 1,
          "sentences": [{"raw": "A cat.", "tokens": ["a", "cat"]}]},
@@ -101,8 +83,8 @@ def test_cmyk_greyscale_and_alpha_images_are_converted_not_dropped(tmp_path):
     from scenecap.edge.preprocess import PreprocessSpec
     from scenecap.train.pipeline import image_dataset
 
-    paths = [_img(tmp_path / "cmyk.jpg", "CMYK"), _img(tmp_path / "grey.png", "L"),
-             _img(tmp_path / "alpha.png", "RGBA"), _img(tmp_path / "grey16.png", "I;16")]
+    paths = [write_image(tmp_path / "cmyk.jpg", "CMYK"), write_image(tmp_path / "grey.png", "L"),
+             write_image(tmp_path / "alpha.png", "RGBA"), write_image(tmp_path / "grey16.png", "I;16")]
     f = tmp_path / "caps.jsonl"
     f.write_text("".join(json.dumps({"image": p.name, "caption": "a thing"}) + "\n" for p in paths))
     kept, report = validate(load_dataset(f), str(f), TextOptions(), progress=False)
