@@ -29,13 +29,13 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 
-def peak_rss_kb() -> int:
-    """This process's peak resident set size in kB: VmHWM on Linux (reset by exec, unlike ru_maxrss, which a
-    child spawned from a big parent inherits), else ru_maxrss."""
+def status_kb(field: str) -> int:
+    """A kB figure of this process from /proc/self/status on Linux (VmRSS: now, VmHWM: peak); elsewhere the
+    peak from getrusage, the nearest there is."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -43,6 +43,12 @@ def peak_rss_kb() -> int:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak // 1024 if sys.platform == "darwin" else peak  # macOS reports bytes, Linux kB
+
+
+def peak_rss_kb() -> int:
+    """This process's peak resident set size in kB: VmHWM on Linux (reset by exec, unlike ru_maxrss, which a
+    child spawned from a big parent inherits), else ru_maxrss."""
+    return status_kb("VmHWM")
 
 
 def _edge_child(spec: dict) -> dict:

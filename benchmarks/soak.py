@@ -34,17 +34,9 @@ MAX_GROWTH_PCT = 5.0  # after warm-up, final vs first sample, for RSS and for op
 
 def rss_kb() -> int:
     """Resident set size of this process in kB (Linux /proc; elsewhere the peak from getrusage)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    import resource
+    from scenecap.benchmarks.memory import status_kb
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak
+    return status_kb("VmRSS")
 
 
 def open_fds() -> int | None:
