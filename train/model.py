@@ -96,15 +96,15 @@ def make_backbone(cfg: ModelConfig) -> keras.Model:
 def load_local_weights(net: keras.Model, cut: keras.Model, path: str, cfg: ModelConfig) -> None:
     """A local .h5 of the whole backbone (e.g. ImageNet weights fetched elsewhere), or of one cut at the same
     stride (a scenecap backbone saved with save_weights). The cut shares its layers with the whole net."""
-    errors = []
+    why = ""
     for target in (net, cut) if cut is not net else (net,):
         try:
             target.load_weights(path)
             return
         except (ValueError, OSError, KeyError) as e:
-            errors.append(str(e).strip().splitlines()[0][:160])
+            why = str(e).strip().splitlines()[0][:160]
     raise ScenecapError(f"backbone weights {path}: do not fit {cfg.backbone} alpha={cfg.alpha} at "
-                        f"{cfg.image_size} px, feature_stride {cfg.feature_stride} ({errors[-1]})")
+                        f"{cfg.image_size} px, feature_stride {cfg.feature_stride} ({why})")
 
 
 def cut_at_stride(net: keras.Model, cfg: ModelConfig) -> keras.Model:
