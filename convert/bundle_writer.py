@@ -7,10 +7,10 @@ import errno
 import glob
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,11 +67,7 @@ def write_bundle(out: str | Path, models: dict[str, tuple], vocab: Vocab, export
         raise ScenecapError(f"{out}: already exists; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(out)
-    # The pid in the name lets a later run tell a dead writer's leftovers from a live writer's folder.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=PARTIAL, dir=out.parent))
-    tmp.chmod(default_mode(directory=True))  # mkdtemp makes it 0700
-    old = tmp.with_name(tmp.name[: -len(PARTIAL)] + OLD)
-    with _janitor(out, tmp, old):
+    with guarded_folder(out) as (tmp, old):
         try:
             _fill(tmp, models, vocab, export_info, provenance, decoder_batch, extra_files, decoder_extra)
             load_bundle(tmp)  # what we wrote must read back
@@ -117,6 +113,22 @@ def _write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextmanager
+def guarded_folder(target: Path, tag: str = "", parent: Path | None = None) -> Iterator[tuple[Path, Path]]:
+    """(tmp, old): a new hidden folder beside `target` (or in `parent`) to build in, and the name a previous
+    `target` takes while being swapped out where folders cannot be exchanged atomically.
+
+    The janitor starts before the folder exists, so a SIGKILL at any moment leaves nothing behind. The pid in
+    the name lets a later run tell a dead writer's leftovers from a live writer's folder (sweep_leftovers)."""
+    parent = parent or target.parent
+    stem = f".{target.name}.{os.getpid()}.{tag}{secrets.token_hex(4)}"
+    tmp, old = parent / (stem + PARTIAL), parent / (stem + OLD)
+    with _janitor(target, tmp, old):
+        tmp.mkdir()
+        tmp.chmod(default_mode(directory=True))  # the bundle's folder mode, whatever the umask
+        yield tmp, old
 
 
 @contextmanager

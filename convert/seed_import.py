@@ -10,7 +10,6 @@ The bundle's manifest then records `decoder.state: legacy-zero`, and its caption
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -207,7 +206,7 @@ def import_seed(opts: SeedImportOptions) -> Path:
     log.info("weights %s: %d arrays, names and shapes as the original", desc, len(arrays))
 
     # TensorFlow only now: every check above answers in a second.
-    from scenecap.convert.bundle_writer import OLD, PARTIAL, _janitor
+    from scenecap.convert.bundle_writer import guarded_folder
     from scenecap.convert.run import ConvertOptions, convert
     from scenecap.train.export import export_model
 
@@ -234,10 +233,9 @@ def import_seed(opts: SeedImportOptions) -> Path:
     else:
         # Named and guarded like write_bundle's folder: a janitor process removes it if we are SIGKILLed, and the
         # next write to `out` (sweep_leftovers) does if the janitor died too.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.seed-export.", suffix=PARTIAL,
-                                    dir=out.parent if out.parent.exists() else None))
+        where = out.parent if out.parent.exists() else Path(tempfile.gettempdir())
+        tmp, _ = janitor.enter_context(guarded_folder(out, "seed-export.", where))
         export_dir = tmp / "export"
-        janitor.enter_context(_janitor(out, tmp, tmp.with_name(tmp.name[: -len(PARTIAL)] + OLD)))
     try:
         export_model(model, vocab, export_dir, info, decoder_batches=(opts.decoder_batch,), force=opts.force)
         del model
