@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED_DIR = ROOT.parent / "shared" / "seed"
 
 # Small enough to train in about two minutes on 2 cores, big enough to learn colours and shapes.
 TINY = dict(n_train=800, n_val=60, n_test=60, image_size=64, units=128, embed_dim=64, attention_units=64,

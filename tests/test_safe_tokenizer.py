@@ -9,18 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from seed_helpers import real_tokenizer
 
 from scenecap import ScenecapError
 from scenecap.convert.safe_pickle import TOKENIZER_MODULES, load_tokenizer
 from scenecap.convert.seed_import import seed_vocab
 from scenecap.convert.seed_layout import write_seed_tokenizer
 
-REAL_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "seed" / "tokenizer.pickle"
 SMALL_WORDS = {0: "<pad>", 1: "<unk>", 2: "<start>", 3: "<end>", 4: "رجل", 5: "يركب", 6: "دراجة"}
 
 
 def test_the_real_seed_tokenizer_imports():
-    tok = load_tokenizer(REAL_TOKENIZER)
+    tok = load_tokenizer(real_tokenizer())
     assert tok.size == 26555
     assert (tok.word_index["<unk>"], tok.word_index["<start>"], tok.word_index["<end>"]) == (1, 2, 3)
     assert tok.oov_token == "<unk>" and tok.num_words == 8000 and tok.lower

@@ -2,7 +2,7 @@
 
 The trained arrays are not public, so the seed's files are written here with random seeded values under the exact
 original names and shapes (a 500-word vocabulary and a small backbone keep it fast; one slow run uses the full
-original dimensions). The original's inference is re-implemented below from ../shared/seed/README.md, eagerly,
+original dimensions). The original's inference is re-implemented below from the seed's README, eagerly,
 step by step, and the imported float32 bundle must produce the very same tokens on the edge runtime.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from seed_helpers import arabic_index_word, real_tokenizer
 
 from scenecap import ScenecapError
-from scenecap.convert.safe_pickle import load_tokenizer
 from scenecap.convert.seed_import import SeedImportOptions, import_seed, read_seed_weights
 from scenecap.convert.seed_layout import (
     DECODER_DIR,
@@ -37,8 +37,6 @@ from scenecap.convert.seed_layout import (
 from scenecap.edge.captioner import Captioner
 from scenecap.edge.images import load_image
 
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seed"
-REAL_TOKENIZER = SEED / "tokenizer.pickle"
 # The original's decoder at its real sizes, a 500-id vocabulary, and a small backbone (MobileNetV2 0.35 at 96 px:
 # 3x3 locations x 1280 features) so the whole import-convert-caption cycle stays well under a minute.
 SMALL = SeedDims(vocab_size=500, alpha=0.35, image_size=96)
@@ -157,12 +155,6 @@ def test_reference_gru_is_keras_gru_without_initial_state():
 # --- the seed's files, written in the original layout ----------------------------------------------------------
 
 
-def small_index_word(n_ids: int) -> dict[int, str]:
-    """The real tokenizer's first ids (pad, <unk>, <start>, <end>, then Arabic words by frequency)."""
-    real = load_tokenizer(REAL_TOKENIZER)
-    return {i: real.index_word[i] for i in range(n_ids - 1)}  # like the seed: one id more than words
-
-
 def write_images(folder: Path, n: int, size: int, seed: int) -> list[Path]:
     """Smooth colour fields with a few shapes (PNG, lossless), at exactly the model's input size."""
     import cv2
@@ -187,7 +179,7 @@ def seed_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("seed")
     arrays = random_seed_arrays(SMALL, seed=1)
     weights = write_npy_tree(root / "canesee", arrays)
-    tokenizer = write_seed_tokenizer(root / "canesee" / "tokenizer.pickle", small_index_word(SMALL.vocab_size))
+    tokenizer = write_seed_tokenizer(root / "canesee" / "tokenizer.pickle", arabic_index_word(SMALL.vocab_size))
     backbone = write_random_backbone(root / "mobilenet_v2_0.35_96.weights.h5", SMALL, seed=3)
     images = write_images(root / "images", 5, SMALL.image_size, seed=5)
     calibration = write_images(root / "calibration", 24, SMALL.image_size, seed=6)
@@ -365,7 +357,9 @@ def test_import_seed_help_explains_with_examples():
 
 def test_import_seed_command_refuses_a_bad_layout_in_one_line_after_a_loud_warning(seed_files, tmp_path):
     """The user's command line; with --backbone-weights none the warning is loud; a wrong file stops it early."""
-    r = scenecap("import-seed", "--weights", str(seed_files["weights"]), "--tokenizer", str(REAL_TOKENIZER),
+    # A tokenizer of the original's size (26555 words), so the vocabulary-sized arrays differ too.
+    tokenizer = write_seed_tokenizer(tmp_path / "tokenizer.pickle", arabic_index_word(26556))
+    r = scenecap("import-seed", "--weights", str(seed_files["weights"]), "--tokenizer", str(tokenizer),
                  "--out", str(tmp_path / "b"), "--backbone-weights", "none")
     assert r.returncode == 2
     assert "RANDOM" in r.stderr and "MEANINGLESS" in r.stderr
@@ -417,7 +411,7 @@ def test_full_original_dimensions_give_the_originals_tokens(tmp_path):
     backbone = write_random_backbone(tmp_path / "mobilenet_v2_1.4_224.weights.h5", full, seed=12, images=4)
     images = write_images(tmp_path / "images", 2, full.image_size, seed=13)
     t0 = time.perf_counter()
-    r = scenecap("import-seed", "--weights", str(weights), "--tokenizer", str(REAL_TOKENIZER),
+    r = scenecap("import-seed", "--weights", str(weights), "--tokenizer", str(real_tokenizer()),
                  "--out", str(tmp_path / "bundle"), "--backbone-weights", str(backbone))
     assert r.returncode == 0, r.stderr[-2000:]
     print(f"\nimport at the original dimensions: {time.perf_counter() - t0:.0f} s")
