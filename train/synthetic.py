@@ -160,16 +160,16 @@ def generate(out_dir: str | Path, n_train: int = 2000, n_val: int = 200, n_test:
     """Write images/ and captions_{train,val,test}.json (COCO captions format) plus scenes_{split}.json."""
     if lang not in LEXICON:
         raise ValueError(f"language {lang!r} unknown; expected one of {sorted(LEXICON)}")
+    splits = {"train": n_train, "val": n_val, "test": n_test}
+    bar = None
+    if progress:  # before the folder exists: without the train extra, nothing is written
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(splits.values()), desc="synthetic scenes", unit="img")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     image_id = 0
-    splits = {"train": n_train, "val": n_val, "test": n_test}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=sum(splits.values()), desc="synthetic scenes", unit="img")
     for split, count in splits.items():
         images, annotations, scenes = [], [], []
         for _ in range(count):
