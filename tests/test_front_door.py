@@ -1,0 +1,100 @@
+"""The `scenecap` front door, as a shell user meets it: pipes that close early, closed standard streams, hostile
+names in error lines, and an install that lacks an extra (or has a real bug)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "demo" / "bundle"
+
+# Run scenecap with some modules made unimportable, as on an install without them (or with a broken module).
+BLOCKING_MAIN = """
+import importlib.abc, sys
+BLOCKED = set(sys.argv[1].split(","))
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name in BLOCKED or name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+from scenecap.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def scenecap(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scenecap", *args], capture_output=True, text=True, timeout=300,
+                          **kwargs)
+
+
+def blocked(modules: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCKING_MAIN, modules, *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args", [
+    ["inspect", str(DEMO)],
+    ["caption", str(ROOT / "demo" / "frames"), "--bundle", str(DEMO)],
+    ["--help"],
+], ids=["inspect", "caption", "help"])
+def test_a_reader_that_went_away_ends_the_run_quietly(args):
+    # The pipe's read end is closed before scenecap writes a byte, so its first write meets EPIPE: `| head -0`.
+    p = subprocess.Popen([sys.executable, "-m", "scenecap", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    code = p.wait(timeout=300)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert code in (0, 141), (code, err)
+
+
+def test_a_closed_stderr_sends_nothing_into_stdout():
+    # Started as with 2>&-: the error has nowhere to go, and must not land in stdout (a --jsonl - consumer).
+    r = scenecap("inspect", "/nonexistent/bundle", preexec_fn=lambda: os.close(2))
+    assert r.returncode == 2
+    assert r.stdout == ""
+
+
+def test_a_closed_stdin_and_stdout_do_not_become_the_next_file_opened(tmp_path):
+    # Started as with <&- >&-: the JSONL file opened later must not be given fd 1.
+    out = tmp_path / "captions.jsonl"
+    r = scenecap("caption", str(ROOT / "demo" / "frames" / "scene_1.jpg"), "--bundle", str(DEMO), "--jsonl", str(out),
+                 preexec_fn=lambda: (os.close(0), os.close(1)))
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 and lines[0].startswith("{"), lines  # no log or error text was written into it
+
+
+@pytest.mark.parametrize("name", ["bad\x1b[2Jname", "two\nlines", "gpj\u202eexe.jpg", "tab\there"])
+def test_error_lines_escape_what_they_quote(name):
+    r = scenecap("inspect", f"/nonexistent/{name}")
+    assert r.returncode == 2
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("scenecap: error: "), r.stderr
+    assert not any(c in lines[0] for c in "\x1b\t\u202e"), lines[0]
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "captions.json", "--out", "runs/x"],
+    ["export", "runs/x", "--out", "exports/x"],
+    ["convert", "exports/x", "--out", "bundles/x"],
+])
+def test_an_edge_only_install_names_the_extra_a_command_needs(command, tmp_path):
+    help_text = blocked("tensorflow,keras", "--help").stdout
+    assert command[0] in help_text  # listed, as on a workstation
+    r = blocked("tensorflow,keras", *command)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"scenecap: error: scenecap {command[0]} needs tensorflow (the train extra), which is not installed here; "
+        "on a workstation: pip install 'scenecap[train]' (a Pi needs only caption and inspect)"]
+
+
+def test_a_real_import_bug_is_not_hidden_as_a_missing_command():
+    # A scenecap module that fails to import is a bug to see, not an optional extra to skip quietly.
+    r = blocked("scenecap.edge.inspect_cli", "--help")
+    assert r.returncode == 1
+    assert "ModuleNotFoundError" in r.stderr and "scenecap.edge.inspect_cli" in r.stderr
