@@ -19,8 +19,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from scenecap.edge.errors import ScenecapError
-from scenecap.edge.fileio import atomic_write_bytes
+from scenecap.edge.fileio import OutputError, atomic_write_bytes
+from scenecap.edge.images import IMAGE_SUFFIXES
 from scenecap.edge.preprocess import to_rgb_uint8
+from scenecap.edge.sources import VIDEO_SUFFIXES
 
 log = logging.getLogger("scenecap.edge.annotate")
 
@@ -152,16 +154,25 @@ def encode_image(rgb: np.ndarray, suffix: str = ".jpg") -> bytes:
 
 
 def safe_stem(source: str) -> str:
-    """A file name from a frame's source: 'cam/x.jpg#frame=12' -> 'x.jpg_frame12'."""
-    base = source.replace("\\", "/").rstrip("/").split("/")[-1] or "frame"
-    keep = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in base.replace("#frame=", "_frame"))
+    """A file name (no extension) from a frame's source: 'cam/x.jpg' -> 'x', 'walk.mp4#frame=12' -> 'walk_frame12',
+    'camera:0#frame=3' -> 'camera_0_frame3'. The image's own extension is dropped, so the annotated JPEG of
+    x.jpg is NNNNNN_x.jpg (not x.jpg.jpg); the running number keeps x.jpg and x.png apart."""
+    base, _, frame = source.replace("\\", "/").rstrip("/").split("/")[-1].partition("#frame=")
+    suffix = Path(base).suffix
+    if suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES:  # the frame's own extension
+        base = base[: -len(suffix)]
+    name = f"{base}_frame{frame}" if frame else base
+    keep = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name).lstrip(".")
     return keep[:120] or "frame"
 
 
 class AnnotatedWriter:
     """`--save-annotated DIR`: one JPEG per caption (plus an attention grid per caption with `attention`).
-    `--save-annotated out.mp4`: every frame the loop sees, with the latest caption drawn, as a video (written
-    to a temporary name and moved into place when closed, so a half-written file never replaces a good one)."""
+    `--save-annotated out.mp4`: every frame the loop sees, with the latest caption drawn, as a video, written to a
+    temporary name beside it and moved into place only once it is complete and plays back with every frame, so a
+    full disk or a crash never replaces a good earlier video with a broken one.
+
+    A write that fails raises OutputError (one line naming the target); the loop reports it and captions on."""
 
     def __init__(self, target: str | Path, attention: bool = False, fps: float | None = None):
         self.target = Path(target)
@@ -169,6 +180,7 @@ class AnnotatedWriter:
         self.fps = fps or 10.0
         self.video = self.target.suffix.lower() in VIDEO_OUT_SUFFIXES
         self.count = 0
+        self.frames_written = 0
         self._writer = None
         self._size: tuple[int, int] | None = None
         self._last_text = ""
@@ -181,25 +193,31 @@ class AnnotatedWriter:
             if self.target.suffix.lower() in IMAGE_OUT_SUFFIXES:
                 raise ScenecapError(f"--save-annotated {self.target}: expected a folder or a video file "
                                     f"({', '.join(sorted(VIDEO_OUT_SUFFIXES))})")
-            try:
-                self.target.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise ScenecapError(
-                    f"--save-annotated {self.target}: cannot create the folder ({e.strerror})"
-                ) from None
             self.grid_dir = self.target
-        if attention:
-            self.grid_dir.mkdir(parents=True, exist_ok=True)
+        folders = ([] if self.video else [self.target]) + ([self.grid_dir] if attention else [])
+        for folder in folders:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ScenecapError(f"--save-annotated {self.target}: cannot create the folder {folder} "
+                                    f"({e.strerror})") from None
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            atomic_write_bytes(path, data)
+        except OSError as e:  # a full disk or a read-only card: nothing half-written is left (atomic)
+            raise OutputError(f"--save-annotated {self.target}: cannot write {path.name} "
+                              f"({(e.strerror or type(e).__name__).lower()}); {self.count} written before") from None
 
     def captioned(self, frame_source: str, frame: np.ndarray, caption) -> None:
         """A frame that was just captioned: saved (folder) or starts showing the new caption (video)."""
         self._last_text = caption.text
         stem = f"{self.count:06d}_{safe_stem(frame_source)}"
         if not self.video:
-            atomic_write_bytes(self.target / f"{stem}.jpg", encode_image(draw_caption(frame, caption.text)))
+            self._write(self.target / f"{stem}.jpg", encode_image(draw_caption(frame, caption.text)))
         if self.attention and len(caption.words):
             grid = attention_grid(frame, caption.words, caption.attention)
-            atomic_write_bytes(self.grid_dir / f"{stem}_attention.jpg", encode_image(grid))
+            self._write(self.grid_dir / f"{stem}_attention.jpg", encode_image(grid))
         self.count += 1
 
     def seen(self, frame: np.ndarray) -> None:
@@ -208,21 +226,68 @@ class AnnotatedWriter:
             return
         img = draw_caption(frame, self._last_text) if self._last_text else to_rgb_uint8(frame)
         if self._writer is None:
-            h, w = img.shape[:2]
-            self._size = (w - w % 2, h - h % 2)  # most codecs want even sizes
-            self._tmp = self.target.with_name(f".{self.target.stem}.partial{self.target.suffix}")
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.target.suffix.lower() in (".mp4", ".mov") else "MJPG"))
-            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, float(self.fps), self._size)
-            if not self._writer.isOpened():
-                self._writer = None
-                raise ScenecapError(f"--save-annotated {self.target}: OpenCV cannot write this video format")
+            self._open(img.shape[1], img.shape[0])
         if (img.shape[1], img.shape[0]) != self._size:
             img = cv2.resize(img, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(np.ascontiguousarray(img[:, :, ::-1]))
+        self.frames_written += 1
+
+    def _open(self, w: int, h: int) -> None:
+        self._size = (w - w % 2, h - h % 2)  # most codecs want even sizes
+        self._tmp = self.target.with_name(f".{self.target.stem}.partial{self.target.suffix}")
+        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.target.suffix.lower() in (".mp4", ".mov") else "MJPG"))
+        self._writer = cv2.VideoWriter(str(self._tmp), fourcc, float(self.fps), self._size)
+        if not self._writer.isOpened():
+            self._writer = None
+            why = "the folder is not writable" if not os.access(self.target.parent, os.W_OK) else \
+                "OpenCV cannot write this video format here"
+            self._tmp.unlink(missing_ok=True)
+            raise OutputError(f"--save-annotated {self.target}: cannot start the video ({why})")
 
     def close(self) -> None:
+        """Finish the video: moved into place only if it reads back whole; else the earlier file stays."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        tmp, self._tmp = self._tmp, None
+        try:
+            problem = _video_problem(tmp, self.frames_written)
+            if problem is None:
+                os.replace(tmp, self.target)
+                return
+        except OSError as e:
+            problem = (e.strerror or type(e).__name__).lower()
+        tmp.unlink(missing_ok=True)
+        kept = "the earlier file is kept" if self.target.exists() else "nothing was written"
+        raise OutputError(f"--save-annotated {self.target}: the video could not be completed ({problem}); {kept}")
+
+    def abandon(self) -> None:
+        """Stop without finishing: the partial video is removed, an earlier one at the target is left alone."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-            if self._tmp is not None and self._tmp.exists():
-                os.replace(self._tmp, self.target)
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+
+def _video_problem(path: Path, frames: int) -> str | None:
+    """None if `path` is a video that plays back with all `frames` frames (synced to disk), else what is wrong.
+    OpenCV's writer does not report a full disk: reading the file back is the only way to know."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return "the file is empty: is the disk full?"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # on the card before it replaces the earlier video
+    finally:
+        os.close(fd)
+    cap = cv2.VideoCapture(str(path))
+    try:
+        found = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        ok = cap.isOpened() and cap.read()[0]
+    finally:
+        cap.release()
+    if not ok or found != frames:
+        return f"it reads back with {found} of {frames} frames: is the disk full?"
+    return None

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 log = logging.getLogger("scenecap.edge.caption")
+
+# Option ranges. A beam of 10,000 or 10,000 threads is accepted by nothing useful: one caption took 88 s.
+MAX_BEAM = 16  # beyond ~8 the captions stop changing; the cost grows with the width
+MAX_THREADS = 64  # more interpreter threads than a Pi or a workstation has cores only adds contention
+MAX_LENGTH_PENALTY = 5.0  # GNMT alpha: 0.6-1 is the useful range; large values overflow the score
 
 EXAMPLES = """examples:
   scenecap caption demo/frames --bundle demo/bundle
@@ -51,6 +57,36 @@ def _seconds(text: str) -> float:
     return v
 
 
+def _int_in(low: int, high: int, why: str):
+    """An argparse type: a whole number from `low` to `high` (the error says why the range)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {low} or more")
+        if v > high:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected at most {high} ({why})")
+        return v
+
+    return parse
+
+
+def _float_in(low: float, high: float, why: str):
+    """An argparse type: a number from `low` to `high`."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a number from {low:g} to {high:g} ({why})")
+        return v
+
+    return parse
+
+
 def _non_negative(text: str) -> float:
     try:
         v = float(text)
@@ -86,19 +122,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "re-caption after SECONDS without a change (default: never)")
     g.add_argument("--min-interval", type=_seconds, default=2.0, metavar="SECONDS",
                    help="with --when change: at least SECONDS between captions (default 2)")
-    g.add_argument("--threshold", type=_non_negative, default=27.0, metavar="SCORE",
+    g.add_argument("--threshold", type=_float_in(0, 255, "the score is a mean difference of 0-255 values"),
+                   default=27.0, metavar="SCORE",
                    help="scene-change score that counts as a new scene, as PySceneDetect's ContentDetector "
                    "(mean HSV difference, 0-255; default 27; lower = more sensitive)")
     g.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
                    help="stop after looking at N frames")
 
     m = p.add_argument_group("model")
-    m.add_argument("--beam", type=_positive_int, default=1, metavar="N", help="beam width; 1 = greedy (default)")
-    m.add_argument("--length-penalty", type=_non_negative, default=0.0, metavar="ALPHA",
-                   help="GNMT length penalty alpha for beam search (0 = raw log-probability; 0.6-1 favours "
-                   "longer captions)")
-    m.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                   help="interpreter threads (default: the runtime's choice)")
+    m.add_argument("--beam", type=_int_in(1, MAX_BEAM, "wider beams stop changing the caption and only cost time"),
+                   default=1, metavar="N", help=f"beam width, 1-{MAX_BEAM}; 1 = greedy (default). Each caption "
+                   "costs about N times greedy's decoder time, and beyond ~8 the captions stop changing")
+    m.add_argument("--length-penalty", default=0.0, metavar="ALPHA",
+                   type=_float_in(0, MAX_LENGTH_PENALTY, "0.6-1 is the useful range"),
+                   help=f"GNMT length penalty alpha for beam search, 0-{MAX_LENGTH_PENALTY:g} (0 = raw "
+                   "log-probability; 0.6-1 favours longer captions)")
+    m.add_argument("--threads", default=None, metavar="N",
+                   type=_int_in(1, MAX_THREADS, "more threads than cores only adds contention"),
+                   help=f"interpreter threads, 1-{MAX_THREADS} (default: the runtime's choice; more than the "
+                   "machine's cores only slows each caption)")
     m.add_argument("--device", choices=("cpu", "edgetpu"), default="cpu",
                    help="edgetpu: run the bundle's *_edgetpu.tflite models on a Coral through libedgetpu")
     m.add_argument("--camera-size", type=_size, default=None, metavar="WxH",
@@ -124,6 +166,7 @@ def run_caption(args: argparse.Namespace) -> int:
     from scenecap.edge.errors import ScenecapError
     from scenecap.edge.live import Outputs, run
     from scenecap.edge.sources import describe_source
+    from scenecap.edge.terminal import escape
 
     if args.source and args.sources:
         raise ScenecapError("give files as arguments or one --source, not both")
@@ -131,6 +174,7 @@ def run_caption(args: argparse.Namespace) -> int:
         raise ScenecapError("nothing to caption: give image/video files, or --source (camera, picam, URL)")
     if args.attention and not args.save_annotated:
         raise ScenecapError("--attention needs --save-annotated DIR|VIDEO to write the heat-maps to")
+    use_stdout = _stdout_usable(args)
     source = args.source if args.source else list(args.sources)
     live = bool(args.source) and describe_source(args.source) != "file"
 
@@ -140,7 +184,7 @@ def run_caption(args: argparse.Namespace) -> int:
     try:
         if args.jsonl:
             outputs.jsonl = sys.stdout if args.jsonl == "-" else _open_append(args.jsonl)
-        if args.jsonl != "-":
+        if args.jsonl != "-" and use_stdout:
             outputs.text = sys.stdout
         if args.save_annotated:
             from scenecap.edge.annotate import AnnotatedWriter
@@ -151,7 +195,8 @@ def run_caption(args: argparse.Namespace) -> int:
 
             voice = check_voice(args.voice) if args.voice else voice_for(captioner.bundle.manifest.language)
             outputs.speaker = Speaker(voice, wav_dir=args.speak_to)
-            log.info("speech: espeak-ng voice %s%s", voice, f", to {args.speak_to}" if args.speak_to else "")
+            log.info("speech: espeak-ng voice %s%s", escape(voice),
+                     f", to {escape(args.speak_to)}" if args.speak_to else "")
     except BaseException:
         outputs.close()
         raise
@@ -160,18 +205,73 @@ def run_caption(args: argparse.Namespace) -> int:
         when = args.when or ("change" if args.source else "every")
         stats = run(captioner, source, outputs, when=when, every=args.every, min_interval=args.min_interval,
                     threshold=args.threshold, camera_size=args.camera_size, max_frames=args.max_frames)
+    except BrokenPipeError:
+        # The reader of stdout has gone (`| head -1`): stop, as cat does, without a traceback or a summary.
+        _discard_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for cat in the same place
     finally:
         if outputs.jsonl is not None and outputs.jsonl is not sys.stdout:
             outputs.jsonl.close()
+        _settle_stdout()
     if outputs.failed:  # an output that stopped part-way (reported when it happened): the run is incomplete
         return 2
     # Unreadable files are the user's to fix (exit 1); a bad frame from a live camera is routine.
     return 1 if stats.skipped and not live else 0
 
 
+def stdout_closed() -> bool:
+    """True when there is no stdout to write to: started with fd 1 closed (`>&-`; Python then has no
+    sys.stdout, or the command's front door put /dev/null there and said so in SCENECAP_STDOUT_CLOSED)."""
+    if sys.stdout is None or os.environ.get("SCENECAP_STDOUT_CLOSED") == "1":
+        return True
+    try:
+        os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        return True
+    return False
+
+
+def _stdout_usable(args: argparse.Namespace) -> bool:
+    """Whether captions can go to stdout. A closed stdout would drop every caption while the summary counted
+    them: refused when it is the only output, else said once."""
+    from scenecap.edge.errors import ScenecapError
+
+    if not stdout_closed():
+        return True
+    others = [name for name, given in (("--jsonl FILE", args.jsonl and args.jsonl != "-"),
+                                       ("--save-annotated", args.save_annotated),
+                                       ("--speak", args.speak or args.speak_to)) if given]
+    if args.jsonl == "-":
+        raise ScenecapError("--jsonl -: stdout is closed; give a file, or run with stdout open")
+    if not others:
+        raise ScenecapError("stdout is closed and no other output was asked for (--jsonl FILE, "
+                            "--save-annotated, --speak): the captions would go nowhere")
+    log.warning("stdout is closed: captions go to %s only", ", ".join(others))
+    return False
+
+
+def _settle_stdout() -> None:
+    """Flush stdout while a failure can still be handled. One that cannot take more (a full disk, a reader gone)
+    was already reported; /dev/null goes in its place so Python's own flush at exit does not print a traceback."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError):
+        _discard_stdout()
+
+
+def _discard_stdout() -> None:
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def _open_append(path: str):
-    """The --jsonl file: appended to line by line, each line whole or not at all (a full disk ends the run
-    with one line naming the file, and the lines before stay valid JSON lines)."""
+    """The --jsonl file: appended to line by line, each line whole or not at all (a full disk stops this output
+    with one line naming the file, the lines before stay valid JSON lines, and captioning goes on)."""
     from scenecap.edge.fileio import LineFile
 
     return LineFile(path, "--jsonl")

@@ -8,9 +8,11 @@ the loop never dies on it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import random
+import re
 import signal
 import statistics
 import sys
@@ -29,6 +31,7 @@ from scenecap.edge.errors import ScenecapError
 from scenecap.edge.fileio import LineFile, OutputError
 from scenecap.edge.gating import GateConfig, SceneGate
 from scenecap.edge.sources import Frame, FrameSource, open_source
+from scenecap.edge.terminal import escape, jsonable
 
 log = logging.getLogger("scenecap.edge.live")
 
@@ -49,10 +52,12 @@ class Captioned:
 @dataclass
 class RunStats:
     frames_read: int = 0  # by the source (a live source reads more than the loop takes)
+    missing: int = 0  # files that were not there (the source reports them; they are not frames read)
     frames_seen: int = 0  # frames the loop looked at
     captions: int = 0  # given to the outputs
     repeats: int = 0  # identical to the previous caption, dropped
-    skipped: int = 0  # unreadable or malformed frames
+    skipped: int = 0  # unreadable or malformed frames (missing files included)
+    empty: int = 0  # captions with no words (the model ended at once): nothing to say
     reconnects: int = 0
     dropped: int = 0  # live frames replaced by newer ones before the loop took them
     interrupted: bool = False
@@ -84,8 +89,13 @@ class RunStats:
         extra = []
         if self.repeats:
             extra.append(n(self.repeats, "repeat") + " dropped")
-        if self.skipped:
-            extra.append(n(self.skipped, "unreadable or bad frame") + " skipped")
+        if self.empty:
+            extra.append(n(self.empty, "empty caption"))
+        bad = self.skipped - self.missing  # missing files are counted apart: they were never read
+        if bad > 0:
+            extra.append(n(bad, "unreadable or bad frame") + " skipped")
+        if self.missing:
+            extra.append(n(self.missing, "missing file") + " skipped")
         if self.dropped:
             extra.append(n(self.dropped, "stale frame") + " dropped")
         if self.reconnects:
@@ -111,7 +121,8 @@ class SkipReporter:
         if n <= 3 or (n >= 10 and str(n).rstrip("0") == "1"):
             text = message if message.startswith(source.split("#")[0]) else f"{source}: {message}"
             suffix = f" ({n} times so far)" if n > 3 else ""
-            print(f"scenecap: {text}{suffix}", file=self.stream or sys.stderr, flush=True)
+            # Escaped: a file named with ESC[2J or a newline must not clear the terminal or forge a line.
+            print(f"scenecap: {escape(text)}{suffix}", file=self.stream or sys.stderr, flush=True)
 
 
 def plan(live: bool, when: str | None, every: float | None, min_interval: float = 2.0,
@@ -164,7 +175,7 @@ def caption_stream(captioner, source: str | int | Iterable | FrameSource, *, whe
                 stats.skipped += 1
                 report(frame.source, frame.error or "no pixels in this frame")
             else:
-                item = _one(captioner, gate, frame, report, stats, dedup, src.live)
+                item = _one(captioner, gate, frame, report, stats, dedup, src.live, stop)
                 if item is not None:
                     yield item
                 if on_frame is not None:  # after the caller has the caption, so a video frame can show it
@@ -186,12 +197,27 @@ def _is_live(source) -> bool:
 
 def _sync(stats: RunStats, src: FrameSource) -> None:
     stats.frames_read = src.stats.frames_read
+    stats.missing = getattr(src.stats, "missing", 0)  # a source that tells missing files apart
     stats.reconnects = src.stats.reconnects
     stats.dropped = src.stats.dropped
 
 
+def _takes_stop(captioner) -> bool:
+    """True if `captioner.caption` can be interrupted (takes `stop=`); an app's own captioner may not."""
+    try:
+        return "stop" in inspect.signature(captioner.caption).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _caption(captioner, image: np.ndarray, stop: threading.Event | None):
+    if stop is not None and _takes_stop(captioner):
+        return captioner.caption(image, stop=stop)
+    return captioner.caption(image)
+
+
 def _one(captioner, gate: SceneGate, frame: Frame, report, stats: RunStats, dedup: bool,
-         live: bool) -> Captioned | None:
+         live: bool, stop: threading.Event | None = None) -> Captioned | None:
     t0 = time.perf_counter()
     try:
         decision = gate.check(frame.image, frame.time_s)
@@ -203,7 +229,7 @@ def _one(captioner, gate: SceneGate, frame: Frame, report, stats: RunStats, dedu
     if not decision.caption:
         return None
     try:
-        cap = captioner.caption(frame.image)
+        cap = _caption(captioner, frame.image, stop)
     except ScenecapError as e:
         stats.skipped += 1
         report(frame.source, str(e))
@@ -212,6 +238,10 @@ def _one(captioner, gate: SceneGate, frame: Frame, report, stats: RunStats, dedu
         stats.skipped += 1
         report(frame.source, f"cannot caption this frame ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
         return None
+    if stop is not None and stop.is_set() and _takes_stop(captioner):
+        return None  # cut short by a signal: a half-decoded caption is not something to say to anyone
+    if not cap.text:
+        stats.empty += 1
     cap.timings["gate"] = gate_ms
     if live and frame.time_s is not None:  # capture -> caption ready: how stale the description is
         cap.timings["frame_age"] = (time.monotonic() - frame.time_s) * 1e3
@@ -222,8 +252,54 @@ def _one(captioner, gate: SceneGate, frame: Frame, report, stats: RunStats, dedu
 
 
 # -- outputs ----------------------------------------------------------------------------------------------------
+# What json.dumps(ensure_ascii=False) leaves raw that a terminal acts on when someone `cat`s the file: C1 controls,
+# line/paragraph separators and bidi overrides. Written as \uXXXX they are still the same JSON string.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def json_line(rec: dict) -> str:
+    """One JSON record on one line, UTF-8-writable and safe to show on a terminal."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(rec, ensure_ascii=False))
+
+
+def record(item: Captioned) -> dict:
+    """The JSON-lines record of one caption. File names may carry undecodable bytes: kept as the text \\xNN."""
+    cap, frame = item.caption, item.frame
+    return {"time": round(time.time(), 3), "source": jsonable(frame.source), "frame": frame.index,
+            "caption": jsonable(cap.text), "tokens": [int(t) for t in cap.tokens], "log_prob": round(cap.log_prob, 4),
+            "reason": item.reason, "scene_score": round(item.score, 2),
+            "latency_ms": {k: round(v, 3) for k, v in cap.timings.items()}}
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        return (e.strerror or type(e).__name__).lower()
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
+
+
+def _is_stdout(stream) -> bool:
+    return stream is not None and stream in (sys.stdout, sys.__stdout__)
+
+
+def say_line(text: str, stream: TextIO | None = None) -> None:
+    """A line for the person watching (stderr), which may itself be gone (a closed ssh terminal after SIGHUP):
+    then there is no one to tell, and the run still closes its outputs."""
+    try:
+        print(text, file=stream or sys.stderr, flush=True)
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError, AttributeError, RuntimeError):  # EIO after a hang-up; None; re-entered
+        pass
+
+
 class Outputs:
-    """Where captions go: stdout text, JSON lines, annotated frames/video, speech."""
+    """Where captions go: stdout text, JSON lines, annotated frames/video, speech.
+
+    An output that fails (a full disk, a read-only folder, stdout on /dev/full) is reported in one line and
+    dropped; the others go on and the exit status is 2 at the end: a cane must not fall silent because one
+    output failed. A closed pipe on stdout (`| head -1`) is different: the reader has gone, so BrokenPipeError
+    goes up and `run` ends quietly.
+    """
 
     def __init__(self, text: TextIO | None = None, jsonl: TextIO | None = None, annotated=None, speaker=None):
         self.text = text
@@ -232,12 +308,20 @@ class Outputs:
         self.speaker = speaker
         self.failed: list[str] = []  # outputs that stopped (a full disk), one line each, for the exit status
 
+    def fail(self, message: str) -> None:
+        """One output stopped: say so once (escaped: it names a file), remember it for the exit status."""
+        msg = f"{message}; captioning goes on without it"
+        say_line(f"scenecap: error: {escape(msg)}")
+        self.failed.append(msg)
+
     def seen(self, frame: Frame) -> None:
         if self.annotated is not None and frame.image is not None:
             try:
                 self.annotated.seen(frame.image)
             except (ValueError, cv2.error) as e:  # a frame the writer cannot take: the others still can
-                log.warning("annotated video: frame %s not written (%s)", frame.source, e)
+                log.warning("annotated video: frame %s not written (%s)", escape(frame.source), escape(e))
+            except (OutputError, OSError) as e:
+                self._drop_annotated(e)
 
     def emit(self, item: Captioned) -> None:
         cap, frame = item.caption, item.frame
@@ -245,16 +329,32 @@ class Outputs:
         if self.speaker is not None:
             self.speaker.say(cap.text)  # first: it only hands the text over, and speech is what the user waits for
         if self.text is not None:
-            print(f"{frame.source}\t{cap.text}", file=self.text, flush=True)
+            # Both fields escaped: a name or a vocabulary token with a tab or newline must not forge a record.
+            self._write_text(f"{escape(frame.source)}\t{escape(cap.text)}")
         if self.annotated is not None:
-            self.annotated.captioned(frame.source, frame.image, cap)
+            try:
+                self.annotated.captioned(frame.source, frame.image, cap)
+            except (OutputError, OSError) as e:
+                self._drop_annotated(e)
         cap.timings["output"] = (time.perf_counter() - t0) * 1e3
         if self.jsonl is not None:
-            rec = {"time": round(time.time(), 3), "source": frame.source, "frame": frame.index,
-                   "caption": cap.text, "tokens": [int(t) for t in cap.tokens], "log_prob": round(cap.log_prob, 4),
-                   "reason": item.reason, "scene_score": round(item.score, 2),
-                   "latency_ms": {k: round(v, 3) for k, v in cap.timings.items()}}
-            self._write_jsonl(json.dumps(rec, ensure_ascii=False))
+            self._write_jsonl(json_line(record(item)))
+
+    def _write_text(self, line: str) -> None:
+        try:
+            print(line, file=self.text, flush=True)
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError, UnicodeEncodeError) as e:  # /dev/full, a closed file, a non-UTF-8 console
+            self.text = None
+            self.fail(f"stdout: cannot write ({_why(e)})")
+
+    def _drop_annotated(self, e: BaseException) -> None:
+        target = getattr(self.annotated, "target", "")
+        msg = str(e) if isinstance(e, OutputError) else f"--save-annotated {target}: cannot write ({_why(e)})"
+        self.annotated.abandon()
+        self.annotated = None
+        self.fail(msg)
 
     def _write_jsonl(self, line: str) -> None:
         """One record. A file that cannot take it (disk full) is reported in one line naming the file and
@@ -267,45 +367,64 @@ class Outputs:
             try:
                 self.jsonl.write(line + "\n")
                 self.jsonl.flush()
-            except OSError as e:
-                name = getattr(self.jsonl, "name", "JSON lines output")
-                raise OutputError(f"--jsonl {'-' if self.jsonl in (sys.stdout, sys.__stdout__) else name}: cannot "
-                                  f"write ({e.strerror or type(e).__name__})") from None
+            except BrokenPipeError:
+                raise
+            except (OSError, ValueError, UnicodeEncodeError) as e:
+                name = "-" if _is_stdout(self.jsonl) else getattr(self.jsonl, "name", "JSON lines output")
+                raise OutputError(f"--jsonl {name}: cannot write ({_why(e)})") from None
         except OutputError as e:
-            msg = f"{e}; captioning goes on without it"
-            print(f"scenecap: error: {msg}", file=sys.stderr, flush=True)
-            self.failed.append(msg)
             if isinstance(self.jsonl, LineFile):
                 self.jsonl.close()
             self.jsonl = None
+            self.fail(str(e))
+
+    def hurry(self) -> None:
+        """A second signal while stopping: cut speech short (the espeak-ng child is killed), close the rest."""
+        if self.speaker is not None:
+            self.speaker.cut_short()
 
     def close(self) -> None:
         if self.annotated is not None:
-            self.annotated.close()
+            try:
+                self.annotated.close()
+            except (OutputError, OSError) as e:  # the video could not be completed: the previous one is kept
+                self._drop_annotated(e)
         if self.jsonl is not None and not isinstance(self.jsonl, LineFile):
             try:
                 self.jsonl.flush()
-            except OSError:  # already reported by _write_jsonl, which stopped the run
+            except (OSError, ValueError):  # a reader gone at the very end: nothing left to tell it
                 pass
         if self.speaker is not None:
             self.speaker.close()
 
 
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s)
+
+
 @contextmanager
-def stop_on_signals(stop: threading.Event):
-    """SIGINT/SIGTERM set `stop` (the loop then finishes its caption and cleans up); a second one quits now."""
+def stop_on_signals(stop: threading.Event, again: Callable[[], None] | None = None):
+    """SIGINT, SIGTERM or SIGHUP (the ssh terminal closed) set `stop`: the loop ends and cleans up. A second one
+    calls `again` (cut speech short) and the clean-up still runs; only a third quits at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    count = 0
 
     def handler(signum, _frame):
-        if stop.is_set():
+        nonlocal count
+        count += 1
+        name = signal.Signals(signum).name
+        if count == 1:
+            stop.set()
+            say_line(f"scenecap: {name}: stopping (send it again to cut speech short)")
+        elif count == 2:
+            if again is not None:
+                again()
+            say_line(f"scenecap: {name} again: speech cut short; closing the outputs (a third time quits at once)")
+        else:
             raise KeyboardInterrupt
-        stop.set()
-        print(f"scenecap: {signal.Signals(signum).name}: finishing the caption in progress, then stopping "
-              "(send it again to quit at once)", file=sys.stderr, flush=True)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -316,7 +435,11 @@ def stop_on_signals(stop: threading.Event):
 def run(captioner, source, outputs: Outputs, *, when: str | None = None, every: float | None = None,
         min_interval: float = 2.0, threshold: float = 27.0, camera_size: tuple[int, int] | None = None,
         max_frames: int | None = None, stderr: TextIO | None = None) -> RunStats:
-    """The command-line loop: caption `source` into `outputs` until it ends or a signal stops it."""
+    """The command-line loop: caption `source` into `outputs` until it ends or a signal stops it.
+
+    The signal handlers stay in place until the outputs are closed and the summary printed, so a signal while
+    speech finishes is handled, not a traceback. A closed pipe on stdout ends the run without a summary (as `cat`
+    does): BrokenPipeError goes to the caller once the outputs are closed."""
     stats = RunStats()
     stop = threading.Event()
     src = source if isinstance(source, FrameSource) else None
@@ -326,8 +449,9 @@ def run(captioner, source, outputs: Outputs, *, when: str | None = None, every: 
         src = open_source(source, every_s=stride, camera_size=camera_size)
     if outputs.annotated is not None and src.fps:
         outputs.annotated.fps = src.fps
-    try:
-        with stop_on_signals(stop):
+    with stop_on_signals(stop, again=outputs.hurry):
+        reader_gone = False
+        try:
             for item in caption_stream(captioner, src, when=when, every=every, min_interval=min_interval,
                                        threshold=threshold, stop=stop, max_frames=max_frames,
                                        on_skip=SkipReporter(stderr), on_frame=outputs.seen, stats=stats):
@@ -336,11 +460,15 @@ def run(captioner, source, outputs: Outputs, *, when: str | None = None, every: 
                 for k, v in item.caption.timings.items():
                     if k in STAGES:
                         stats.add_latency(k, float(v))
-    finally:
-        stats.interrupted = stop.is_set()
-        outputs.close()
-        _sync(stats, src)
-        print(stats.summary(), file=stderr or sys.stderr, flush=True)
+        except BrokenPipeError:
+            reader_gone = True
+            raise
+        finally:
+            stats.interrupted = stop.is_set()
+            outputs.close()
+            _sync(stats, src)
+            if not reader_gone:
+                say_line(stats.summary(), stderr)
     return stats
 
 

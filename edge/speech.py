@@ -8,6 +8,7 @@ next and never a backlog. A sentence already being spoken is finished, not cut o
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import threading
@@ -22,6 +23,14 @@ log = logging.getLogger("scenecap.edge.speech")
 VOICES = {"en": "en-us", "ar": "ar"}
 RATE_WPM = 165  # espeak-ng's default is 175; a little slower is easier to follow while walking
 ESPEAK_TIMEOUT_S = 30.0
+# Control characters, line separators, bidi overrides and lone surrogates (undecodable bytes): nothing to say, and
+# a surrogate cannot even be written to espeak-ng's stdin. Each becomes a space.
+_UNSPEAKABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def speakable(text: str) -> str:
+    """`text` as plain words for espeak-ng: control and formatting characters gone, spaces collapsed."""
+    return " ".join(_UNSPEAKABLE.sub(" ", text).split())
 
 
 def find_espeak() -> str:
@@ -92,15 +101,20 @@ class Speaker:
         self.rate = rate
         self.wav_dir = Path(wav_dir) if wav_dir else None
         if self.wav_dir is not None:
-            self.wav_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.wav_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ScenecapError(f"--speak-to {self.wav_dir}: cannot create the folder ({e.strerror})") from None
         self.spoken = 0
         self.replaced = 0  # captions that a newer one replaced before they were spoken
         self.failed = 0
+        self.cut = 0  # sentences cut short by a second signal while stopping
         self.last_spoken: str | None = None
         self.files: deque[Path] = deque(maxlen=1000)  # the latest WAVs written (bounded: a cane runs for days)
         self._pending: str | None = None
         self._busy = False
         self._closing = False
+        self._hurry = False
         self._proc: subprocess.Popen | None = None
         self._cond = threading.Condition()
         self._warned = False
@@ -108,8 +122,8 @@ class Speaker:
         self._thread.start()
 
     def say(self, text: str) -> None:
-        text = text.strip()
-        if not text:
+        text = speakable(text)
+        if not text or self._hurry:
             return
         with self._cond:
             if self._pending is not None:
@@ -127,6 +141,9 @@ class Speaker:
                 text, self._pending, self._busy = self._pending, None, True
             try:
                 self._speak(text)
+            except Exception as e:  # noqa: BLE001 - one odd sentence must not end speech for the rest of the run
+                self.failed += 1
+                log.warning("speech: could not speak a caption (%s: %s)", type(e).__name__, e)
             finally:
                 with self._cond:
                     self._busy = False
@@ -138,6 +155,8 @@ class Speaker:
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.PIPE, text=True)
+            if self._hurry:  # cut_short() came before there was a child to kill
+                self._proc.kill()
             _, err = self._proc.communicate(text + "\n", timeout=ESPEAK_TIMEOUT_S)
             rc = self._proc.returncode
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -147,6 +166,11 @@ class Speaker:
             rc, err = -1, str(e)
         finally:
             self._proc = None
+        if self._hurry:  # killed on purpose by cut_short(): not a fault of espeak-ng
+            self.cut += 1
+            if wav is not None:
+                wav.unlink(missing_ok=True)  # half a sentence is not a recording of it
+            return
         # espeak-ng exits 0 even when it found no sound card; its complaint on stderr is the only sign.
         trouble = [ln for ln in (err or "").splitlines() if ln.startswith("error") or "cannot" in ln.lower()]
         if rc != 0 or (wav is not None and not wav.is_file()) or (wav is None and trouble):
@@ -169,6 +193,18 @@ class Speaker:
         with self._cond:
             return self._pending is None and not self._busy
 
+    def cut_short(self) -> None:
+        """Stop speaking now: drop what is waiting and kill the espeak-ng child. Safe from a signal handler
+        (takes no lock: the main thread may hold it when the signal comes)."""
+        self._hurry = True
+        self._pending = None
+        proc = self._proc
+        if proc is not None:
+            try:
+                proc.kill()
+            except OSError:  # it had just ended
+                pass
+
     def close(self, timeout: float = 15.0) -> None:
         """Let the current and pending sentence finish (up to `timeout` s), then stop the worker."""
         with self._cond:
@@ -180,5 +216,5 @@ class Speaker:
             if proc is not None:
                 proc.kill()
             self._thread.join(2.0)
-        log.info("speech: %d spoken, %d replaced by a newer caption before being spoken, %d failed",
-                 self.spoken, self.replaced, self.failed)
+        log.info("speech: %d spoken, %d replaced by a newer caption before being spoken, %d failed%s",
+                 self.spoken, self.replaced, self.failed, f", {self.cut} cut short" if self.cut else "")
