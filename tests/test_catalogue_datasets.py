@@ -16,6 +16,7 @@ from catalogue_helpers import cli_error, one_line_error, scenecap, write_image
 
 from scenecap import ScenecapError
 from scenecap.train.datasets import load_dataset
+from scenecap.train.language import caption_language
 from scenecap.train.text import TextOptions
 from scenecap.train.validate import validate
 
@@ -104,6 +105,10 @@ CASES: dict[str, tuple] = {
                                            "line 3: 3 fields; the header has 2 (quote captions"),
     "csv: field over the csv limit": ("c.csv", "image,caption\na.jpg," + "x" * 200_000 + "\n", "csv",
                                       "line 2: field larger than field limit"),
+    "csv: a quote never closed": ("c.csv", 'image,caption\na.jpg,a cat\nb.jpg,"a dog\nc.jpg,a cow\n', None,
+                                  'line 3: a quote (") opened on this line is never closed'),
+    "csv: text after a closing quote": ("c.csv", 'image,caption\na.jpg,"a cat" on a mat\n', None,
+                                        "line 2: text after a closing quote; expected ','"),
     "csv: Latin-1 bytes": ("latin1.csv", "image,caption\na.jpg,café\n".encode("latin-1"), None,
                            "not UTF-8 text (byte 23); save the annotations as UTF-8"),
     # JSON lines and JSON lists
@@ -204,7 +209,50 @@ def test_train_command_stops_on_missing_images_with_one_line(tmp_path):
     assert not (tmp_path / "run" / "checkpoints" / "last.weights.h5").exists()
 
 
-# Catalogue size: 47 bad annotation files through load_dataset, 3 bad format/list values, 1 BOM read through,
-# 2 validations (missing/unreadable/empty, all empty) and 1 `scenecap train` run = 54 cases.
+def test_a_quoted_caption_over_two_lines_is_one_caption_and_later_lines_keep_their_numbers(tmp_path):
+    f = tmp_path / "c.csv"
+    f.write_text('image,caption\na.jpg,"a cat,\non a mat"\nb.jpg,"a dog\n', encoding="utf-8")
+    one_line_error(lambda: load_dataset(f), str(f), "line 4: a quote")
+    f.write_text('image,caption\na.jpg,"a cat,\non a mat"\nb.jpg,"a ""big"" dog"\n', encoding="utf-8")
+    assert [s.captions for s in load_dataset(f)] == [["a cat,\non a mat"], ['a "big" dog']]
+
+
+# --- the captions' language against --lang (it picks the speech voice) -----------------------------------------
+
+# case -> (captions, --lang (None: not given), words of the one-line error, which names the annotation file)
+LANGUAGE_CASES = {
+    "Arabic captions, --lang en": (["دائرة حمراء", "مربع أزرق"], "en",
+                                   "--lang en is written in Latin script, but the captions are Arabic; pass the "
+                                   "captions' language (--lang ar"),
+    "English captions, --lang ar": (["a red circle"], "ar", "--lang ar is written in Arabic script, but the "
+                                    "captions are Latin"),
+    "Chinese captions, --lang ja": (["一只猫在桌子上"], "ja", "--lang ja is written in Kana script, but the captions "
+                                    "are Han"),
+    "Cyrillic, not told which language": (["кошка на столе"], None, "the captions are in Cyrillic script, which "
+                                          "several languages write; pass --lang CODE (--lang ru"),
+    "Devanagari, not told": (["एक कुत्ता घास पर"], None, "Devanagari script, which several languages write"),
+    "half Arabic, half Latin": (["a red circle", "دائرة حمراء"], None, "the captions mix scripts ("),
+    "no letters at all": (["123", "..."], None, "the captions have no letters to tell their language by; pass "
+                          "--lang CODE"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LANGUAGE_CASES))
+def test_caption_language(case):
+    captions, given, expected = LANGUAGE_CASES[case]
+    one_line_error(lambda: caption_language(captions, given, "captions.csv"), "captions.csv: ", expected)
+
+
+def test_train_command_refuses_a_language_the_captions_contradict(tmp_path):
+    f = tmp_path / "captions.csv"
+    f.write_text("image,caption\nnowhere.jpg,دائرة حمراء في الأعلى\n", encoding="utf-8")
+    r = scenecap("train", str(f), "--lang", "en", "--out", str(tmp_path / "run"))
+    cli_error(r, str(f), "--lang en is written in Latin script, but the captions are Arabic")
+    assert not (tmp_path / "run").exists()  # refused before the images were even looked at
+
+
+# Catalogue size: 49 bad annotation files through load_dataset, 3 bad format/list values, 1 BOM read through,
+# 1 multi-line quoted caption, 2 validations (missing/unreadable/empty, all empty), 7 languages the captions
+# contradict or do not tell, and 2 `scenecap train` runs = 65 cases.
 def test_catalogue_size():
-    assert len(CASES) == 47
+    assert (len(CASES), len(LANGUAGE_CASES)) == (49, 7)

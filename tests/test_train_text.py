@@ -10,8 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scenecap import ScenecapError
+from scenecap.edge.terminal import is_safe
 from scenecap.edge.vocab import Vocab
-from scenecap.train.text import TextOptions, build_vocab, coverage, normalize, tokenize
+from scenecap.train.language import caption_language
+from scenecap.train.text import (
+    MAX_LENGTH_CAP,
+    TextOptions,
+    build_vocab,
+    coverage,
+    fitting_max_length,
+    normalize,
+    tokenize,
+)
 
 
 def test_english_is_lower_cased_and_punctuation_split():
@@ -85,3 +95,53 @@ def test_arabic_vocabulary_round_trips_as_utf8_json(tmp_path):
     raw = (tmp_path / "vocab.json").read_bytes().decode("utf-8")
     assert "دائرة" in raw  # stored as readable UTF-8, not \\u escapes
     assert Vocab.load(tmp_path / "vocab.json").decode(v.encode(caps[0])) == caps[0]
+
+
+# --- no token the runtime would refuse: tokens are printed as caption words -------------------------------------
+
+
+def test_controls_bidi_overrides_and_separators_never_reach_a_token():
+    hostile = "a\u202edog\x1b[31m red\u2028cat\u2029 \ufeffbig \u200fقطة\x85x \ue000y tab\tnew\nline"
+    words = tokenize(hostile)
+    assert words == ["adog", "31m", "red", "cat", "big", "قطة", "x", "y", "tab", "new", "line"]
+    v = build_vocab([words])
+    assert all(is_safe(t) for t in v.tokens)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))  # every code point, surrogates and controls included
+def test_every_token_of_any_text_is_one_the_runtime_accepts(text):
+    assert all(is_safe(w) and w.strip() == w for w in tokenize(text))
+
+
+# --- caption length: the default fits the captions -------------------------------------------------------------
+
+
+def test_the_default_caption_length_fits_99_percent_of_the_projects_own_captions(synth_data):
+    from scenecap.train.datasets import load_coco
+
+    lengths = [len(tokenize(c)) + 2 for s in load_coco(synth_data / "captions_train.json") for c in s.captions]
+    n = fitting_max_length(lengths)
+    assert sum(length <= n for length in lengths) >= 0.99 * len(lengths)
+    assert sum(length <= n - 1 for length in lengths) < 0.99 * len(lengths)  # and no longer than that
+    assert sum(length > 24 for length in lengths) > 0.2 * len(lengths)  # what the old fixed 24 cut
+    assert fitting_max_length([200] * 10) == MAX_LENGTH_CAP and fitting_max_length([]) == 3
+
+
+# --- the caption language, from the captions' script -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("captions, given, expected", [
+    (["a red circle at the top"], None, "en"),
+    (["دائرة حمراء في الأعلى", "مربع أزرق"], None, "ar"),
+    (["un chat sur la table"], "fr", "fr"),
+    (["نگاه می‌کند"], "fa", "fa"),  # Persian: Arabic script, told
+    (["猫がテーブルの上にいる"], None, "ja"),
+    (["一只猫在桌子上"], None, "zh"),
+    (["כלב רץ בפארק"], None, "he"),
+    (["a cat", "a dog", "a cow", "a hen", "a pig", "a fox", "an owl", "a yak", "an ox", "a bee", "قط"], None, "en"),
+    (["кошка на столе"], "ru", "ru"),
+    (["a cat"], "xx-custom", "xx-custom"),  # a code whose script is unknown: taken as given
+])
+def test_caption_language(captions, given, expected):
+    assert caption_language(captions, given, "c.json")[0] == expected

@@ -84,7 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip decoding every image before training (faster start, later failures)")
     g.add_argument("--cache-images", default=S, choices=["auto", "memory", "none"],
                    help="keep decoded images in RAM (default auto: when under 1 GiB)")
-    g.add_argument("--lang", default=S, help="caption language code recorded in the bundle (default en)")
+    g.add_argument("--lang", default=S, help="caption language code recorded in the bundle; it picks the speech "
+                   "voice (default: from the captions' script: Arabic ar, Latin en, Hebrew he ...; asked for when "
+                   "several languages share the script, refused when it contradicts the captions)")
     g.add_argument("--normalization", default=S, choices=["NFKC", "NFC", "NFKD", "NFD", "none"],
                    help="Unicode normalisation of captions (default NFKC)")
     g.add_argument("--keep-case", dest="lowercase", action="store_false", default=S,
@@ -93,8 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep Arabic diacritics (harakat); by default they are removed")
     g.add_argument("--keep-tatweel", dest="strip_tatweel", action="store_false", default=S,
                    help="keep Arabic tatweel (kashida); by default it is removed")
-    g.add_argument("--max-length", type=int, default=S, help="caption tokens incl. <start>/<end> (default 24); "
-                   "longer captions are truncated and counted")
+    g.add_argument("--max-length", type=int, default=S, help="caption tokens incl. <start>/<end> (default: what "
+                   "99%% of the training captions need, at most 64, logged); longer captions are cut and counted")
     g.add_argument("--min-count", type=int, default=S, help="drop words seen fewer times (default 1)")
     g.add_argument("--max-vocab", type=int, default=S, help="keep at most this many tokens")
 

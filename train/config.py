@@ -43,7 +43,7 @@ class TrainConfig:
     val: str | None = None  # annotation file of the validation split (a Karpathy file: its 'val' split)
     images: str | None = None  # image folder (default: images/ or Images/ ... beside the annotation file)
     out: str = "runs/latest"
-    language: str = "en"
+    language: str | None = None  # None: detected from the captions' script when training starts
     epochs: int = 10
     batch_size: int = 32  # per replica: the global batch is this times the number of GPUs/workers
     learning_rate: float = 1e-3
@@ -281,8 +281,8 @@ def check_values(cfg: TrainConfig) -> None:
         bad("model.decoder_state", m.decoder_state, f"one of {DECODER_STATES}")
     if m.feature_stride not in FEATURE_STRIDES:
         bad("model.feature_stride", m.feature_stride, f"one of {FEATURE_STRIDES}")
-    if m.max_length < 3:
-        bad("model.max_length", m.max_length, "3 or more (<start>, a word, <end>)")
+    if m.max_length != 0 and m.max_length < 3:
+        bad("model.max_length", m.max_length, "3 or more (<start>, a word, <end>), or 0 to fit the captions")
     if m.image_size < 32:
         bad("model.image_size", m.image_size, "32 or more (96 to 224 for real use)")
     for key in ("embed_dim", "units", "attention_units", "fc_units"):

@@ -247,21 +247,23 @@ def load_csv(path: str | Path, images_dir: str | Path | None = None, split: str 
     text = _read_text(path)
     first = text.splitlines()[0] if text else ""
     delimiter = max(",\t|;", key=first.count) if first else ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    # strict: a quote that is never closed would otherwise swallow every later line into one caption, silently
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
         raise ScenecapError(f"{path}: empty annotation file") from None
     except csv.Error as e:
-        raise ScenecapError(f"{path}: line 1: {e}") from None
+        raise ScenecapError(f"{path}: line 1: {_csv_problem(e, delimiter)}") from None
     img_col, cap_col = _pick(header, IMAGE_KEYS), _pick(header, CAPTION_KEYS)
     if img_col is None or cap_col is None:
         raise ScenecapError(f"{path}: line 1: header {header[:6]} has no {'image' if img_col is None else 'caption'} "
                             f"column; expected one of {IMAGE_KEYS if img_col is None else CAPTION_KEYS}")
     rows = []
+    start = reader.line_num + 1  # the line a row starts on: a quoted caption may span lines
     try:
         for row in reader:
-            lineno = reader.line_num
+            lineno, start = start, reader.line_num + 1
             if not any(c.strip() for c in row):
                 continue
             if len(row) < len(header):
@@ -273,8 +275,19 @@ def load_csv(path: str | Path, images_dir: str | Path | None = None, split: str 
                 row = row[:cap_col] + [delimiter.join(row[cap_col:])]
             rows.append((lineno, row[img_col].strip(), row[cap_col].strip()))
     except csv.Error as e:
-        raise ScenecapError(f"{path}: line {reader.line_num}: {e}") from None
+        raise ScenecapError(f"{path}: line {start}: {_csv_problem(e, delimiter)}") from None
     return _group(path, _root(path, images_dir), rows, split)
+
+
+def _csv_problem(e: csv.Error, delimiter: str) -> str:
+    """The csv module's terse errors in words a person editing the file can act on."""
+    msg = str(e)
+    if "unexpected end of data" in msg:
+        return 'a quote (") opened on this line is never closed; expected a closing quote'
+    if "expected after" in msg:
+        return (f'text after a closing quote; expected {delimiter!r} or the end of the line (to keep quotes in a '
+                'caption, quote it whole and double them: "a ""red"" car")')
+    return msg
 
 
 def load_jsonl(path: str | Path, images_dir: str | Path | None = None, split: str = "train") -> list[Sample]:

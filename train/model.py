@@ -22,7 +22,7 @@ FEATURE_STRIDES = (8, 16, 32)
 @dataclass
 class ModelConfig:
     vocab_size: int
-    max_length: int = 24  # tokens including <start> and <end>
+    max_length: int = 0  # tokens including <start> and <end>; 0: training picks what the captions need
     backbone: str = "mobilenet_v2"
     alpha: float = 0.35
     image_size: int = 96

@@ -1,14 +1,20 @@
 """Caption text -> words, for any script: Unicode normalisation, case folding only where a script has case,
 punctuation removed without touching letters or combining marks of other alphabets, optional Arabic diacritic
 and tatweel removal, Chinese/Japanese characters as one token each (those scripts put no spaces between words).
+
+No token ever holds a control character: tokens are printed as caption words, and the runtime refuses a
+vocabulary with one. Controls, separators, surrogates, private-use and unassigned code points split words;
+invisible format characters (bidi marks and overrides, BOM, soft hyphen) are dropped, except the zero-width
+(non-)joiner, which Persian and Indic spelling use inside words.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from scenecap import ScenecapError
@@ -28,6 +34,8 @@ _CJK_RANGES = (
     (0x20000, 0x2FA1F),  # CJK Extensions B-F, Compatibility Supplement
 )
 NORMALIZATIONS = ("NFC", "NFKC", "NFD", "NFKD", "none")
+_SEPARATING = {"Zs", "Zl", "Zp", "Cc", "Cs", "Co", "Cn"}  # categories that end a word
+_JOINERS = {"\u200c", "\u200d"}  # ZWNJ, ZWJ: part of a word's spelling in Persian, Hindi, ...
 
 
 @dataclass(frozen=True)
@@ -73,13 +81,32 @@ def tokenize(text: str, opts: TextOptions = TextOptions()) -> list[str]:
         ch = _APOSTROPHES.get(ch, ch) if opts.keep_apostrophes else ch
         if ch == "'" and opts.keep_apostrophes:
             out.append(ch)
-        elif _is_punct(ch) or unicodedata.category(ch) in ("Zs", "Cc"):
+        elif _is_punct(ch) or unicodedata.category(ch) in _SEPARATING:
             out.append(" ")
+        elif unicodedata.category(ch) == "Cf" and ch not in _JOINERS:
+            continue  # invisible: a bidi mark inside a word must not make it a different word
         elif _is_cjk(ch):
             out.append(f" {ch} ")
         else:
             out.append(ch)
-    return [w.strip("'") for w in "".join(out).split() if w.strip("'")]
+    words = (w.strip("'").strip("".join(_JOINERS)) for w in "".join(out).split())
+    return [w for w in words if w]
+
+
+# The default caption length fits this share of the training captions (+ <start>/<end>), up to the cap: a longer
+# decoder loop costs every caption on the device, and the rare very long caption is mostly a list.
+MAX_LENGTH_PERCENTILE = 99
+MAX_LENGTH_CAP = 64
+
+
+def fitting_max_length(lengths: Sequence[int], percentile: int = MAX_LENGTH_PERCENTILE,
+                       cap: int = MAX_LENGTH_CAP) -> int:
+    """The length (tokens) that `percentile`% of these caption lengths fit in (nearest rank), from 3 to `cap`."""
+    if not lengths:
+        return 3
+    ordered = sorted(lengths)
+    rank = max(math.ceil(len(ordered) * percentile / 100), 1)
+    return max(3, min(cap, ordered[rank - 1]))
 
 
 def build_vocab(captions: Iterable[list[str]], min_count: int = 1, max_size: int | None = None) -> Vocab:

@@ -26,8 +26,16 @@ from scenecap.edge.fileio import atomic_write_text
 from scenecap.edge.vocab import Vocab
 from scenecap.train.config import TrainConfig, check_values
 from scenecap.train.datasets import Sample, detect_format, karpathy_splits, load_dataset
+from scenecap.train.language import caption_language
 from scenecap.train.model import ModelConfig  # noqa: F401  (re-exported: callers build TrainConfig with it)
-from scenecap.train.text import build_vocab, coverage, tokenize
+from scenecap.train.text import (
+    MAX_LENGTH_CAP,
+    MAX_LENGTH_PERCENTILE,
+    build_vocab,
+    coverage,
+    fitting_max_length,
+    tokenize,
+)
 
 log = logging.getLogger("scenecap.train")
 
@@ -52,10 +60,53 @@ def _load_data(cfg: TrainConfig, progress: bool):
     val = load_split(val_path, cfg.images, "val", cfg.dataset_format, cfg.val_list)
     if not train:
         raise ScenecapError(f"{cfg.train}: no training images")
+    _decide_language(cfg, train)  # before the images are decoded: a refusal should not wait for that
     train, _ = validate(train, cfg.train, cfg.text, cfg.skip_missing, cfg.check_images, progress)
     if val:
         val, _ = validate(val, val_path, cfg.text, cfg.skip_missing, cfg.check_images, progress)
     return train, val
+
+
+def _decide_language(cfg: TrainConfig, train: list[Sample]) -> None:
+    """cfg.language from --lang, checked against the captions' script, or detected from it (it picks the voice)."""
+    language, how = caption_language((c for s in train for c in s.captions), cfg.language, cfg.train)
+    cfg.language = language
+    log.info("caption language %s (%s)", language, how)
+
+
+def _decide_max_length(cfg: TrainConfig, lengths: list[int]) -> None:
+    """cfg.model.max_length from the captions when not given; either way, say how many captions get cut."""
+    cut_at = fitting_max_length(lengths)
+    given = bool(cfg.model.max_length)
+    if not given:
+        cfg.model.max_length = cut_at
+    n = cfg.model.max_length
+    cut = sum(length > n for length in lengths)
+    share = 100 * cut / max(len(lengths), 1)
+    if not given:
+        log.info("max_length %d tokens (incl. <start> and <end>): the %dth percentile of the training captions' "
+                 "lengths, at most %d; %d of %d captions (%.1f%%) are longer and are cut", n, MAX_LENGTH_PERCENTILE,
+                 MAX_LENGTH_CAP, cut, len(lengths), share)
+    elif cut:
+        log.warning("%d of %d training captions (%.1f%%) are longer than --max-length %d tokens and are cut; "
+                    "--max-length %d keeps %d%% whole, --max-length %d all of them", cut, len(lengths), share, n,
+                    cut_at, MAX_LENGTH_PERCENTILE, max(lengths))
+
+
+def _already_finished(out: Path, cfg: TrainConfig) -> str | None:
+    """The one line for --resume on a run with nothing left to train, or None if there is."""
+    from scenecap.train.callbacks import Checkpointer
+
+    state = Checkpointer(out, chief=False).load_state()
+    if state is None:
+        return None
+    if state.stopped_early:
+        return (f"{out}: already finished: early stopping ended it after {state.epoch} of {cfg.epochs} epochs "
+                "(no improvement); nothing to resume")
+    if state.epoch >= cfg.epochs:
+        return (f"{out}: already finished ({state.epoch} of {cfg.epochs} epochs); to train more, resume with a "
+                f"larger --epochs (e.g. --resume --epochs {state.epoch + 5})")
+    return None
 
 
 def _prepare_run_dir(out: Path, resume: bool, force: bool, chief: bool) -> None:
@@ -84,6 +135,10 @@ def run(cfg: TrainConfig, resume: bool = False, force: bool = False, progress: b
     """Train and return the run folder. `resume` continues an interrupted run in cfg.out from its last state.
     TensorFlow is imported here, not at module import."""
     check_values(cfg)
+    finished = _already_finished(Path(cfg.out), cfg) if resume else None
+    if finished:  # before TensorFlow and the data: there is nothing to do
+        log.info("%s", finished)
+        return Path(cfg.out)
     from scenecap.train import distribute
 
     strategy = distribute.make_strategy(cfg.strategy)  # first TensorFlow op: collectives need it so
@@ -129,13 +184,12 @@ def _train(cfg: TrainConfig, strategy, chief: bool, out: Path, resume: bool, pro
     state = ckpt.load_state() if resume else None
     if resume and state is None:
         log.info("%s: no saved state to resume from; starting at epoch 1", out)
-    if state and state.finished:
-        log.info("%s: already finished (%d epochs); raise --epochs to train further", out, state.epoch)
     keras.utils.set_random_seed(cfg.seed)
 
     train_samples, val_samples = _load_data(cfg, progress and chief)
     vocab_path = out / "vocab.json"
     train_words = [tokenize(c, cfg.text) for s in train_samples for c in s.captions]
+    _decide_max_length(cfg, [len(words) + 2 for words in train_words])  # + <start> and <end>
     if state and vocab_path.is_file():
         vocab = Vocab.load(vocab_path)  # a resumed run keeps its vocabulary: the embedding rows depend on it
     else:
@@ -149,9 +203,6 @@ def _train(cfg: TrainConfig, strategy, chief: bool, out: Path, resume: bool, pro
              len(train_samples), len(val_samples), len(vocab), 100 * coverage(train_words, vocab))
 
     enc = encode_captions(train_samples, vocab, cfg.model.max_length, cfg.text)
-    if enc.truncated:
-        log.warning("%d of %d training captions were longer than max_length=%d tokens and were truncated",
-                    enc.truncated, sum(len(s.captions) for s in train_samples), cfg.model.max_length)
     venc = encode_captions(val_samples, vocab, cfg.model.max_length, cfg.text) if val_samples else None
 
     replicas = strategy.num_replicas_in_sync
