@@ -240,3 +240,32 @@ def test_mixed_precision_keeps_float32_weights_and_scales_the_loss(ar_data, tmp_
     assert any("loss_scale" in n or "dynamic_scale" in n for n in names), names[:5]
     model, _, _ = load_trained(tmp_path / "run")
     assert all(w.dtype == "float32" for w in model.weights)
+
+
+def test_language_and_caption_length_come_from_the_captions_and_a_finished_run_says_so(ar_data, tmp_path, caplog):
+    """No --lang and no --max-length: the Arabic captions are recorded as ar and fit whole; --resume afterwards
+    says the run is finished without reading the data again."""
+    from scenecap.train.config import TrainConfig
+    from scenecap.train.model import ModelConfig
+    from scenecap.train.text import fitting_max_length, tokenize
+    from scenecap.train.trainer import load_split, run
+
+    train = str(ar_data / "captions_val.json")  # 48 images: the smallest split is enough for one epoch
+    cfg = TrainConfig(train=train, out=str(tmp_path / "run"), epochs=1, batch_size=16, mode="cached",
+                      tensorboard=False, val_caption_images=0,
+                      model=ModelConfig(vocab_size=0, image_size=64, embed_dim=16, units=16, attention_units=16,
+                                        fc_units=16))
+    caplog.set_level("INFO", logger="scenecap")
+    run(cfg, progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
+    lengths = [len(tokenize(c)) + 2 for s in load_split(train, None, "train") for c in s.captions]
+    assert saved["language"] == "ar"
+    assert saved["model"]["max_length"] == fitting_max_length(lengths) >= 0.99 * max(lengths)
+    assert "caption language ar (detected from the captions' Arabic script)" in caplog.text
+    assert "the 99th percentile of the training captions' lengths" in caplog.text
+
+    caplog.clear()
+    again = TrainConfig.from_dict(saved)
+    assert run(again, resume=True, progress=False) == tmp_path / "run"
+    assert caplog.messages == [f"{tmp_path / 'run'}: already finished (1 of 1 epochs); to train more, resume with "
+                               "a larger --epochs (e.g. --resume --epochs 6)"]
