@@ -11,9 +11,13 @@ one is read, and keys this version does not know are kept (and written back by `
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from scenecap.edge.errors import ScenecapError
-from scenecap.edge.fileio import sha256_file
+from scenecap.edge.fileio import read_regular
+from scenecap.edge.modelinfo import MAX_MODEL_BYTES
 from scenecap.edge.preprocess import PreprocessSpec
 from scenecap.edge.vocab import Vocab
 
@@ -38,6 +43,16 @@ DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64", "boo
 MODEL_NAMES = ("encoder", "decoder_step")
 _OP_RE = re.compile(r"^[A-Za-z0-9_]+(\([^)]*\))?:v\d+$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+# Bounds on what a manifest may ask for, so a small file cannot make the loader allocate without limit.
+# A caption is one sentence (the original system stopped at 46 words); 1024 steps is ~15 s of decoding on a Pi, and
+# a model that never says <end> must still stop in bounded time and memory.
+MAX_LENGTH = 1024
+MAX_MANIFEST_BYTES = 4 << 20  # a manifest is a few kB; its op lists are the bulk
+MAX_TENSOR_ELEMENTS = 1 << 28  # 1 GiB of float32: more than any input, output or word table of a captioner
+# A vocab.json holds one JSON string per logit: 1 kB per token is far more than any word needs (escaped or not).
+VOCAB_BYTES_PER_TOKEN = 1024
+VOCAB_BYTES_OVERHEAD = 64 << 10
+NPY_HEADER_BYTES = 64 << 10  # an .npy header is ~128 bytes; room for any numpy version's padding
 
 
 @dataclass
@@ -183,8 +198,16 @@ def _tensor(d: Any, where: str) -> TensorSpec:
         raise _err(where, "name missing or not a string")
     if not isinstance(shape, list) or not all(_is_int(x) and x >= 1 for x in shape):
         raise _err(where, f"shape {shape!r}; expected a list of positive integers (static shapes only)")
-    if dtype not in DTYPES:
+    if math.prod(shape) > MAX_TENSOR_ELEMENTS:
+        raise _err(where, f"shape {shape!r} has more than {MAX_TENSOR_ELEMENTS} elements; expected a captioner's")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise _err(where, f"dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    _quant_params(d, dtype, where)
+    return TensorSpec(d["name"], list(shape), dtype, float(d.get("scale", 0.0)), int(d.get("zero_point", 0)))
+
+
+def _quant_params(d: dict, dtype: str, where: str) -> None:
+    """scale and zero_point (optional: 0 = not quantised) are numbers that fit the dtype."""
     scale, zp = d.get("scale", 0.0), d.get("zero_point", 0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
         raise _err(where, f"scale {scale!r}; expected a finite number >= 0 (0 = not quantised)")
@@ -194,7 +217,20 @@ def _tensor(d: Any, where: str) -> TensorSpec:
         info = np.iinfo(dtype)
         if not info.min <= zp <= info.max:
             raise _err(where, f"zero_point {zp} outside the {dtype} range")
-    return TensorSpec(d["name"], list(shape), dtype, float(scale), int(zp))
+
+
+def _embedding_table(e: Any, where: str) -> None:
+    """decoder.embedding: {file, shape [vocab, embed_dim], dtype, scale, zero_point}, each of the right type (the
+    loader allocates the table from them, and inspect prints them)."""
+    if not isinstance(e, dict):
+        raise _err(where, f"decoder.embedding is {type(e).__name__}; expected an object with a file")
+    _plain_name(e.get("file"), where, "decoder.embedding.file")
+    shape, dtype = e.get("shape"), e.get("dtype")
+    if not isinstance(shape, list) or len(shape) != 2 or not all(_is_int(x) and x >= 1 for x in shape):
+        raise _err(where, f"decoder.embedding.shape {shape!r}; expected [vocabulary, embed_dim]")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise _err(where, f"decoder.embedding.dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    _quant_params(e, dtype, f"{where}: decoder.embedding")
 
 
 def _model_spec(name: str, m: Any, where: str) -> ModelSpec:
@@ -284,14 +320,20 @@ def _check_shapes(data: dict, models: dict[str, ModelSpec], pre: PreprocessSpec,
         token = dec.inputs["token"]
         if token.shape != [batch] or token.dtype not in ("int32", "int64"):
             raise _err(where, f"models.decoder_step input token is {token.dtype}{token.shape}; expected int32[{batch}]")
+        if data["decoder"].get("embedding") is not None:  # the captioner would look words up for a token input
+            raise _err(where, "decoder.embedding (a word table) is given but models.decoder_step takes a token "
+                       "input; expected the table only for a decoder with an embedding input")
     elif "embedding" in dec.inputs:
         emb_in = dec.inputs["embedding"]
         table = data["decoder"].get("embedding")
         if not isinstance(table, dict):
             raise _err(where, "models.decoder_step takes an embedding input but decoder.embedding (the lookup "
                        "table) is missing")
+        if len(emb_in.shape) != 2 or emb_in.shape[0] != batch:  # checked before indexing: a file may say []
+            raise _err(where, f"models.decoder_step input embedding has shape {emb_in.shape}; expected "
+                       f"[{batch}, embed_dim]")
         shape = table.get("shape")
-        if shape != [vocab_size, emb_in.shape[-1]] or emb_in.shape != [batch, emb_in.shape[-1]]:
+        if shape != [vocab_size, emb_in.shape[1]]:
             raise _err(where, f"decoder.embedding.shape {shape!r} does not fit the decoder input embedding "
                        f"{emb_in.shape} and vocabulary {vocab_size}")
         if table.get("dtype") != emb_in.dtype or table.get("scale", 0.0) != emb_in.scale or \
@@ -348,8 +390,8 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
     for role, idx in tokens.items():  # extra roles too: every id is checked against the vocabulary size
         if not _is_int(idx):
             raise _err(where, f"{_key('tokens', role)} is {idx!r}; expected an integer id")
-    if data["max_length"] < 2:
-        raise _err(where, f"max_length {data['max_length']}; expected at least 2")
+    if not 2 <= data["max_length"] <= MAX_LENGTH:
+        raise _err(where, f"max_length {data['max_length']}; expected 2 to {MAX_LENGTH} (tokens, <start> included)")
     for key in _POSITIVE_DIMS:
         v = data["model"].get(key)
         if v is not None and (not _is_int(v) or v < 1):
@@ -362,9 +404,7 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
         raise _err(where, f"decoder.batch {batch!r}; expected a positive integer")
     embedding = data["decoder"].get("embedding")
     if embedding is not None:  # checked whatever the decoder's input: its file is listed among the hashed files
-        if not isinstance(embedding, dict):
-            raise _err(where, f"decoder.embedding is {type(embedding).__name__}; expected an object with a file")
-        _plain_name(embedding.get("file"), where, "decoder.embedding.file")
+        _embedding_table(embedding, where)
     models = {name: _model_spec(name, data["models"].get(name), where) for name in MODEL_NAMES}
     for name, m in data["models"].items():  # other models (future minor versions) must still be well-formed
         if name not in models:
@@ -409,24 +449,53 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
 
 @dataclass
 class Bundle:
+    """A loaded bundle. `data` holds each listed file's bytes as read once and verified: the models, vocabulary and
+    word table are made from these bytes, never by opening the files again (a file swapped or rewritten after the
+    check is never used, and no model is memory-mapped from a file that can change under it)."""
+
     path: Path
     manifest: Manifest
     vocab: Vocab
+    data: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def content(self, name: str) -> bytes:
+        """A listed file's verified bytes."""
+        return self.data[name]
+
+
+def _logits_vocab(manifest: Manifest) -> int:
+    """The vocabulary size, as the decoder's logits tensor says (the one source of truth; checked [batch, V])."""
+    return manifest.models["decoder_step"].outputs["logits"].shape[1]
+
+
+def _read_limit(manifest: Manifest, name: str) -> int:
+    """The most bytes a listed file may have, from what the manifest already says, so none is read unbounded."""
+    info = manifest.files.get(name, {})
+    if "bytes" in info:
+        return info["bytes"]
+    if name == manifest.vocab:
+        return _logits_vocab(manifest) * VOCAB_BYTES_PER_TOKEN + VOCAB_BYTES_OVERHEAD
+    table = manifest.embedding
+    if table and name == table["file"]:
+        return math.prod(table["shape"]) * np.dtype(table["dtype"]).itemsize + NPY_HEADER_BYTES
+    return MAX_MODEL_BYTES
+
 
 def read_manifest(bundle_dir: str | Path) -> Manifest:
-    path = Path(bundle_dir) / MANIFEST
-    if Path(bundle_dir).is_file():
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST
+    if bundle_dir.is_file():
         raise ScenecapError(f"{bundle_dir}: is a file; expected a bundle folder (with manifest.json and models)")
-    if not Path(bundle_dir).is_dir():
+    if not bundle_dir.is_dir():
         raise ScenecapError(f"{bundle_dir}: not a bundle folder (no such directory)")
-    if not path.is_file():
+    if not os.path.lexists(path) or path.is_dir() and not path.is_symlink():
         raise ScenecapError(f"{path}: missing; a bundle folder needs a manifest.json (is this a bundle?)")
+    raw = read_regular(path, MAX_MANIFEST_BYTES, "manifest file")  # no link, FIFO or device; bounded
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ScenecapError(f"{path}: not UTF-8 text; expected JSON") from None
     except json.JSONDecodeError as e:
@@ -435,56 +504,89 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
         raise ScenecapError(f"{path}: invalid JSON: {str(e).split(':')[0]}") from None
     except RecursionError:  # json gives up on deeply nested arrays this way, not with a JSONDecodeError
         raise ScenecapError(f"{path}: JSON nested too deeply; expected a bundle manifest object") from None
-    except OSError as e:
-        raise ScenecapError(f"{path}: cannot read ({e.strerror})") from None
     return parse_manifest(data, str(path))
 
 
-def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
-    """Every file the manifest lists exists, has the recorded size and the recorded sha256."""
+def read_files(bundle_dir: Path, manifest: Manifest, verify: bool = True) -> dict[str, bytes]:
+    """Every file the manifest lists, read once: a regular file inside the bundle (no link), of the recorded size,
+    and (verify) of the recorded sha256. The bytes returned are the bytes checked."""
+    out = {}
     for name, info in sorted(manifest.files.items()):
         p = bundle_dir / name
-        if not p.is_file():
-            raise ScenecapError(f"{p}: missing from the bundle (listed in manifest.json)")
-        if "bytes" in info and p.stat().st_size != info["bytes"]:
-            raise ScenecapError(f"{p}: {p.stat().st_size} bytes; the manifest says {info['bytes']} (the file was "
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            raise ScenecapError(f"{p}: missing from the bundle (listed in manifest.json)") from None
+        except OSError as e:
+            raise ScenecapError(f"{p}: cannot read the bundle file ({e.strerror})") from None
+        size = st.st_size if stat.S_ISREG(st.st_mode) else None  # a link or FIFO: read_regular says what it is
+        if size is None or "bytes" not in info or size == info["bytes"]:
+            raw = read_regular(p, _read_limit(manifest, name), "bundle file")
+            size = len(raw)  # it may have changed since the lstat
+        if "bytes" in info and size != info["bytes"]:
+            raise ScenecapError(f"{p}: {size} bytes; the manifest says {info['bytes']} (the file was "
                                 "changed or truncated)")
-        digest = sha256_file(p)
-        if digest != info["sha256"]:
+        digest = hashlib.sha256(raw).hexdigest()
+        if verify and digest != info["sha256"]:
             raise ScenecapError(
                 f"{p}: sha256 {digest[:12]}... does not match the manifest's {info['sha256'][:12]}...; "
                 "the file was changed or corrupted"
             )
+        out[name] = raw
+    return out
+
+
+def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
+    """Every file the manifest lists exists, has the recorded size and the recorded sha256."""
+    read_files(bundle_dir, manifest)
 
 
 def load_bundle(bundle_dir: str | Path, verify: bool = True) -> Bundle:
-    """Read and check a bundle: manifest valid, files present with matching hashes, vocab consistent."""
+    """Read and check a bundle: manifest valid, files present with matching hashes, vocab consistent.
+
+    Each file is read once; the Bundle keeps the verified bytes, from which everything else is made."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
-    if verify:
-        verify_files(bundle_dir, manifest)
-    vocab = Vocab.load(bundle_dir / manifest.vocab)
+    data = read_files(bundle_dir, manifest, verify)
+    vocab_path = bundle_dir / manifest.vocab
+    vocab = Vocab.parse(data[manifest.vocab], vocab_path)
     if vocab.ids != {k: manifest.tokens[k] for k in vocab.ids}:
         raise ScenecapError(
-            f"{bundle_dir / manifest.vocab}: special token ids {vocab.ids} differ from the manifest's {manifest.tokens}"
+            f"{vocab_path}: special token ids {vocab.ids} differ from the manifest's {manifest.tokens}"
         )
     vsize = manifest.model.get("vocab_size")
     if vsize is not None and vsize != len(vocab):
-        raise ScenecapError(f"{bundle_dir / manifest.vocab}: {len(vocab)} tokens; the manifest says {vsize}")
-    return Bundle(bundle_dir, manifest, vocab)
+        raise ScenecapError(f"{vocab_path}: {len(vocab)} tokens; the manifest says {vsize}")
+    logits = _logits_vocab(manifest)  # checked whether or not model.vocab_size is given: a word per logit
+    if len(vocab) != logits:
+        raise ScenecapError(f"{vocab_path}: {len(vocab)} tokens; the decoder's logits score {logits} (one token "
+                            "per logit expected)")
+    return Bundle(bundle_dir, manifest, vocab, data)
 
 
 def load_embedding(bundle: Bundle) -> np.ndarray | None:
-    """An embedding-input decoder's word table (quantised like its input, if that is quantised), or None."""
+    """An embedding-input decoder's word table (quantised like its input, if that is quantised), or None.
+
+    Read from the verified bytes, never unpickled; the header's shape and dtype are checked against the manifest
+    before any data is read, so a header claiming a huge array allocates nothing."""
     spec = bundle.manifest.embedding
     if not spec:
         return None
     path = bundle.file(spec["file"])
+    f = io.BytesIO(bundle.content(spec["file"]))
     try:
-        table = np.load(path, allow_pickle=False)  # never unpickle: a bundle may come from anywhere
-    except (OSError, ValueError) as e:
+        version = np.lib.format.read_magic(f)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f"format version {version[0]}.{version[1]}; expected 1.0 or 2.0")
+        shape, fortran, dtype = readers[version](f, max_header_size=NPY_HEADER_BYTES)
+    except (OSError, ValueError, SyntaxError, TypeError) as e:
         raise ScenecapError(f"{path}: not a readable .npy array ({str(e).splitlines()[0] if str(e) else e})") from None
-    if list(table.shape) != list(spec["shape"]) or table.dtype.name != spec["dtype"]:
-        raise ScenecapError(f"{path}: {table.dtype.name}{list(table.shape)}; the manifest says "
-                            f"{spec['dtype']}{spec['shape']}")
-    return table
+    if list(shape) != list(spec["shape"]) or dtype.name != spec["dtype"] or fortran:
+        raise ScenecapError(f"{path}: {dtype.name}{list(shape)}{' (Fortran order)' if fortran else ''}; the "
+                            f"manifest says {spec['dtype']}{spec['shape']}")
+    body = memoryview(bundle.content(spec["file"]))[f.tell():]
+    if len(body) != math.prod(shape) * dtype.itemsize:
+        raise ScenecapError(f"{path}: {len(body)} bytes of data; {dtype.name}{list(shape)} needs "
+                            f"{math.prod(shape) * dtype.itemsize}")
+    return np.frombuffer(body, dtype=dtype).reshape(shape).copy()  # a copy: writable, and not tied to the bytes

@@ -2,16 +2,27 @@
 
 `step(tokens[n], hidden[n, U]) -> (logits[n, V], hidden[n, U], attention[n, L])` advances n hypotheses by one
 word; the caller binds the image's features. Each hypothesis carries its own hidden state.
+
+`stop` (a threading.Event, optional) is checked before every step: once it is set the search returns the best
+hypothesis so far with `stopped=True` (unfinished: never to be spoken or shown as a caption), so a signal stops
+a model that never says <end> within one decoder step.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from scenecap.edge.errors import ScenecapError
+
 StepFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# GNMT's alpha is tuned in [0, 1] (0.6-0.7 in the paper); 5 already ranks by length alone. The bound keeps
+# ((5 + n) / 6) ** alpha finite for any caption length the manifest allows (171 ** 5 ~ 1.5e11).
+MAX_LENGTH_PENALTY = 5.0
 
 
 @dataclass
@@ -19,6 +30,7 @@ class Hypothesis:
     tokens: list[int]  # generated ids, without <start>; ends with <end> if finished
     log_prob: float  # total log-probability of `tokens`
     attention: list[np.ndarray] = field(default_factory=list)  # one [L] map per token
+    stopped: bool = False  # cut short by `stop`: unfinished, not a caption
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -27,12 +39,29 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
 
 
-def greedy(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_steps: int) -> Hypothesis:
-    """Pick the most likely word each step until <end> or max_steps words."""
+def check_length_penalty(alpha: float) -> float:
+    """`alpha` as a float in [0, MAX_LENGTH_PENALTY], or one ScenecapError line."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or \
+            not 0 <= alpha <= MAX_LENGTH_PENALTY:
+        raise ScenecapError(f"length penalty {alpha!r}; expected a number from 0 to {MAX_LENGTH_PENALTY:g} "
+                            "(0 = raw log-probability; 0.6-1 favours longer captions)")
+    return float(alpha)
+
+
+def _stopped(stop: threading.Event | None) -> bool:
+    return stop is not None and stop.is_set()
+
+
+def greedy(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_steps: int,
+           stop: threading.Event | None = None) -> Hypothesis:
+    """Pick the most likely word each step until <end>, max_steps words or `stop`."""
     token = np.array([start], np.int32)
     hidden = hidden0[:1]
     hyp = Hypothesis([], 0.0)
     for _ in range(max_steps):
+        if _stopped(stop):
+            hyp.stopped = True
+            break
         logits, hidden, attn = step(token, hidden)
         row = logits[0]
         best = int(np.argmax(row))
@@ -49,23 +78,28 @@ def length_normalised(h: Hypothesis, alpha: float) -> float:
     """GNMT length penalty ((5 + n) / 6) ** alpha; alpha = 0 compares raw total log-probabilities."""
     if alpha == 0:
         return h.log_prob
-    return h.log_prob / (((5.0 + len(h.tokens)) / 6.0) ** alpha)
+    return h.log_prob / (((5.0 + len(h.tokens)) / 6.0) ** check_length_penalty(alpha))
 
 
 def beam_search(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_steps: int, width: int = 3,
-                length_penalty: float = 0.0) -> Hypothesis:
+                length_penalty: float = 0.0, stop: threading.Event | None = None) -> Hypothesis:
     """Beam search with log-softmax scores, one hidden state per beam and early stop.
 
     The greedy path is always kept among the beams (it replaces the weakest when pruned), so the result is
-    never less likely than greedy's; with width 1 this is exactly greedy.
+    never less likely than greedy's; with width 1 this is exactly greedy. `length_penalty`: 0 to
+    MAX_LENGTH_PENALTY (a ScenecapError otherwise).
     """
+    length_penalty = check_length_penalty(length_penalty)
     if width <= 1:
-        return greedy(step, hidden0, start, end, max_steps)
+        return greedy(step, hidden0, start, end, max_steps, stop)
     beams = [Hypothesis([], 0.0)]
     hiddens = hidden0[:1]
     greedy_idx = 0  # which live beam is the greedy path
     finished: list[Hypothesis] = []
     for t in range(max_steps):
+        if _stopped(stop):
+            best = max(beams, key=lambda h: length_normalised(h, length_penalty))
+            return Hypothesis(best.tokens, best.log_prob, best.attention, stopped=True)
         last = np.array([h.tokens[-1] if h.tokens else start for h in beams], np.int32)
         logits, new_hidden, attn = step(last, hiddens)
         logp = log_softmax(logits)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -41,6 +42,53 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_regular(path: str | Path, limit: int, what: str = "file", follow_symlinks: bool = False) -> bytes:
+    """The bytes of a regular file, read once, at most `limit` of them, or one ScenecapError line.
+
+    Read once so a caller can verify and then use the very same bytes (a file swapped between a hash check and a
+    second open is never used). O_NOFOLLOW refuses a symbolic link (one pointing out of a bundle); O_NONBLOCK keeps
+    a FIFO from hanging the open, and the fstat check refuses it and any other non-regular file. Reading stops at
+    `limit` + 1 bytes, so a huge file is refused without being held in memory.
+    """
+    path = Path(path)
+    if "\0" in str(path):  # os.open would raise ValueError "embedded null byte"
+        raise ScenecapError(f"{str(path)!r}: not a usable path (it contains a NUL byte)")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise ScenecapError(f"{path}: {what} not found") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP and not follow_symlinks:
+            raise ScenecapError(f"{path}: is a symbolic link; expected a regular {what}, not a link (which may "
+                                "point anywhere)") from None
+        raise ScenecapError(f"{path}: cannot read the {what} ({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
+            raise ScenecapError(f"{path}: is {kind}; expected a regular {what}")
+        if st.st_size > limit:
+            raise ScenecapError(f"{path}: {st.st_size} bytes; expected at most {limit} for a {what}")
+        os.set_blocking(fd, True)
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:  # it grew while being read
+            raise ScenecapError(f"{path}: more than {limit} bytes; expected at most {limit} for a {what}")
+        return b"".join(chunks)
+    except OSError as e:
+        raise ScenecapError(f"{path}: cannot read the {what} ({e.strerror})") from None
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -19,6 +19,8 @@ import numpy as np
 
 from scenecap.edge.bundle import ModelSpec, TensorSpec
 from scenecap.edge.errors import ScenecapError
+from scenecap.edge.fileio import read_regular
+from scenecap.edge.modelinfo import MAX_MODEL_BYTES
 
 log = logging.getLogger("scenecap.edge")
 
@@ -142,11 +144,20 @@ class TFLiteModel:
     """One .tflite model, run by input/output name, (de)quantised per the manifest."""
 
     def __init__(self, path: Path, spec: ModelSpec, threads: int | None = None, delegate: Any = None,
-                 runtime: Runtime | None = None):
+                 runtime: Runtime | None = None, content: bytes | None = None):
+        """`content`: the model's bytes, as read and verified by the bundle loader (read from `path` if None).
+
+        The interpreter runs from these bytes, never from the file: a model_path interpreter memory-maps the file,
+        and a file overwritten in place under it kills the process with SIGBUS. LiteRT does not copy
+        model_content, so `self.content` keeps the bytes alive as long as the interpreter."""
         self.path = Path(path)
         self.spec = spec
         self.runtime = runtime or find_runtime()
-        kwargs: dict[str, Any] = {"model_path": str(self.path)}
+        self.content = content if content is not None else read_regular(self.path, MAX_MODEL_BYTES, "model file",
+                                                                        follow_symlinks=True)
+        if not self.content:  # LiteRT would say "model_path or model_content must be specified"
+            raise ScenecapError(f"{self.path}: {self.runtime.name} cannot load this model (the file is empty)")
+        kwargs: dict[str, Any] = {"model_content": self.content}
         if threads:
             kwargs["num_threads"] = int(threads)
         if delegate is not None:

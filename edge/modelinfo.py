@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scenecap.edge.errors import ScenecapError
+from scenecap.edge.fileio import read_regular
+
+MAX_MODEL_BYTES = 2 << 30  # a flatbuffer's 32-bit offsets cannot address more than 2 GiB
 
 # BuiltinOperator enum of the TFLite schema, by code (a public file-format fact).
 _OPS = """ADD AVERAGE_POOL_2D CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEPTH_TO_SPACE DEQUANTIZE EMBEDDING_LOOKUP FLOOR
@@ -44,11 +47,30 @@ def op_name(code: int) -> str:
     return _OPS[code] if 0 <= code < len(_OPS) else f"BUILTIN_{code}"
 
 
+class _Corrupt(ValueError):
+    """A structural fault this reader found itself; its message says which."""
+
+
+class _Budget:
+    """How many bytes of vectors and strings a parse may still decode. In a well-formed file they do not overlap,
+    so together they fit in the file; a crafted one can point many tables at one long vector (20,000 operators
+    naming one 20,000-entry list: memory growing with the square of the file size), which this stops."""
+
+    def __init__(self, size: int):
+        self.left = 4 * size + (1 << 20)  # slack for shared strings and tiny files
+
+    def spend(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise _Corrupt("its tables overlap far beyond the file's size")
+
+
 class _Table:
     """A flatbuffer table: fields are found through the vtable; absent fields read as their default."""
 
-    def __init__(self, buf: bytes, pos: int):
+    def __init__(self, buf: bytes, pos: int, budget: _Budget | None = None):
         self.buf, self.pos = buf, pos
+        self.budget = budget or _Budget(len(buf))
         self.vt = pos - struct.unpack_from("<i", buf, pos)[0]
         self.vt_len = struct.unpack_from("<H", buf, self.vt)[0]
 
@@ -69,20 +91,28 @@ class _Table:
 
     def table(self, i: int) -> _Table | None:
         p = self._ref(i)
-        return _Table(self.buf, p) if p is not None else None
+        return _Table(self.buf, p, self.budget) if p is not None else None
+
+    def _length(self, p: int, item: int) -> int:
+        """A vector's length, charged to the budget and checked to fit in the file before anything is read."""
+        n = struct.unpack_from("<I", self.buf, p)[0]
+        if p + 4 + n * item > len(self.buf):
+            raise _Corrupt("a vector runs past the end of the file")
+        self.budget.spend(n * item + 4)
+        return n
 
     def string(self, i: int) -> str | None:
         p = self._ref(i)
         if p is None:
             return None
-        n = struct.unpack_from("<I", self.buf, p)[0]
+        n = self._length(p, 1)
         return self.buf[p + 4 : p + 4 + n].decode("utf-8", "replace")
 
     def vector(self, i: int, fmt: str) -> list:
         p = self._ref(i)
         if p is None:
             return []
-        n = struct.unpack_from("<I", self.buf, p)[0]
+        n = self._length(p, struct.calcsize("<" + fmt))
         return list(struct.unpack_from(f"<{n}{fmt}", self.buf, p + 4))
 
     def vector_len(self, i: int) -> int:
@@ -93,11 +123,11 @@ class _Table:
         p = self._ref(i)
         if p is None:
             return []
-        n = struct.unpack_from("<I", self.buf, p)[0]
+        n = self._length(p, 4)
         out = []
         for k in range(n):
             q = p + 4 + 4 * k
-            out.append(_Table(self.buf, q + struct.unpack_from("<I", self.buf, q)[0]))
+            out.append(_Table(self.buf, q + struct.unpack_from("<I", self.buf, q)[0], self.budget))
         return out
 
 
@@ -156,17 +186,15 @@ class ModelInfo:
         return sum(t.buffer_bytes for t in self.tensors)
 
     def tensor(self, i: int) -> TensorInfo:
+        if not 0 <= i < len(self.tensors):  # -1 marks an omitted optional input: there is no tensor to read
+            raise ScenecapError(f"{self.path}: an operator reads tensor {i}, which the model does not have")
         return self.tensors[i]
 
 
 def read_model(path: str | Path) -> ModelInfo:
     """Parse a .tflite file: operators (with versions), tensors (shape, dtype, quantisation), signatures."""
     path = Path(path)
-    try:
-        buf = path.read_bytes()
-    except OSError as e:
-        raise ScenecapError(f"{path}: cannot read ({e.strerror or e})") from None
-    return parse_model(buf, path)
+    return parse_model(read_regular(path, MAX_MODEL_BYTES, "model file", follow_symlinks=True), path)
 
 
 def parse_model(buf: bytes, path: str | Path = "<bytes>") -> ModelInfo:
@@ -176,6 +204,8 @@ def parse_model(buf: bytes, path: str | Path = "<bytes>") -> ModelInfo:
         raise ScenecapError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
     try:
         return _parse(path, buf)
+    except _Corrupt as e:
+        raise ScenecapError(f"{path}: corrupt TFLite flatbuffer ({e})") from None
     except (struct.error, IndexError, UnicodeDecodeError, ValueError):  # truncated or corrupt
         raise ScenecapError(f"{path}: truncated or corrupt TFLite flatbuffer") from None
 
@@ -235,8 +265,19 @@ def _parse(path: Path, buf: bytes) -> ModelInfo:
             "inputs": {m.string(0) or "": m.scalar(1, "I", 0) for m in sd.tables(0)},
             "outputs": {m.string(0) or "": m.scalar(1, "I", 0) for m in sd.tables(1)},
         }
+    _check_indices(main_ops, ins, outs, len(tensors))
     all_ops = [OpInfo(n, v, c) for (n, v), c in sorted(counts.items())]
     return ModelInfo(path, len(buf), main_ops, tensors, ins, outs, signatures, len(subgraphs), all_ops)
+
+
+def _check_indices(ops: list[Operator], ins: list[int], outs: list[int], n: int) -> None:
+    """Every tensor index the main subgraph names is one of its tensors (-1: an omitted optional input), so the
+    readers of ModelInfo can index `tensors` with them."""
+    if any(not -1 <= i < n for op in ops for i in (*op.inputs, *op.outputs)):
+        raise _Corrupt("an operator names a tensor the subgraph does not have")
+    # Signatures are not checked here: theirs may index another subgraph (ModelInfo.tensor refuses a bad one).
+    if any(not 0 <= i < n for i in ins + outs):
+        raise _Corrupt("a subgraph input or output names a tensor it does not have")
 
 
 def read_ops(path: str | Path) -> list[OpInfo]:
@@ -249,6 +290,8 @@ def fc_macs(info: ModelInfo) -> int:
     total = 0
     for op in info.operators:
         if op.name != "FULLY_CONNECTED" or len(op.inputs) < 2:
+            continue
+        if op.inputs[0] < 0 or op.inputs[1] < 0:  # an omitted input
             continue
         x, w = info.tensor(op.inputs[0]), info.tensor(op.inputs[1])
         if len(w.shape) != 2:

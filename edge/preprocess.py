@@ -13,6 +13,10 @@ import numpy as np
 from scenecap.edge.errors import ScenecapError
 
 RESIZE_METHODS = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+# The channel order the encoder takes: prepare() always hands it RGB, so that is the only one a bundle may name.
+COLORS = ("RGB",)
+# A model input side: MobileNet inputs are 96..224 px; 4096 leaves room and bounds the buffers a manifest can ask for.
+MAX_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -24,10 +28,17 @@ class PreprocessSpec:
     color: str = "RGB"
 
     def __post_init__(self) -> None:
-        if self.resize not in RESIZE_METHODS:
+        # Every field checked for its type too: a manifest is JSON, and "false" (a string) would count as true.
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SIDE:
+                raise ScenecapError(f"{name} {value!r}; expected an integer from 1 to {MAX_SIDE}")
+        if not isinstance(self.resize, str) or self.resize not in RESIZE_METHODS:
             raise ScenecapError(f"resize method {self.resize!r} unknown; expected one of {sorted(RESIZE_METHODS)}")
-        if self.height < 1 or self.width < 1:
-            raise ScenecapError(f"input size {self.height}x{self.width}; expected positive height and width")
+        if not isinstance(self.keep_aspect, bool):
+            raise ScenecapError(f"keep_aspect {self.keep_aspect!r}; expected true or false")
+        if not isinstance(self.color, str) or self.color not in COLORS:
+            raise ScenecapError(f"color {self.color!r}; expected one of {', '.join(COLORS)}")
 
     def to_json(self) -> dict:
         return asdict(self)

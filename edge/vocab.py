@@ -7,10 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scenecap.edge.errors import ScenecapError
+from scenecap.edge.terminal import escape, is_safe
 
 VOCAB_FORMAT = "scenecap-vocab"
 # The order of the system scenecap replaces (pad 0, <unk> 1, <start> 2, <end> 3), so imported models keep their ids.
 DEFAULT_SPECIALS = {"pad": "<pad>", "unk": "<unk>", "start": "<start>", "end": "<end>"}
+# A vocab.json outside a bundle (run folders, exports): the original system's 26,556 words take 0.4 MB; 64 MB is a
+# few million words, more than any captioner's output layer, and stops a runaway file before it is parsed.
+MAX_VOCAB_BYTES = 64 << 20
 
 
 @dataclass
@@ -84,22 +88,27 @@ class Vocab:
         atomic_write_text(path, json.dumps(self.to_json(), ensure_ascii=False, indent=0))
 
     @classmethod
-    def load(cls, path: str | Path) -> Vocab:
+    def load(cls, path: str | Path, max_bytes: int = MAX_VOCAB_BYTES) -> Vocab:
+        """Read a vocab.json (a run folder's, an export's): refused in one line if it is not a regular file, larger
+        than `max_bytes` or not a valid vocabulary."""
+        from scenecap.edge.fileio import read_regular
+
         path = Path(path)
-        if "\0" in str(path):  # open() would raise ValueError "embedded null byte"
-            raise ScenecapError(f"{str(path)!r}: not a usable vocabulary path (it contains a NUL byte)")
+        # Links followed here: run folders and exports may link their files; bundles refuse links (edge/bundle.py).
+        return cls.parse(read_regular(path, max_bytes, "vocabulary file", follow_symlinks=True), path)
+
+    @classmethod
+    def parse(cls, raw: bytes, path: str | Path) -> Vocab:
+        """A vocabulary from the bytes of a vocab.json (already read, and verified when from a bundle); `path` names
+        the file in messages."""
         try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
-        except FileNotFoundError:
-            raise ScenecapError(f"{path}: vocabulary file not found") from None
+            data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
             raise ScenecapError(f"{path}: not UTF-8 text (byte {e.start}); expected a JSON vocabulary") from None
         except json.JSONDecodeError as e:
             raise ScenecapError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
         except RecursionError:  # json gives up on deeply nested arrays this way, not with a JSONDecodeError
             raise ScenecapError(f"{path}: JSON nested too deeply; expected a JSON vocabulary object") from None
-        except OSError as e:  # a folder, or unreadable
-            raise ScenecapError(f"{path}: cannot read the vocabulary ({e.strerror})") from None
         except ValueError as e:  # not a JSONDecodeError: an integer past Python's 4300-digit limit
             raise ScenecapError(f"{path}: invalid JSON: {str(e).split(':')[0]}") from None
         if not isinstance(data, dict) or data.get("format") != VOCAB_FORMAT or not isinstance(
@@ -110,6 +119,17 @@ class Vocab:
         if not isinstance(specials, dict) or not all(isinstance(v, str) for v in specials.values()):
             raise ScenecapError(f"{path}: 'specials' must map pad/unk/start/end to token strings")
         try:
-            return cls(list(data["tokens"]), dict(specials))
+            vocab = cls(list(data["tokens"]), dict(specials))
         except ScenecapError as e:
             raise ScenecapError(f"{path}: {e}") from None
+        _check_printable(vocab.tokens, path)
+        return vocab
+
+
+def _check_printable(tokens: list[str], path: str | Path) -> None:
+    """A token is printed as a caption word: one with a newline, an escape sequence or a bidi override would forge
+    stdout records or rewrite the terminal, so a file holding one is refused (a trainer never makes one)."""
+    for i, tok in enumerate(tokens):
+        if not is_safe(tok):
+            raise ScenecapError(f"{path}: vocabulary entry {i} is {escape(repr(tok))}; expected no control "
+                                "characters, bidi overrides or line separators (tokens are printed as words)")

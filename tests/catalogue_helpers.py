@@ -77,3 +77,51 @@ def manifest_set(*keys_value) -> Callable[[dict], None]:
             d[keys[-1]] = value
 
     return change
+
+
+def tflite_with_shared_inputs(operators: int, refs: int) -> bytes:
+    """A small .tflite flatbuffer whose `operators` operators all point at one input list naming tensor 0 `refs`
+    times: valid layout, tiny file, and operators x refs entries for a reader that decodes each list anew."""
+    import flatbuffers
+
+    b = flatbuffers.Builder(0)
+    b.StartVector(4, refs, 4)
+    for _ in range(refs):
+        b.PrependInt32(0)
+    shared = b.EndVector()
+    ops = []
+    for _ in range(operators):
+        b.StartObject(3)  # Operator: opcode_index, inputs, outputs
+        b.PrependUOffsetTRelativeSlot(1, shared, 0)
+        ops.append(b.EndObject())
+
+    def table_vector(items: list[int]) -> int:
+        b.StartVector(4, len(items), 4)
+        for item in reversed(items):
+            b.PrependUOffsetTRelative(item)
+        return b.EndVector()
+
+    ops_vec = table_vector(ops)
+    b.StartVector(4, 1, 4)
+    b.PrependInt32(1)
+    shape = b.EndVector()
+    b.StartObject(5)  # Tensor: shape, type, buffer, name, quantization
+    b.PrependUOffsetTRelativeSlot(0, shape, 0)
+    tensor = b.EndObject()
+    tensors = table_vector([tensor])
+    b.StartObject(5)  # SubGraph: tensors, inputs, outputs, operators, name
+    b.PrependUOffsetTRelativeSlot(0, tensors, 0)
+    b.PrependUOffsetTRelativeSlot(3, ops_vec, 0)
+    subgraph = b.EndObject()
+    subgraphs = table_vector([subgraph])
+    b.StartObject(4)  # OperatorCode: deprecated_builtin_code, custom_code, version, builtin_code
+    b.PrependInt32Slot(2, 1, 1)
+    code = b.EndObject()
+    codes = table_vector([code])
+    b.StartObject(8)  # Model: version, operator_codes, subgraphs, description, buffers, ...
+    b.PrependUint32Slot(0, 3, 0)
+    b.PrependUOffsetTRelativeSlot(1, codes, 0)
+    b.PrependUOffsetTRelativeSlot(2, subgraphs, 0)
+    model = b.EndObject()
+    b.Finish(model, file_identifier=b"TFL3")
+    return bytes(b.Output())

@@ -42,7 +42,7 @@ def _json(d) -> bytes:
 # case -> (file content, or None for no file, or "folder"; the words of the one-line error)
 CASES: dict[str, tuple] = {
     "missing file": (None, "vocabulary file not found"),
-    "a folder": ("folder", "cannot read the vocabulary"),
+    "a folder": ("folder", "is a folder; expected a regular vocabulary file"),
     "empty file": (b"", "invalid JSON at line 1 column 1"),
     "non-UTF-8 bytes": ('{"tokens": ["café"]}'.encode("latin-1"), "not UTF-8 text (byte 16); expected a JSON vocab"),
     "UTF-8 BOM": (b"\xef\xbb\xbf" + _json(_vocab()), "invalid JSON at line 1 column 1: Unexpected UTF-8 BOM"),
