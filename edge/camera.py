@@ -5,6 +5,13 @@ A capture thread reads frames as fast as the source makes them and keeps only th
 loop always describes what is in front of the camera now, never a frame from a queue seconds old. A camera or
 stream that is lost (unplugged, network drop, server restart) is closed and reopened with exponential backoff;
 each loss and each reopen is logged, and the run goes on.
+
+A source that has never opened is a different case: a camera index that does not exist, a wrong URL, a Pi
+camera that is not connected. It is tried START_ATTEMPTS times (about half a minute with the default backoff,
+long enough for a USB camera or Wi-Fi to come up at boot) and then the run ends with one error line and a
+non-zero exit, so a service manager (systemd's Restart=on-failure) sees the failure. What retrying cannot fix
+(picamera2 not installed) ends the run at once. Frames over the pixel limit are skipped one by one, each as a
+Frame with .error.
 """
 
 from __future__ import annotations
@@ -19,13 +26,25 @@ from collections.abc import Iterator
 import numpy as np
 
 from scenecap.edge.errors import ScenecapError
-from scenecap.edge.sources import Frame, FrameSource, redact
+from scenecap.edge.images import os_reason, over_limit
+from scenecap.edge.sources import Frame, FrameSource, array_frame, quiet_opencv, redact, redact_text
+
+__all__ = ["Backoff", "LiveSource", "OpenCVReader", "PicamReader", "SourceUnavailable", "quiet_opencv",
+           "require_picamera2"]
 
 log = logging.getLogger("scenecap.edge.camera")
 
 # Long enough for a Pi on Wi-Fi to reach an RTSP camera, short enough that a dead stream is noticed quickly.
 STREAM_TIMEOUT_S = 5.0
 PICAM_SIZE = (320, 240)  # the low-resolution stream: plenty for a 96-224 px model, cheap to convert
+# Opening attempts before a source that never opened ends the run: 0.5+1+2+4+8+10 s of backoff between 7 tries.
+START_ATTEMPTS = 7
+PICAMERA2_HINT = ("on Raspberry Pi OS run 'sudo apt install python3-picamera2' and create the venv with "
+                  "--system-site-packages (see docs/raspberry-pi.md)")
+
+
+class SourceUnavailable(ScenecapError):
+    """A source that retrying cannot bring back (a missing library): the run ends at once."""
 
 
 class Backoff:
@@ -44,16 +63,12 @@ class Backoff:
         self._next = self.first
 
 
-def quiet_opencv() -> None:
-    """OpenCV's and FFmpeg's own warnings (a missing camera, a dropped stream) would repeat our one-line
-    messages. FFmpeg reads its level when OpenCV first starts it; a user's own setting is kept."""
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    import cv2
-
+def require_picamera2() -> None:
+    """SourceUnavailable, with the install hint, if picamera2 cannot be imported."""
     try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except AttributeError:  # very old OpenCV builds
-        pass
+        import picamera2  # noqa: F401 - only whether it imports
+    except ImportError:
+        raise SourceUnavailable(f"picam: picamera2 is not importable; {PICAMERA2_HINT}") from None
 
 
 class OpenCVReader:
@@ -88,7 +103,7 @@ class OpenCVReader:
         if not cap.isOpened():
             cap.release()
             what = "stream" if self.stream else "camera"
-            raise ScenecapError(f"{self.name}: cannot open the {what}")
+            raise ScenecapError(f"{self.name}: cannot open the {what}{self._why_not()}")
         if not self.stream:
             # One buffered frame: the driver must not hold a queue of old frames for us.
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
@@ -99,13 +114,33 @@ class OpenCVReader:
         self.fps = float(fps) if 0 < fps <= 240 else None
         self._cap = cap
 
+    def _why_not(self) -> str:
+        """Why a camera device would not open, when the system can tell: no such device, permission denied."""
+        if self.stream:
+            return ""
+        device = f"/dev/video{self.target}" if isinstance(self.target, int) else str(self.target)
+        if not sys.platform.startswith("linux"):
+            return ""
+        try:
+            os.stat(device)
+        except FileNotFoundError:
+            return f" (no {device})"
+        except OSError as e:
+            return f" ({device}: {os_reason(e)})"
+        if not os.access(device, os.R_OK | os.W_OK):
+            return f" ({device}: permission denied; add the user to the 'video' group)"
+        return ""
+
     def read(self) -> np.ndarray | None:
-        """The next frame (RGB if it has 3 channels, else as the driver gave it), or None if the source is lost."""
+        """The next frame (RGB if it has 3 channels, else as the driver gave it), or None if the source is lost.
+        A frame over the pixel limit is handed on unconverted, for LiveSource to refuse."""
         import cv2
 
         ok, img = self._cap.read()
         if not ok or img is None:
             return None
+        if img.ndim >= 2 and over_limit(img.shape[1], img.shape[0]):
+            return img  # no RGB copy of a frame that is refused anyway
         if img.ndim == 3 and img.shape[2] == 3:
             return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         return img  # odd shapes are the caption loop's to judge (it skips them with one line)
@@ -134,10 +169,7 @@ class PicamReader:
         try:
             from picamera2 import Picamera2
         except ImportError:
-            raise ScenecapError(
-                "picam: picamera2 is not importable; on Raspberry Pi OS run 'sudo apt install python3-picamera2' "
-                "and create the venv with --system-site-packages (see docs/raspberry-pi.md)"
-            ) from None
+            raise SourceUnavailable(f"picam: picamera2 is not importable; {PICAMERA2_HINT}") from None
         try:
             cam = Picamera2()
         except (IndexError, RuntimeError, OSError) as e:
@@ -185,15 +217,21 @@ class PicamReader:
 class LiveSource(FrameSource):
     """A capture thread around a reader: latest frame wins; loss -> reopen with backoff; stop() releases it."""
 
-    def __init__(self, reader, backoff: Backoff | None = None):
-        super().__init__(name=reader.name, live=True)
+    def __init__(self, reader, backoff: Backoff | None = None, start_attempts: int | None = START_ATTEMPTS):
+        """`start_attempts`: how many times a source that has never opened is tried before the run ends (None:
+        until stopped). Once it has opened, a lost source is retried until stopped."""
+        super().__init__(name=redact(reader.name), live=True)
         self.reader = reader
         self.backoff = backoff or Backoff()
+        self.start_attempts = start_attempts
+        self.failure: str | None = None  # why the capture thread gave up; frames() raises it
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._halt = threading.Event()
+        self._stop: threading.Event | None = None  # the caller's stop event, seen by the capture thread too
         self._thread: threading.Thread | None = None
         self._ended = False
+        self._index = 0
 
     # -- capture thread ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -201,16 +239,29 @@ class LiveSource(FrameSource):
             self._thread = threading.Thread(target=self._run, name=f"capture {self.name}", daemon=True)
             self._thread.start()
 
+    def _stopping(self) -> bool:
+        return self._halt.is_set() or (self._stop is not None and self._stop.is_set())
+
     def _run(self) -> None:
         opened_before = False
+        attempts = 0
         try:
-            while not self._halt.is_set():
+            while not self._stopping():
+                attempts += 1
                 try:
                     self.reader.open()
+                except SourceUnavailable as e:
+                    self.failure = str(e)
+                    break
                 except ScenecapError as e:
+                    if self._stopping():  # stopped while the open was timing out: nothing more to say
+                        break
+                    if not opened_before and self.start_attempts is not None and attempts >= self.start_attempts:
+                        self.failure = f"{e}; gave up after {attempts} attempts (it never opened)"
+                        break
                     delay = self.backoff.next()
-                    log.warning("%s; retrying in %.1f s", e, delay)
-                    self._halt.wait(delay)
+                    log.warning("%s; retrying in %.1f s", redact_text(str(e)), delay)
+                    self._halt.wait(delay)  # close() sets _halt: the wait ends at once
                     continue
                 if opened_before:
                     self.stats.reconnects += 1
@@ -221,7 +272,7 @@ class LiveSource(FrameSource):
                 self.fps = self.reader.fps
                 got = self._pump()
                 self.reader.close()
-                if self._halt.is_set():
+                if self._stopping():
                     break
                 if got:
                     self.backoff.reset()
@@ -238,21 +289,24 @@ class LiveSource(FrameSource):
     def _pump(self) -> int:
         """Read until the source fails or we are told to stop; returns how many frames came."""
         got = 0
-        while not self._halt.is_set():
+        while not self._stopping():
             try:
                 image = self.reader.read()
             except Exception as e:  # a driver error is a lost source, never a dead thread
-                log.warning("%s: read failed (%s)", self.name, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                text = redact_text(str(e).splitlines()[0]) if str(e) else type(e).__name__
+                log.warning("%s: read failed (%s)", self.name, text)
                 image = None
             if image is None:
                 return got
             got += 1
+            # Over the pixel limit (or an unusable dtype): a Frame with .error, skipped by the loop in one line.
+            frame = array_frame(f"{self.name}#frame={self._index}", self._index, image, time_s=time.monotonic())
+            self._index += 1
             with self._cond:
-                index = self.stats.frames_read
-                self.stats.frames_read += 1
+                self.stats.count(frame)
                 if self._latest is not None:
                     self.stats.dropped += 1
-                self._latest = Frame(f"{self.name}#frame={index}", index, image, time_s=time.monotonic())
+                self._latest = frame
                 self._cond.notify_all()
         return got
 
@@ -271,12 +325,17 @@ class LiveSource(FrameSource):
             return frame
 
     def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:
+        """Frames until `stop` is set or the capture thread gives up; a source that never opened (or cannot be
+        opened at all) raises ScenecapError with the reason, so the run ends non-zero."""
+        self._stop = stop
         self.start()
         while not (stop is not None and stop.is_set()):
             frame = self.take(timeout=0.25)
             if frame is not None:
                 yield frame
             elif self._ended:
+                if self.failure:
+                    raise ScenecapError(self.failure)
                 return
 
     def close(self, timeout: float = STREAM_TIMEOUT_S + 1.0) -> None:
