@@ -93,7 +93,11 @@ CASES: dict[str, tuple] = {
     "min_count 0": (".toml", "min_count = 0\n", [], V, "min_count = 0; expected 1 or more"),
     "max_vocab under the specials": (".toml", "max_vocab = 3\n", [], V, "max_vocab = 3; expected more than the 4"),
     "negative early stopping": (".toml", "early_stopping = -1\n", [], V, "early_stopping = -1; expected 0 or more"),
-    "image too small": (".toml", "[model]\nimage_size = 16\n", [], V, "model.image_size = 16; expected 32 or more"),
+    "image too small": (".toml", "[model]\nimage_size = 16\n", [], V,
+                        "model.image_size = 16; expected a multiple of 32, 32 or more"),
+    "image not a multiple of 32": (".toml", "", ["--image-size", "100"], V,
+                                   "model.image_size = 100; expected a multiple of 32"),
+    "max_length too short": (".toml", "", ["--max-length", "2"], V, "model.max_length = 2; expected 3 or more"),
     "alpha MobileNetV2 lacks": (".toml", "[model]\nalpha = 0.6\n", [], V, "model.alpha = 0.6; expected 0.35, 0.5"),
     # the file as a whole
     "YAML list": (".yaml", "- train: a.json\n- epochs: 3\n", [], F,
@@ -163,10 +167,10 @@ def test_train_command(tmp_path, case):
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-# Catalogue size: 54 bad configs through resolve_train_config + check_values, 3 missing or malformed command-line
-# settings, 5 files that load, and 2 through `scenecap train` = 64 cases.
+# Catalogue size: 56 bad configs through resolve_train_config + check_values, 3 missing or malformed command-line
+# settings, 5 files that load, and 2 through `scenecap train` = 66 cases.
 def test_catalogue_size():
-    assert (len(CASES), len(OK_CASES), len(CLI_CASES)) == (54, 5, 2)
+    assert (len(CASES), len(OK_CASES), len(CLI_CASES)) == (56, 5, 2)
 
 
 def test_backbone_weights_of_another_model_are_one_line_naming_the_file(tmp_path):

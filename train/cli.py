@@ -103,7 +103,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = t.add_argument_group("model")
     m.add_argument("--backbone", default=S, choices=["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"])
     m.add_argument("--alpha", type=float, default=S, help="backbone width multiplier (0.35 to 1.4; default 0.35)")
-    m.add_argument("--image-size", type=int, default=S, help="input side in pixels (96 to 224; default 96)")
+    m.add_argument("--image-size", type=int, default=S,
+                   help="input side in pixels: a multiple of 32 (default 96; 96 to 224 recommended for photos, 64 "
+                   "is enough for the synthetic scenes; with ImageNet weights 96, 128, 160, 192 or 224)")
     m.add_argument("--weights", default=S, help="backbone weights: none (default), imagenet, or a local .h5 path")
     m.add_argument("--feature-stride", type=int, default=S, choices=[8, 16, 32],
                    help="attend over the backbone's feature map at this stride: 32 (default, its last layer) or an "

@@ -283,8 +283,8 @@ def check_values(cfg: TrainConfig) -> None:
         bad("model.feature_stride", m.feature_stride, f"one of {FEATURE_STRIDES}")
     if m.max_length != 0 and m.max_length < 3:
         bad("model.max_length", m.max_length, "3 or more (<start>, a word, <end>), or 0 to fit the captions")
-    if m.image_size < 32:
-        bad("model.image_size", m.image_size, "32 or more (96 to 224 for real use)")
+    if m.image_size < 32 or m.image_size % 32:  # the backbone halves the image five times
+        bad("model.image_size", m.image_size, "a multiple of 32, 32 or more (96 to 224 recommended for photos)")
     for key in ("embed_dim", "units", "attention_units", "fc_units"):
         if getattr(m, key) < 1:
             bad(f"model.{key}", getattr(m, key), "a positive integer")
