@@ -241,7 +241,8 @@ class AnnotatedWriter:
             self._writer = None
             why = "the folder is not writable" if not os.access(self.target.parent, os.W_OK) else \
                 "OpenCV cannot write this video format here"
-            self._tmp.unlink(missing_ok=True)
+            _remove(self._tmp)
+            self._tmp = None
             raise OutputError(f"--save-annotated {self.target}: cannot start the video ({why})")
 
     def close(self) -> None:
@@ -258,7 +259,7 @@ class AnnotatedWriter:
                 return
         except OSError as e:
             problem = (e.strerror or type(e).__name__).lower()
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         kept = "the earlier file is kept" if self.target.exists() else "nothing was written"
         raise OutputError(f"--save-annotated {self.target}: the video could not be completed ({problem}); {kept}")
 
@@ -268,8 +269,16 @@ class AnnotatedWriter:
             self._writer.release()
             self._writer = None
         if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
+            _remove(self._tmp)
             self._tmp = None
+
+
+def _remove(path: Path) -> None:
+    """Remove a partial file if it is there; on a read-only or failing disk there is nothing more to do."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _video_problem(path: Path, frames: int) -> str | None:

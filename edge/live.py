@@ -52,11 +52,10 @@ class Captioned:
 @dataclass
 class RunStats:
     frames_read: int = 0  # by the source (a live source reads more than the loop takes)
-    missing: int = 0  # files that were not there (the source reports them; they are not frames read)
     frames_seen: int = 0  # frames the loop looked at
     captions: int = 0  # given to the outputs
     repeats: int = 0  # identical to the previous caption, dropped
-    skipped: int = 0  # unreadable or malformed frames (missing files included)
+    skipped: int = 0  # missing or unreadable files, malformed frames (none of them counted as frames read)
     empty: int = 0  # captions with no words (the model ended at once): nothing to say
     reconnects: int = 0
     dropped: int = 0  # live frames replaced by newer ones before the loop took them
@@ -91,11 +90,8 @@ class RunStats:
             extra.append(n(self.repeats, "repeat") + " dropped")
         if self.empty:
             extra.append(n(self.empty, "empty caption"))
-        bad = self.skipped - self.missing  # missing files are counted apart: they were never read
-        if bad > 0:
-            extra.append(n(bad, "unreadable or bad frame") + " skipped")
-        if self.missing:
-            extra.append(n(self.missing, "missing file") + " skipped")
+        if self.skipped:
+            extra.append(f"{self.skipped} skipped (missing, unreadable or bad)")
         if self.dropped:
             extra.append(n(self.dropped, "stale frame") + " dropped")
         if self.reconnects:
@@ -122,7 +118,7 @@ class SkipReporter:
             text = message if message.startswith(source.split("#")[0]) else f"{source}: {message}"
             suffix = f" ({n} times so far)" if n > 3 else ""
             # Escaped: a file named with ESC[2J or a newline must not clear the terminal or forge a line.
-            print(f"scenecap: {escape(text)}{suffix}", file=self.stream or sys.stderr, flush=True)
+            say_line(f"scenecap: {escape(text)}{suffix}", self.stream)
 
 
 def plan(live: bool, when: str | None, every: float | None, min_interval: float = 2.0,
@@ -197,7 +193,6 @@ def _is_live(source) -> bool:
 
 def _sync(stats: RunStats, src: FrameSource) -> None:
     stats.frames_read = src.stats.frames_read
-    stats.missing = getattr(src.stats, "missing", 0)  # a source that tells missing files apart
     stats.reconnects = src.stats.reconnects
     stats.dropped = src.stats.dropped
 
@@ -284,8 +279,11 @@ def _is_stdout(stream) -> bool:
 def say_line(text: str, stream: TextIO | None = None) -> None:
     """A line for the person watching (stderr), which may itself be gone (a closed ssh terminal after SIGHUP):
     then there is no one to tell, and the run still closes its outputs."""
+    stream = stream or sys.stderr
+    if stream is None:  # started with stderr closed: print(file=None) would write to stdout, into the captions
+        return
     try:
-        print(text, file=stream or sys.stderr, flush=True)
+        print(text, file=stream, flush=True)
     except BrokenPipeError:
         raise
     except (OSError, ValueError, AttributeError, RuntimeError):  # EIO after a hang-up; None; re-entered
