@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
+
+from scenecap.edge.terminal import escape
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,13 +32,21 @@ def _kib(n: int) -> str:
     return f"{n / 1024:.1f} KiB"
 
 
-def _model_report(path: Path, edgetpu: bool, all_ops: bool, indent: str = "    ") -> None:
-    from scenecap.edge.modelinfo import read_model
+def _items(value: Any) -> list:
+    """A manifest value shown as a list: the informational keys (provenance) are free JSON, of any type."""
+    return value if isinstance(value, list) else [] if value is None else [value]
 
-    info = read_model(path)
+
+def _model_report(path: Path, edgetpu: bool, all_ops: bool, indent: str = "    ",
+                  content: bytes | None = None) -> None:
+    """`content`: the model's verified bytes, when from a bundle (the file is not read again)."""
+    from scenecap.edge.modelinfo import parse_model, read_model
+
+    info = read_model(path) if content is None else parse_model(content, path)
     print(f"{indent}size {_kib(info.size)} (weights {_kib(info.weight_bytes)}), {len(info.operators)} ops"
           + (f", {info.subgraph_count} subgraphs" if info.subgraph_count > 1 else ""))
-    print(f"{indent}ops: " + ", ".join(f"{o.name} v{o.version} x{o.count}" for o in info.all_ops))
+    # Op names come from the file (a custom op's name is any string): escaped like every string shown here.
+    print(f"{indent}ops: " + ", ".join(f"{escape(o.name)} v{o.version} x{o.count}" for o in info.all_ops))
     placements = None
     if edgetpu:
         from scenecap.convert.edgetpu import plan, summarize
@@ -45,14 +56,14 @@ def _model_report(path: Path, edgetpu: bool, all_ops: bool, indent: str = "    "
         print(f"{indent}Edge TPU (predicted from Coral's op rules; edgetpu_compiler -s is authoritative): "
               f"{s['tpu_ops']} ops on the TPU, {s['cpu_ops']} on the CPU")
         if s["tpu"]:
-            print(f"{indent}  TPU: " + ", ".join(f"{k} x{v}" for k, v in s["tpu"].items()))
+            print(f"{indent}  TPU: " + ", ".join(f"{escape(k)} x{v}" for k, v in s["tpu"].items()))
         for op, n in s["cpu"].items():
-            print(f"{indent}  CPU: {op} x{n} ({s['cpu_reasons'][op]})")
+            print(f"{indent}  CPU: {escape(op)} x{n} ({escape(s['cpu_reasons'][op])})")
     if all_ops:
         for i, op in enumerate(info.operators):
             where = f" [{placements[i].device}]" if placements else ""
             outs = ", ".join(f"{info.tensor(t).dtype}{info.tensor(t).shape}" for t in op.outputs if t >= 0)
-            print(f"{indent}  #{i:<3} {op.name:<24} v{op.version:<3}{where} -> {outs}")
+            print(f"{indent}  #{i:<3} {escape(op.name):<24} v{op.version:<3}{where} -> {outs}")
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -65,42 +76,45 @@ def run_inspect(args: argparse.Namespace) -> int:
     bundle = load_bundle(path)  # validates the manifest, shapes and every file's hash
     m = bundle.manifest
     if args.json:
-        print(json.dumps(m.to_json(), indent=2, ensure_ascii=False))
+        # ASCII: a manifest string's bidi override or C1 control (which JSON leaves raw) reaches the terminal as \uXXXX.
+        print(json.dumps(m.to_json(), indent=2, ensure_ascii=True))
         return 0
-    print(f"bundle {path} (format {m.format_version}, scenecap {m.scenecap_version}, language {m.language}; "
-          "files verified)")
-    dims = ", ".join(f"{k}={v}" for k, v in m.model.items())
+    print(f"bundle {escape(path)} (format {escape(m.format_version)}, scenecap {escape(m.scenecap_version)}, "
+          f"language {escape(m.language)}; files verified)")
+    dims = ", ".join(f"{escape(k)}={escape(v)}" for k, v in m.model.items())
     print(f"  model: {dims}")
     print(f"  input: {m.preprocess.height}x{m.preprocess.width} {m.preprocess.color}, resize={m.preprocess.resize}, "
           f"keep_aspect={m.preprocess.keep_aspect}")
-    print(f"  vocabulary: {len(bundle.vocab)} tokens {m.tokens}, max_length {m.max_length}")
+    tokens = ", ".join(f"{escape(k)}: {v}" for k, v in m.tokens.items())
+    print(f"  vocabulary: {len(bundle.vocab)} tokens {{{tokens}}}, max_length {m.max_length}")
     print(f"  decoder: state {m.decoder_state}, batch {m.decoder_batch} (beam width one invoke advances)")
     if m.embedding:
-        e = m.embedding
-        print(f"  embedding table: {e['file']} {e['dtype']}{e['shape']} scale={e['scale']:.6g} "
-              f"zero_point={e['zero_point']} (looked up on the CPU; the Edge TPU has no GATHER)")
+        e = m.embedding  # validated: file, shape, dtype; scale and zero_point optional
+        print(f"  embedding table: {escape(e['file'])} {e['dtype']}{e['shape']} scale={e.get('scale', 0.0):.6g} "
+              f"zero_point={e.get('zero_point', 0)} (looked up on the CPU; the Edge TPU has no GATHER)")
     prov = m.provenance
     if prov.get("target_runtime"):
-        print(f"  converted for: {prov['target_runtime']}" + (f"; calibrated on {prov['calibration_count']} images"
-                                                               if prov.get("calibration_count") else ""))
-    for change in prov.get("changes", []):
-        print(f"  changed: {change}")
+        calibrated = prov.get("calibration_count")
+        print(f"  converted for: {escape(prov['target_runtime'])}"
+              + (f"; calibrated on {escape(calibrated)} images" if calibrated else ""))
+    for change in _items(prov.get("changes")):
+        print(f"  changed: {escape(change)}")
     total = 0
     for name, spec in m.models.items():
         size = m.files.get(spec.file, {}).get("bytes", 0)
         total += size
-        opts = f", {', '.join(spec.options)}" if spec.options else ""
-        print(f"  {name}: {spec.file} [{spec.quant}{opts}] {_kib(size)}")
+        opts = f", {', '.join(map(escape, spec.options))}" if spec.options else ""
+        print(f"  {escape(name)}: {escape(spec.file)} [{spec.quant}{opts}] {_kib(size)}")
         for kind, tensors in (("in ", spec.inputs), ("out", spec.outputs)):
             for t in tensors.values():
                 q = f" scale={t.scale:.6g} zero_point={t.zero_point}" if t.quantized else ""
-                print(f"    {kind} {t.name:<12} {t.dtype}{t.shape}{q}")
+                print(f"    {kind} {escape(t.name):<12} {t.dtype}{t.shape}{q}")
         if spec.runtimes:
-            print("    loads on: " + "; ".join(f"{k}: {v}" for k, v in spec.runtimes.items()))
+            print("    loads on: " + "; ".join(f"{escape(k)}: {escape(v)}" for k, v in spec.runtimes.items()))
         _model_report(bundle.file(spec.file), edgetpu=spec.quant in ("edgetpu", "int8") and (
-            spec.quant == "edgetpu" or args.ops), all_ops=args.ops)
+            spec.quant == "edgetpu" or args.ops), all_ops=args.ops, content=bundle.content(spec.file))
         if spec.edgetpu_file:
-            print(f"    compiled for the Edge TPU: {spec.edgetpu_file} "
+            print(f"    compiled for the Edge TPU: {escape(spec.edgetpu_file)} "
                   f"{_kib(m.files.get(spec.edgetpu_file, {}).get('bytes', 0))}")
     if m.embedding:
         total += m.files.get(m.embedding["file"], {}).get("bytes", 0)

@@ -17,7 +17,12 @@ another type, an id made unhashable, a number made huge, nesting made deep, byte
 Profiles: "ci" (default; a few hundred examples per target) and "thorough" (3000+), chosen with
 SCENECAP_FUZZ=thorough. The examples run per target are printed in pytest's terminal summary.
 
-Crashes fuzzing found are kept below (FOUND) with their smallest input, as regression tests.
+The "ci" profile is deterministic: derandomized (the same examples every run, so a submission fails only on a
+bug it can reproduce) and with no example database (nothing read or written outside the test run). A fresh random
+search is a deliberate run of the "thorough" profile, whose failures are kept in the clone's .hypothesis/.
+
+Crashes fuzzing found are kept below (FOUND) with their smallest input, as regression tests, and replayed as
+explicit @example cases of the fuzz target that found them.
 """
 
 from __future__ import annotations
@@ -38,14 +43,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from scenecap import ScenecapError
 from scenecap.convert.safe_pickle import TOKENIZER_MODULES, load_tokenizer
 from scenecap.convert.seed_import import seed_vocab
 from scenecap.convert.seed_layout import write_seed_tokenizer
 from scenecap.edge.bundle import load_bundle, parse_manifest
+from scenecap.edge.modelinfo import parse_model
 from scenecap.edge.vocab import Vocab
 from scenecap.train import datasets
 
@@ -56,8 +63,9 @@ DEMO = ROOT / "demo" / "bundle"
 # 2-core machine must not turn a slow example into a failure.
 _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                      HealthCheck.filter_too_much], print_blob=True)
-settings.register_profile("ci", max_examples=250, **_COMMON)
-settings.register_profile("thorough", max_examples=3000, **_COMMON)
+settings.register_profile("ci", max_examples=250, derandomize=True, database=None, **_COMMON)
+settings.register_profile("thorough", max_examples=3000,
+                          database=DirectoryBasedExampleDatabase(str(ROOT / ".hypothesis" / "examples")), **_COMMON)
 PROFILE = os.environ.get("SCENECAP_FUZZ", "ci")
 # Applied per test rather than loaded globally, so other test files' hypothesis settings are not changed.
 FUZZ = settings(settings.get_profile(PROFILE))
@@ -103,7 +111,15 @@ def _huge_number_manifest(d: Path) -> object:
     return load_bundle(d / "huge")
 
 
+def _embedding_input_shape(shape: list) -> dict:
+    """The demo manifest with its decoder's embedding input given another shape."""
+    return _demo_manifest_with(lambda m: m["models"]["decoder_step"]["inputs"]["embedding"].update(shape=shape))
+
+
 FOUND = {  # input -> (call on a work folder, expected text of the ScenecapError)
+    "manifest: the decoder's embedding input of shape [] (an IndexError in _check_shapes)":
+        (lambda d: parse_manifest(_embedding_input_shape([])),
+         r"models\.decoder_step input embedding has shape \[\]; expected \[1, embed_dim\]"),
     "manifest: a tokens entry that is not an integer id":
         (lambda d: parse_manifest(_demo_manifest_with(lambda m: m["tokens"].update(mask=None))),
          r"tokens\.mask is None; expected an integer id"),
@@ -298,6 +314,10 @@ def test_the_valid_inputs_the_mutations_start_from_are_accepted(workdir):
 
 @FUZZ
 @given(st.one_of(JSON_VALUES, mutated_json(DEMO_MANIFEST)))
+@example(_embedding_input_shape([]))  # found in a plain `make test`: IndexError in _check_shapes
+@example(_embedding_input_shape([1]))
+@example(_demo_manifest_with(lambda m: m["decoder"]["embedding"].update(shape=[])))
+@example(_demo_manifest_with(lambda m: m.update(max_length=10**9)))
 def test_manifest_validator(data):
     RUNS["manifest: parse_manifest (arbitrary JSON + mutated demo manifest)"] += 1
     _must_be_ours(lambda: parse_manifest(data))
@@ -310,7 +330,7 @@ def bundle_dir(workdir) -> Path:
     d.mkdir()
     for f in DEMO.iterdir():
         if f.name != "manifest.json":  # models, vocabulary and the decoder's embedding table, as shipped
-            (d / f.name).symlink_to(f)
+            (d / f.name).write_bytes(f.read_bytes())  # copies: a bundle refuses links
     return d
 
 
@@ -321,6 +341,29 @@ def test_bundle_loader_on_manifest_bytes(bundle_dir, raw):
     RUNS["manifest: load_bundle (manifest.json bytes: arbitrary, byte- and structure-mutated)"] += 1
     _write(bundle_dir / "manifest.json", raw)
     _must_be_ours(lambda: load_bundle(bundle_dir))
+
+
+# --- .tflite flatbuffers (scenecap inspect, convert's model checks) -------------------------------------------
+
+DEMO_DECODER = (DEMO / "decoder_step.tflite").read_bytes()
+
+
+def _shared_inputs_model() -> bytes:
+    from catalogue_helpers import tflite_with_shared_inputs
+
+    return tflite_with_shared_inputs(8000, 20000)
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=256).map(lambda b: b[:4] + b"TFL3" + b[4:]), mutated_bytes(DEMO_DECODER)))
+@example(_shared_inputs_model())  # 176 kB naming one tensor 160 million times: once gigabytes, now refused
+def test_flatbuffer_reader(raw):
+    RUNS["tflite: parse_model (arbitrary and byte-mutated flatbuffers)"] += 1
+    info = _must_be_ours(lambda: parse_model(raw))
+    if info is not None:  # what it read, inspect and convert index freely
+        for op in info.operators:
+            for t in (*op.inputs, *op.outputs):
+                assert t == -1 or info.tensor(t) is not None
 
 
 # --- vocabulary ----------------------------------------------------------------------------------------------
