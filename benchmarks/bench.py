@@ -28,6 +28,15 @@ from scenecap.benchmarks.artefacts import CPU_VARIANTS, ModelSet
 log = logging.getLogger("scenecap.bench")
 
 
+# A quick run's figures are a smoke test, not results: outside the source tree's results (reports/ is not tracked).
+QUICK_OUT = "reports/bench-quick"
+
+
+def default_variants(tpu_attached: bool) -> list[str]:
+    """What runs when --variants is not given (and what `bench --help` says)."""
+    return [*CPU_VARIANTS, *(["edgetpu"] if tpu_attached else [])]
+
+
 @dataclass
 class BenchOptions:
     quick: bool = False
@@ -43,7 +52,7 @@ class BenchOptions:
     bundles: list[str] = field(default_factory=list)  # [NAME=]DIR: measure these as the synth set, no conversion
     seed_tokenizer: str | None = None
     work: str = "build/bench"
-    out: str = "benchmarks/results"
+    out: str = "benchmarks/results"  # the committed full-run results; quick runs write to QUICK_OUT
     name: str = "bench"
     rebuild: bool = False
     prepare_only: bool = False
@@ -55,7 +64,8 @@ class BenchOptions:
 
     @classmethod
     def quick_defaults(cls, **kw) -> BenchOptions:
-        base = dict(quick=True, dims=["synth"], threads=[1], runs=3, warmup=1, cold_runs=1, name="bench-quick")
+        base = dict(quick=True, dims=["synth"], threads=[1], runs=3, warmup=1, cold_runs=1, name="bench-quick",
+                    out=QUICK_OUT)
         return cls(**{**base, **kw})
 
 
@@ -250,7 +260,7 @@ def run_bench(opts: BenchOptions) -> dict:
     t_start = time.perf_counter()
     machine = describe_machine()
     tpu, tpu_why = edgetpu_attached()
-    variants = opts.variants or [*CPU_VARIANTS, *(["edgetpu"] if tpu else [])]
+    variants = opts.variants or default_variants(tpu)
     bad = [v for v in variants if v not in (*CPU_VARIANTS, "edgetpu")]
     if bad:
         raise ScenecapError(f"--variants {','.join(bad)} unknown; expected some of {', '.join(CPU_VARIANTS)}, edgetpu")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,28 @@ def test_bad_options_are_one_line_errors(tmp_path, args, expected):
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("scenecap: error")]
     assert len(lines) == 1 and expected in lines[0], r.stderr[-2000:]
     assert not (tmp_path / "o").exists()
+
+
+def _bench_args(*argv: str):
+    from scenecap.cli import build_parser
+
+    return build_parser().parse_args(["bench", *argv])
+
+
+def test_help_names_the_variants_that_run_and_quick_runs_stay_out_of_the_committed_results():
+    from scenecap.benchmarks.artefacts import CPU_VARIANTS
+    from scenecap.benchmarks.bench import default_variants
+    from scenecap.benchmarks.cli import bench_options
+
+    r = scenecap("bench", "--help")
+    assert r.returncode == 0
+    assert f"(default {','.join(CPU_VARIANTS)}, plus edgetpu" in " ".join(r.stdout.split())
+    assert default_variants(False) == list(CPU_VARIANTS) and default_variants(True)[-1] == "edgetpu"
+    quick, full = bench_options(_bench_args("--quick")), bench_options(_bench_args())
+    assert (quick.out, quick.name) == ("reports/bench-quick", "bench-quick")
+    assert full.out == "benchmarks/results"
+    assert bench_options(_bench_args("--quick", "--out", "elsewhere")).out == "elsewhere"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "reports/bench-quick/bench-quick.json"],
+                             cwd=Path(__file__).resolve().parents[1], capture_output=True)
+    if ignored.returncode != 128:  # 128: not a git checkout (an unpacked sdist): nothing to ignore
+        assert ignored.returncode == 0, "reports/ is not ignored by git"

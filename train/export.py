@@ -170,6 +170,15 @@ def export_model(model: ShowAttendTell, vocab, out: str | Path, info: dict, deco
     return out
 
 
+def epochs_trained(run_dir: str | Path, planned: int) -> int:
+    """The epochs the run really trained (a run stopped early or by hand trains fewer than it planned); the
+    bundle records these, so its training section repeats the run."""
+    from scenecap.train.callbacks import Checkpointer
+
+    state = Checkpointer(Path(run_dir), chief=False).load_state()
+    return state.epoch if state is not None else planned
+
+
 def export_run(run_dir: str | Path, out: str | Path, decoder_batches=(1,), checkpoint: str = "best",
                force: bool = False) -> Path:
     from scenecap.train.trainer import load_trained
@@ -178,7 +187,7 @@ def export_run(run_dir: str | Path, out: str | Path, decoder_batches=(1,), check
     info = {
         "language": cfg.language,
         "preprocess": cfg.preprocess.to_json(),
-        "training": cfg.to_dict(),
+        "training": {**cfg.to_dict(), "epochs": epochs_trained(run_dir, cfg.epochs)},
         "calibration": {"annotations": cfg.train, "images": cfg.images},
     }
     return export_model(model, vocab, out, info, decoder_batches, force)
