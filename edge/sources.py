@@ -169,7 +169,7 @@ def scan_folder(root: Path) -> list[Path | Skipped]:
         log.info("%s: %d file%s ignored, not images or videos (e.g. %s)", root, len(ignored),
                  "" if len(ignored) == 1 else "s", ", ".join(sorted(ignored)[:3]))
     if not found:
-        other = f" ({len(ignored)} other files ignored)" if ignored else ""
+        other = f" ({len(ignored)} other file{'' if len(ignored) == 1 else 's'} ignored)" if ignored else ""
         found.append(Skipped(str(root), f"{root}: no images or videos found in this folder{other}"))
     return found
 
