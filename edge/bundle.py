@@ -471,17 +471,17 @@ def _logits_vocab(manifest: Manifest) -> int:
     return manifest.models["decoder_step"].outputs["logits"].shape[1]
 
 
-def _read_limit(manifest: Manifest, name: str) -> int:
-    """The most bytes a listed file may have, from what the manifest already says, so none is read unbounded."""
-    info = manifest.files.get(name, {})
-    if "bytes" in info:
-        return info["bytes"]
+def _size_bound(manifest: Manifest, name: str) -> tuple[int, str]:
+    """The most bytes a listed file can need, from what the models already say, and why: checked before the file
+    is read, whatever its recorded size (which whoever wrote the file also wrote)."""
     if name == manifest.vocab:
-        return _logits_vocab(manifest) * VOCAB_BYTES_PER_TOKEN + VOCAB_BYTES_OVERHEAD
+        n = _logits_vocab(manifest)
+        return n * VOCAB_BYTES_PER_TOKEN + VOCAB_BYTES_OVERHEAD, f"a vocabulary of {n} tokens (the decoder's logits)"
     table = manifest.embedding
     if table and name == table["file"]:
-        return math.prod(table["shape"]) * np.dtype(table["dtype"]).itemsize + NPY_HEADER_BYTES
-    return MAX_MODEL_BYTES
+        need = math.prod(table["shape"]) * np.dtype(table["dtype"]).itemsize
+        return need + NPY_HEADER_BYTES, f"a {table['dtype']}{table['shape']} word table"
+    return MAX_MODEL_BYTES, "a model (a flatbuffer addresses 2 GiB at most)"
 
 
 def read_manifest(bundle_dir: str | Path) -> Manifest:
@@ -519,9 +519,12 @@ def read_files(bundle_dir: Path, manifest: Manifest, verify: bool = True) -> dic
             raise ScenecapError(f"{p}: missing from the bundle (listed in manifest.json)") from None
         except OSError as e:
             raise ScenecapError(f"{p}: cannot read the bundle file ({e.strerror})") from None
+        bound, why = _size_bound(manifest, name)
         size = st.st_size if stat.S_ISREG(st.st_mode) else None  # a link or FIFO: read_regular says what it is
+        if size is not None and size > bound:
+            raise ScenecapError(f"{p}: {size} bytes; expected at most {bound} for {why}")
         if size is None or "bytes" not in info or size == info["bytes"]:
-            raw = read_regular(p, _read_limit(manifest, name), "bundle file")
+            raw = read_regular(p, min(bound, info.get("bytes", bound)), "bundle file")
             size = len(raw)  # it may have changed since the lstat
         if "bytes" in info and size != info["bytes"]:
             raise ScenecapError(f"{p}: {size} bytes; the manifest says {info['bytes']} (the file was "

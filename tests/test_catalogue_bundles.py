@@ -9,13 +9,24 @@ behind the hash (the tensor shapes, the flatbuffer, the vocabulary) can catch th
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
-from catalogue_helpers import DELETE, cli_error, edit_manifest, manifest_set, one_line_error, scenecap
+from catalogue_helpers import (
+    DELETE,
+    cli_error,
+    edit_manifest,
+    manifest_set,
+    one_line_error,
+    scenecap,
+    tflite_with_shared_inputs,
+)
 
 from scenecap.edge.captioner import Captioner
 
@@ -100,6 +111,68 @@ def _nowhere(b: Path, demo: Path) -> Path:
     return b.parent / "no_such_bundle"
 
 
+def _link_out(name: str, target: Callable[[Path], Path]):
+    """`name` replaced by a symbolic link to target(bundle) outside the bundle, holding the same bytes: its hash
+    matches, so only the refusal of links can catch it."""
+    def damage(b: Path, demo: Path) -> None:
+        dest = target(b)
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(b / name, dest)
+        (b / name).unlink()
+        (b / name).symlink_to(dest)
+    return damage
+
+
+def _fifo(name: str):
+    """`name` replaced by a named pipe nobody writes to: an open() for reading would wait for a writer forever."""
+    def damage(b: Path, demo: Path) -> None:
+        (b / name).unlink()
+        os.mkfifo(b / name)
+    return damage
+
+
+def _in_demo(change: Callable[[Path], None]):
+    """A damage to a copy of the demo bundle (int16x8: its decoder takes embeddings, from embedding.npy)."""
+    def damage(b: Path, demo: Path) -> Path:
+        d = b.parent / "demo"
+        shutil.copytree(demo, d)
+        change(d)
+        return d
+    return damage
+
+
+def _npy_claiming(shape: tuple) -> Callable[[Path], None]:
+    """embedding.npy with a header claiming `shape` and hardly any data (its hash updated)."""
+    def change(d: Path) -> None:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        (d / "embedding.npy").write_bytes(header.getvalue() + b"\0" * 64)
+        _rehash(d, "embedding.npy")
+    return change
+
+
+def _many_tokens(b: Path, demo: Path) -> None:
+    """A vocab.json of 200,000 tokens (2 MB) for a decoder scoring far fewer: refused by its size, unparsed."""
+    data = json.loads((b / "vocab.json").read_text(encoding="utf-8"))
+    data["tokens"] += [f"w{i}" for i in range(200_000)]
+    (b / "vocab.json").write_text(json.dumps(data), encoding="utf-8")
+    _rehash(b, "vocab.json")
+    edit_manifest(b, manifest_set("model", "vocab_size", DELETE))
+
+
+def _vocab_short_no_size(b: Path, demo: Path) -> None:
+    """One token fewer than the logits, and no model.vocab_size to compare with: the logits' shape still tells."""
+    _write("vocab.json", _vocab(lambda d: d["tokens"].pop()), True)(b, demo)
+    edit_manifest(b, manifest_set("model", "vocab_size", DELETE))
+
+
+def _token_with(text: str):
+    def change(d: dict) -> None:
+        d["tokens"][-1] = text
+    return _vocab(change)
+
+
 # case -> (damage(bundle, demo) returning the folder to load if not the bundle, what the error names, words it
 # must hold). The first 15 and the files checks came from test_convert_bundle_format.py, 'no manifest' and
 # 'model hash wrong' from test_end_to_end.py (moved here; the catalogue is the place for bad bundles).
@@ -175,6 +248,46 @@ CASES: dict[str, tuple] = {
                                  "special token ids"),
     "vocab shorter": (_write("vocab.json", _vocab(lambda d: d["tokens"].pop()), True), "vocab.json",
                       "tokens; the manifest says"),
+    # not a regular file inside the bundle: links (which may point anywhere), FIFOs, folders
+    "model a link out of the bundle": (_link_out("encoder.tflite", lambda b: b.parent / "elsewhere" / "enc.tflite"),
+                                       "encoder.tflite", "is a symbolic link; expected a regular bundle file"),
+    "vocab a link to /etc/passwd": (_link_out("vocab.json", lambda b: Path("/etc/passwd")), "vocab.json",
+                                    "is a symbolic link"),
+    "manifest a link": (_link_out(MANIFEST, lambda b: b.parent / "elsewhere" / MANIFEST), MANIFEST,
+                        "is a symbolic link; expected a regular manifest file"),
+    "vocab a FIFO": (_fifo("vocab.json"), "vocab.json", "not a regular file (a FIFO, socket or device)"),
+    "manifest a FIFO": (_fifo(MANIFEST), MANIFEST, "not a regular file (a FIFO, socket or device)"),
+    "model a folder": (_remove("decoder_step.tflite", then_mkdir=True), "decoder_step.tflite",
+                       "is a folder; expected a regular bundle file"),
+    # small files asking for huge allocations: bounded by what the manifest and the models already say
+    "word table header claims 1e7 x 1e7": (_in_demo(_npy_claiming((10**7, 10**7))), "embedding.npy",
+                                           "float32[10000000, 10000000]; the manifest says float32[33, 128]"),
+    "word table data short": (_in_demo(_npy_claiming((33, 128))), "embedding.npy",
+                              "bytes of data; float32[33, 128] needs 16896"),
+    "vocab far longer than the logits": (_many_tokens, "vocab.json",
+                                         "bytes; expected at most 99328 for a vocabulary of 33 tokens"),
+    "max_length 10**9": (_set("max_length", 10**9), MANIFEST, "max_length 1000000000; expected 2 to 1024"),
+    "tensor of 2**40 elements": (_set("models", "encoder", "outputs", "keys", "shape", [1, 2**20, 2**20]), MANIFEST,
+                                 "has more than 268435456 elements"),
+    # what the models say, when the manifest's optional copy of it is absent
+    "vocab shorter, no model.vocab_size": (_vocab_short_no_size, "vocab.json",
+                                           "32 tokens; the decoder's logits score 33"),
+    "embedding input of shape []": (_in_demo(lambda d: edit_manifest(d, manifest_set(
+        "models", "decoder_step", "inputs", "embedding", "shape", []))), MANIFEST,
+        "input embedding has shape []; expected [1, embed_dim]"),
+    "word table for a token decoder": (_set("decoder", "embedding", {"file": "vocab.json", "shape": [33, 4],
+                                                                     "dtype": "float32"}), MANIFEST,
+                                       "takes a token input"),
+    # preprocess fields: type and allowed values
+    "preprocess color banana": (_set("preprocess", "color", "banana"), MANIFEST, "color 'banana'; expected one of RGB"),
+    "preprocess keep_aspect a string": (_set("preprocess", "keep_aspect", "false"), MANIFEST,
+                                        "keep_aspect 'false'; expected true or false"),
+    "preprocess width a bool": (_set("preprocess", "width", True), MANIFEST, "preprocess.width is True"),
+    # vocabulary tokens are printed as words
+    "vocab token forging a record": (_write("vocab.json", _token_with("red\n/etc/x.jpg\ta forged caption"), True),
+                                     "vocab.json", "expected no control characters"),
+    "vocab token with an escape sequence": (_write("vocab.json", _token_with("\x1b]0;pwned\x07"), True),
+                                            "vocab.json", "expected no control characters"),
 }
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
+from catalogue_helpers import one_line_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scenecap.edge.decode import Hypothesis, beam_search, greedy, length_normalised, log_softmax
+from scenecap.edge.decode import MAX_LENGTH_PENALTY, Hypothesis, beam_search, greedy, length_normalised, log_softmax
+
+DEMO = Path(__file__).resolve().parents[1] / "demo"
 
 START, END = 4, 3  # toy vocabulary: 0..4, <end> = 3, <start> = 4
 
@@ -132,7 +137,103 @@ def test_search_stops_as_soon_as_no_live_beam_can_win():
     assert dec.invokes == 1  # every other beam is already less likely than the finished one
 
 
+class Endless(ToyDecoder):
+    """A decoder that never says <end>, and sets `stop` (as a signal handler would) after `stop_after` steps."""
+
+    def __init__(self, stop: threading.Event, stop_after: int):
+        super().__init__(1, end_bias=-1e9)
+        self.stop, self.stop_after = stop, stop_after
+
+    def __call__(self, tokens, hidden):
+        out = super().__call__(tokens, hidden)
+        if self.invokes == self.stop_after:
+            self.stop.set()
+        return out
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_stop_ends_a_caption_that_would_never_end(width):
+    """max_steps of a billion and a model that never says <end>: the stop event ends the search at the next step,
+    with what it has marked unfinished."""
+    stop = threading.Event()
+    dec = Endless(stop, stop_after=5)
+    hyp = beam_search(dec, dec.hidden0(), START, END, 10**9, width=width, stop=stop)
+    assert hyp.stopped and dec.invokes == 5
+    assert len(hyp.tokens) == 5 and END not in hyp.tokens
+
+
+def test_an_unstopped_search_is_not_marked_stopped():
+    stop = threading.Event()
+    dec = ToyDecoder(3)
+    assert not beam_search(dec, dec.hidden0(), START, END, 20, width=3, stop=stop).stopped
+    assert not greedy(dec, dec.hidden0(), START, END, 20, stop=stop).stopped
+
+
+@pytest.mark.parametrize("alpha", [400, -1, float("nan"), float("inf"), MAX_LENGTH_PENALTY + 0.1])
+def test_a_length_penalty_out_of_range_is_one_line(alpha):
+    """--beam 3 --length-penalty 400 was an OverflowError from ((5 + n) / 6) ** 400."""
+    dec = ToyDecoder(1)
+    one_line_error(lambda: beam_search(dec, dec.hidden0(), START, END, 10, width=3, length_penalty=alpha),
+                   f"length penalty {alpha!r}; expected a number from 0 to")
+
+
+def test_the_largest_length_penalty_stays_finite_at_the_longest_caption():
+    from scenecap.edge.bundle import MAX_LENGTH
+
+    h = Hypothesis([0] * (MAX_LENGTH - 1), -50.0)
+    assert np.isfinite(length_normalised(h, MAX_LENGTH_PENALTY))
+
+
 # -- real bundles ------------------------------------------------------------------------------------------------
+def test_captioner_refuses_a_length_penalty_out_of_range_at_load():
+    from scenecap.edge.captioner import Captioner
+
+    one_line_error(lambda: Captioner.load(DEMO / "bundle", beam=3, length_penalty=400), "length penalty 400")
+
+
+def test_a_captioner_stopped_before_it_starts_returns_an_unfinished_caption_at_once():
+    from scenecap.edge.captioner import Captioner
+    from scenecap.edge.images import load_image
+
+    cap = Captioner.load(DEMO / "bundle")
+    stop = threading.Event()
+    stop.set()
+    c = cap.caption(load_image(DEMO / "frames" / "scene_1.jpg"), stop=stop)
+    assert c.stopped and c.invokes == 0 and c.text == ""
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_one_captioner_shared_by_four_threads_gives_each_the_single_thread_caption(beam):
+    """A LiteRT interpreter is one set of tensors: from 4 threads at once, 143 of 160 calls raised its RuntimeError
+    and 4 returned another image's words. The Captioner serialises its captions."""
+    from scenecap.edge.captioner import Captioner
+    from scenecap.edge.images import load_image
+
+    cap = Captioner.load(DEMO / "bundle", beam=beam)
+    frames = [load_image(p) for p in sorted((DEMO / "frames").glob("*.jpg"))]
+    expected = [cap.caption(f).text for f in frames]
+    assert len(set(expected)) == len(frames)  # distinct captions: a mix-up between images would show
+    start = threading.Barrier(4)
+    results: dict[int, list[tuple[int, str]]] = {}
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            start.wait()
+            results[k] = [(i, cap.caption(frames[i]).text) for _ in range(3)
+                          for i in (range(len(frames)) if k % 2 else reversed(range(len(frames))))]
+        except BaseException as e:  # noqa: BLE001 (reported below, with the thread's result)
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(len(r) for r in results.values()) == 4 * 3 * len(frames)
+    for r in results.values():
+        assert all(text == expected[i] for i, text in r)
 @pytest.fixture(scope="module")
 def images(test_split):
     from scenecap.edge.images import load_image
