@@ -11,7 +11,11 @@ project's own message (never Pillow's DecompressionBombError or its two-line war
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import struct
+import subprocess
+import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -117,8 +121,25 @@ def _make(d: Path, name: str) -> Path:
         img.convert("1").save(p)
     elif name == "int32.tif":
         img.convert("I").save(p)
-    elif name == "float.tif":
+    elif name == "float.tif":  # float32 holding 0-255, as most tools write them
         img.convert("F").save(p)
+    elif name == "float01.tif":  # float32 in 0-1, as scientific tools write them
+        Image.fromarray(np.asarray(img.convert("L"), np.float32) / 255.0).save(p)
+    elif name == "float_range.tif":  # neither 0-1 nor 0-255: refused, not guessed
+        Image.fromarray(np.asarray(img.convert("L"), np.float32) * 4.0 - 400.0).save(p)
+    elif name == "float_nan.tif":
+        a = np.asarray(img.convert("L"), np.float32).copy()
+        a[3, 3] = np.nan
+        Image.fromarray(a).save(p)
+    elif name == "grey12.tif":  # a 12-bit sensor's data in a 16-bit TIFF (max 4095)
+        Image.fromarray(GOOD[:, :, 1].astype(np.uint16) * 16).save(p)
+    elif name == "photo.jfif":  # JPEG under the name browsers give it
+        img.save(p, "JPEG")
+    elif name == "photo.avif":
+        img.save(p, "AVIF")
+    elif name == "photo.heic":  # an iPhone photo's first bytes: ISO-BMFF ftyp, brand heic
+        box = b"ftypheic" + b"\0\0\0\0" + b"mif1heic"
+        p.write_bytes(struct.pack(">I", len(box) + 4) + box + bytes(256))
     elif name == "one_pixel.png":
         Image.new("RGB", (1, 1), (200, 10, 10)).save(p)
     elif name == "animated.gif":
@@ -176,6 +197,14 @@ CASES: dict[str, tuple] = {
     "bilevel.png": ((OK, (H, W)), "1"),
     "int32.tif": ((OK, (H, W)), "I"),
     "float.tif": ((OK, (H, W)), "F"),
+    "float01.tif": ((OK, (H, W)), "F"),
+    "float_range.tif": ("float pixels range from -112 to 272; expected values in 0-1 or 0-255", "F"),
+    "float_nan.tif": ("float pixels include NaN or infinity; expected values in 0-1 or 0-255", "F"),
+    "grey12.tif": ((OK, (H, W)), "I;16"),
+    "photo.jfif": ((OK, (H, W)), "RGB"),
+    "photo.avif": ((OK, (H, W)), "RGB"),
+    "photo.heic": ("HEIC images need pillow-heif (pip install pillow-heif); or convert it to JPEG or PNG",
+                   "HEIC images need pillow-heif"),
     "one_pixel.png": ((OK, (1, 1)), "RGB"),
     "animated.gif": ((OK, (H, W)), "P"),
     "exif_rotated.jpg": ((OK, (120, H)), "RGB"),  # turned upright: 160 wide x 120 high stored, shown 120 x 160
@@ -249,6 +278,17 @@ def test_what_alpha_and_16_bit_become(files):
     assert abs(int(grey16[..., 0].mean()) - int(GOOD[:, :, 1].mean())) <= 1
 
 
+@pytest.mark.parametrize("name, expected", [
+    ("float.tif", "L"), ("float01.tif", "L"), ("grey12.tif", "G"), ("int32.tif", "L"),
+])
+def test_wide_and_float_images_keep_their_brightness(files, name, expected):
+    """Scaled by the data's range: a 0-255 float TIFF is not clipped to white, a 0-1 one not read as black, and
+    a 12-bit image in a 16-bit TIFF is scaled by 4095, not 65535 (near black)."""
+    ref = np.asarray(Image.fromarray(GOOD).convert("L")) if expected == "L" else GOOD[:, :, 1]
+    img = load_image(files[name])
+    assert np.abs(img[..., 0].astype(int) - ref.astype(int)).max() <= 1, (name, img.mean(), ref.mean())
+
+
 def test_pixel_bombs_are_refused_from_the_header_before_decoding(files, monkeypatch):
     from PIL import ImageFile
 
@@ -273,7 +313,9 @@ def test_caption_command_captions_the_good_and_skips_each_bad_file_with_one_line
     errors = [line for line in r.stderr.splitlines() if line.startswith("scenecap:")]
     for name, (expect, _) in CASES.items():
         said = [e for e in errors if f"/{name}:" in e]
-        if isinstance(expect, tuple):
+        if name == "folder.jpg":  # inside a folder it is a subfolder, walked (and empty), not an image file
+            assert name not in captioned and not said, said
+        elif isinstance(expect, tuple):
             assert name in captioned and not said, (name, said)
         elif expect == EITHER:
             assert (name in captioned) != (len(said) == 1), (name, said)
@@ -285,6 +327,91 @@ def test_caption_command_captions_the_good_and_skips_each_bad_file_with_one_line
     assert "summary:" in r.stderr
 
 
-# Catalogue size: 34 image files, each through load_image, check_image and `scenecap caption` = 102 cases.
+# -- files that are not regular files, and files the reader may not read ------------------------------------------
+# name -> the words of the one line load_image and `scenecap caption` give. Read in a child process: a FIFO
+# or /dev/zero must be refused without being opened (a test that hung would show it), and permission denied
+# needs a process that file modes apply to (as root: setpriv without CAP_DAC_OVERRIDE).
+SPECIAL = {
+    "fifo.jpg": "is a FIFO (named pipe), not a regular file; expected an image file",
+    "device": "is a character device, not a regular file; expected an image file",
+    "piped_stdin": "is a FIFO (named pipe), not a regular file; expected an image file",
+    "permission_denied.jpg": "permission denied",
+}
+
+
+def _special(d: Path, name: str) -> str:
+    if name == "fifo.jpg":
+        os.mkfifo(d / name)
+    elif name == "device":
+        return "/dev/zero"
+    elif name == "piped_stdin":
+        return "/dev/stdin"
+    elif name == "permission_denied.jpg":
+        Image.fromarray(GOOD).save(d / name)
+        (d / name).chmod(0)
+    return str(d / name)
+
+
+def _file_modes_apply(cmd: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return cmd
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: permission denied cannot be made real")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
+
+
+@pytest.fixture(scope="module")
+def specials(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("special_images")
+    return {name: _special(d, name) for name in SPECIAL}
+
+
+@pytest.mark.parametrize("name", sorted(SPECIAL))
+def test_special_and_unreadable_files(specials, name):
+    path, words = specials[name], SPECIAL[name]
+    code = ("import sys\nfrom scenecap import ScenecapError\nfrom scenecap.edge.images import load_image\n"
+            "try:\n    load_image(sys.argv[1])\nexcept ScenecapError as e:\n    print(e)\n")
+    r = subprocess.run(_file_modes_apply([sys.executable, "-c", code, path]), capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.PIPE)
+    assert r.stdout.strip() == f"{path}: {words}", (r.stdout, r.stderr)
+    r = subprocess.run(_file_modes_apply([sys.executable, "-m", "scenecap", "caption", path, "--bundle",
+                                          str(Path(__file__).resolve().parents[1] / "demo" / "bundle")]),
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.PIPE)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("scenecap:")]
+    assert lines == [f"scenecap: {path}: {words}"] and r.returncode == 1, r.stderr[-2000:]
+
+
+# -- numpy arrays through the Python API ----------------------------------------------------------------------------
+# What an app's own camera may hand over: array -> None (captioned, the same pixels as GOOD within a level) or the
+# words of the one-line refusal.
+ARRAYS = {
+    "float32 0-255": (GOOD.astype(np.float32), None),
+    "float64 0-1": (GOOD / 255.0, None),
+    "float 0-1000": (GOOD * 3.9, "float pixels range from 78 to 893.1; expected values in 0-1 or 0-255"),
+    "float nan": (np.where(GOOD == GOOD.max(), np.nan, GOOD / 255.0), "float pixels include NaN"),
+    "uint16 12-bit": (GOOD.astype(np.uint16) * 16, None),
+    "uint16 16-bit": (GOOD.astype(np.uint16) * 257, None),
+    "int32 negative": (GOOD.astype(np.int32) - 128, "integer pixels range from -108 to 101; expected values >= 0"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARRAYS))
+def test_numpy_frames(name):
+    from scenecap.edge.sources import open_source
+
+    array, words = ARRAYS[name]
+    frame = next(open_source([array]).frames())
+    if words is None:
+        assert frame.error is None and frame.image.dtype == np.uint8
+        assert np.abs(frame.image.astype(int) - GOOD.astype(int)).max() <= 1
+    else:
+        assert frame.image is None and frame.error.startswith("frames#frame=0: ") and words in frame.error
+        assert "\n" not in frame.error
+
+
+# Catalogue size: 41 image files, each through load_image, check_image and `scenecap caption` = 123 cases; 4
+# special or unreadable files through load_image and the CLI; 7 numpy arrays through the Python API's source.
 def test_catalogue_size():
-    assert len(CASES) == 34
+    assert len(CASES) == 41
+    assert len(SPECIAL) == 4
+    assert len(ARRAYS) == 7

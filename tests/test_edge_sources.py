@@ -35,9 +35,39 @@ def test_unknown_url_scheme_and_missing_file_are_one_line_errors(tmp_path):
 
 
 def test_passwords_never_reach_the_logs():
+    """Every form of credential: tests/test_catalogue_sources.py."""
     assert redact("rtsp://admin:hunter2@cam.local:554/live") == "rtsp://admin:***@cam.local:554/live"
     assert redact("http://127.0.0.1:8080/x") == "http://127.0.0.1:8080/x"
     assert OpenCVReader("rtsp://admin:hunter2@cam.local/live").name == "rtsp://admin:***@cam.local/live"
+
+
+def test_a_lost_stream_is_retried_past_the_start_attempts(caplog):
+    """Once a source has opened, losing it is retried until stopped: start_attempts only bounds a source that
+    never opened."""
+    server = MJPEGServer(scene(3), fps=20).start()
+    src = LiveSource(OpenCVReader(server.url, timeout_s=1), backoff=Backoff(first=0.01, cap=0.05),
+                     start_attempts=2)
+    caplog.set_level(logging.INFO, logger="scenecap.edge.camera")
+    try:
+        it = src.frames()
+        assert next(it).image is not None
+        server.stop()
+        assert wait_for(lambda: len([r for r in caplog.records if "retrying" in r.message]) >= 4, timeout=60)
+        assert src.failure is None and not src._ended
+    finally:
+        src.close()
+        server.stop()
+
+
+def test_frames_from_an_app_are_scaled_by_their_range():
+    """Float 0-255 frames (an app's own camera) are taken as they are, not clipped to white; 12-bit data in
+    uint16 is scaled by 4095, not read as near black."""
+    good = scene(9)
+    frames = [good.astype(np.float32), good / 255.0, (good.astype(np.uint16) * 16), good.astype(np.float64) * 3]
+    out = list(open_source(frames).frames())
+    for f in out[:3]:
+        assert f.image.dtype == np.uint8 and np.abs(f.image.astype(int) - good).max() <= 1
+    assert out[3].image is None and "float pixels range from" in out[3].error
 
 
 def test_backoff_doubles_up_to_a_cap_and_resets():
@@ -128,12 +158,15 @@ def test_lost_stream_is_reopened_with_backoff_and_logged(caplog):
         server.stop()
 
 
-def test_camera_that_is_not_there_is_retried_until_stopped(caplog):
+def test_camera_that_is_not_there_is_retried_until_stopped_when_asked_to(caplog):
+    """start_attempts=None (the Python API's choice): a camera that never opens is retried until stopped. The
+    default gives up after START_ATTEMPTS (tests/test_catalogue_sources.py)."""
     caplog.set_level(logging.INFO, logger="scenecap.edge.camera")
-    src = LiveSource(OpenCVReader(57), backoff=Backoff(first=0.1, cap=0.2))
+    src = LiveSource(OpenCVReader(57), backoff=Backoff(first=0.1, cap=0.2), start_attempts=None)
 
     def retries():
-        return [r.message for r in caplog.records if "camera:57: cannot open the camera; retrying" in r.message]
+        return [r.message for r in caplog.records if "camera:57: cannot open the camera (no /dev/video57); retrying"
+                in r.message]
 
     assert src.take(timeout=0.5) is None
     assert wait_for(lambda: len(retries()) >= 2, timeout=20)
