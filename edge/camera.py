@@ -91,15 +91,10 @@ class OpenCVReader:
         import cv2
 
         quiet_opencv()
-        ms = int(self.timeout_s * 1000)
-        if self.stream:
-            # FFmpeg is the backend that reads RTSP/HTTP; the timeouts stop a dead server hanging the thread.
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-            cap = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
-        elif sys.platform.startswith("linux"):
-            cap = cv2.VideoCapture(self.target, cv2.CAP_V4L2)
-        else:
-            cap = cv2.VideoCapture(self.target)
+        try:
+            cap = self._capture(cv2)
+        except cv2.error as e:  # its text may hold the URL: redacted, and a retry, never a dead capture thread
+            raise ScenecapError(f"{self.name}: cannot open ({redact_text(str(e).strip().splitlines()[-1])})") from None
         if not cap.isOpened():
             cap.release()
             what = "stream" if self.stream else "camera"
@@ -113,6 +108,16 @@ class OpenCVReader:
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if 0 < fps <= 240 else None
         self._cap = cap
+
+    def _capture(self, cv2):
+        ms = int(self.timeout_s * 1000)
+        if self.stream:
+            # FFmpeg is the backend that reads RTSP/HTTP; the timeouts stop a dead server hanging the thread.
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            return cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
+        if sys.platform.startswith("linux"):
+            return cv2.VideoCapture(self.target, cv2.CAP_V4L2)
+        return cv2.VideoCapture(self.target)
 
     def _why_not(self) -> str:
         """Why a camera device would not open, when the system can tell: no such device, permission denied."""

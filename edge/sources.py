@@ -112,6 +112,9 @@ def scan(sources: list[str]) -> list[Path | Skipped]:
     stream URL given as a file. A missing path is kept, to be reported when it is read."""
     out: list[Path | Skipped] = []
     for s in sources:
+        if s == "-":  # not read: a pipe has no size to check before reading, and no name to report
+            out.append(Skipped("-", "-: reading a frame from standard input is not supported; give a file name"))
+            continue
         if is_url(s):
             out.append(Skipped(redact(s), f"{redact(s)}: a stream URL, not a file; give it as the live source "
                                           "(--source URL)"))
