@@ -300,7 +300,8 @@ def test_captioner_load(bundle, demo_bundle, case):
 
 
 CLI_CASES = ["no manifest", "model hash wrong", "newer major", "other model's tflite", "truncated flatbuffer",
-             "bundle is a file"]
+             "bundle is a file", "vocab a link to /etc/passwd", "manifest a FIFO", "max_length 10**9",
+             "word table header claims 1e7 x 1e7", "vocab token forging a record"]
 
 
 @pytest.mark.parametrize("case", CLI_CASES)
@@ -314,6 +315,53 @@ def test_caption_command(bundle, demo_bundle, tmp_path, case):
         assert "upgrade scenecap" in line
 
 
-# Catalogue size: 49 damaged bundles through Captioner.load, 6 of them also through `scenecap caption` = 55 cases.
+def _inspected(change: Callable[[dict], None]):
+    """A manifest change `scenecap inspect` must show, not crash on (the bundle still loads)."""
+    return lambda b, demo: edit_manifest(b, change)
+
+
+def _shared_inputs_tflite(b: Path, demo: Path) -> Path:
+    f = b.parent / "shared.tflite"
+    f.write_bytes(tflite_with_shared_inputs(8000, 20000))  # 176 kB; once past 2 GB and a MemoryError
+    return f
+
+
+ESC = "\x1b]0;pwned\x07\u202e"  # retitles the terminal; reverses what follows
+
+# `scenecap inspect`: case -> (damage returning what to inspect if not the bundle, exit status, words the output
+# (exit 0) or the one error line (exit 2) must hold). Strings from the manifest are shown escaped.
+INSPECT_CASES: dict[str, tuple] = {
+    "provenance.changes a number": (_inspected(manifest_set("provenance", "changes", 5)), 0, "changed: 5"),
+    "provenance.changes a string": (_inspected(manifest_set("provenance", "changes", "requantised")), 0,
+                                    "changed: requantised"),
+    "provenance fields of other types": (_inspected(manifest_set("provenance", {
+        "target_runtime": ["litert"], "calibration_count": {"n": 1}, "changes": [None, {"a": 1}]})), 0,
+        "converted for: ['litert']; calibrated on {'n': 1} images"),
+    "escapes in manifest strings": (_inspected(lambda d: d.update(scenecap_version=ESC, language=ESC)), 0,
+                                    "scenecap \\x1b]0;pwned\\x07\\u202e, language"),
+    "escapes in a runtime note": (_inspected(manifest_set("models", "encoder", "runtimes", {"litert": ESC})), 0,
+                                  "litert: \\x1b]0;pwned"),
+    "a flatbuffer naming one tensor 160 million times": (_shared_inputs_tflite, 2,
+                                                         "corrupt TFLite flatbuffer (its tables overlap"),
+    "vocab a link to /etc/passwd": (CASES["vocab a link to /etc/passwd"][0], 2, "is a symbolic link"),
+    "model a folder": (CASES["model a folder"][0], 2, "is a folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INSPECT_CASES))
+def test_inspect_command(bundle, demo_bundle, case):
+    damage, status, expected = INSPECT_CASES[case]
+    target = damage(bundle, demo_bundle) or bundle
+    r = scenecap("inspect", str(target))
+    if status == 2:
+        cli_error(r, expected)
+        return
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert expected in r.stdout, r.stdout
+    assert "\x1b" not in r.stdout and "\u202e" not in r.stdout  # nothing raw reaches the terminal
+
+
+# Catalogue size: 68 damaged bundles through Captioner.load, 11 of them also through `scenecap caption`, and 8
+# bundles or models through `scenecap inspect` = 87 cases.
 def test_catalogue_size():
-    assert (len(CASES), len(CLI_CASES)) == (49, 6)
+    assert (len(CASES), len(CLI_CASES), len(INSPECT_CASES)) == (68, 11, 8)
