@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -73,12 +74,28 @@ CASES: dict[str, tuple] = {
                                "vocabulary has no mask token '<mask>'; expected it among the tokens"),
     "special renamed, not in tokens": (_json(_vocab(specials={**DEFAULT_SPECIALS, "pad": "[PAD]"})),
                                        "vocabulary has no pad token '[PAD]'"),
+    # tokens are printed as caption words: a newline or tab forges a stdout record, an escape rewrites the terminal
+    "token with a newline and a tab": (_json(_vocab(tokens=[*TOKENS, "red\nphoto.jpg\tall clear"])),
+                                       "vocabulary entry 8 is 'red\\nphoto.jpg\\tall clear'; expected no control"),
+    "token with an escape sequence": (_json(_vocab(tokens=[*TOKENS, "\x1b[2J"])), "expected no control characters"),
+    "token with a bidi override": (_json(_vocab(tokens=[*TOKENS, "\u202egpj.exe"])), "bidi overrides"),
+    "special token with a control": (_json(_vocab(specials={**DEFAULT_SPECIALS, "end": "<end>\r"},
+                                                  tokens=[*TOKENS[:3], "<end>\r", *TOKENS[4:]])),
+                                     "vocabulary entry 3 is"),
+    # not a regular file, or too large to be a vocabulary
+    "a FIFO": ("fifo", "is not a regular file (a FIFO, socket or device); expected a regular vocabulary file"),
+    "larger than any vocabulary": ("sparse", "bytes; expected at most 67108864 for a vocabulary file"),
 }
 
 
 def _write(path: Path, content) -> None:
     if content == "folder":
         path.mkdir()
+    elif content == "fifo":  # nobody writes to it: opened for reading as a file, it would wait forever
+        os.mkfifo(path)
+    elif content == "sparse":  # 65 MB that take no disk space: refused by size, before a byte is read
+        with open(path, "wb") as f:
+            f.truncate(65 << 20)
     elif content is not None:
         path.write_bytes(content)
 
@@ -151,7 +168,7 @@ def test_caption_command_with_a_bad_bundle_vocabulary(float_bundle, tmp_path, ca
     cli_error(r, str(b / "vocab.json"), "appears twice" if case == "duplicate tokens" else "has no end token")
 
 
-# Catalogue size: 29 bad files through Vocab.load, 4 that load, 2 bad build_vocab values + 1 that recovers, and 2
-# bad bundle vocabularies through `scenecap caption` = 38 cases.
+# Catalogue size: 35 bad files through Vocab.load, 4 that load, 2 bad build_vocab values + 1 that recovers, and 2
+# bad bundle vocabularies through `scenecap caption` = 44 cases.
 def test_catalogue_size():
-    assert (len(CASES), len(OK_CASES), len(BUILD_CASES), len(CLI_CASES)) == (29, 4, 2, 2)
+    assert (len(CASES), len(OK_CASES), len(BUILD_CASES), len(CLI_CASES)) == (35, 4, 2, 2)
