@@ -25,6 +25,7 @@ from scenecap.convert.export_reader import ExportInfo, check_signatures, read_ex
 from scenecap.convert.tflite import QUANTS, convert_signature
 from scenecap.edge.modelinfo import ModelInfo, parse_model
 from scenecap.edge.preprocess import PreprocessSpec
+from scenecap.train.quiet import native_stderr_to_debug, quiet_tensorflow_logger
 
 log = logging.getLogger("scenecap.convert")
 EMBEDDING_FILE = "embedding.npy"
@@ -159,9 +160,10 @@ def _convert_model(export: ExportInfo, which: str, quant: str, batch: int, targe
         sig = _signature(which, variant.quant, batch)
         rep = cal.data(sig) if variant.quant in CALIBRATED else None
         t0 = time.perf_counter()
-        data = convert_signature(export.path, sig, variant.quant, rep, io_type="int8",
-                                 input_type="uint8" if sig == "encode_pixels" else None,
-                                 per_tensor_dense=variant.per_tensor_dense)
+        with native_stderr_to_debug():  # the quantiser prints 'fully_quantize: 0, inference_type: 6 ...'
+            data = convert_signature(export.path, sig, variant.quant, rep, io_type="int8",
+                                     input_type="uint8" if sig == "encode_pixels" else None,
+                                     per_tensor_dense=variant.per_tensor_dense)
         info = parse_model(data, f"{which}.tflite")
         problems = target.problems(info.all_ops)
         if variant.quant == "edgetpu":
@@ -205,6 +207,7 @@ def convert_variants(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> list
     Everything is checked and converted before anything is written; each bundle is written atomically."""
     if not pairs:
         raise ScenecapError("no variants to convert; pass --quant")
+    quiet_tensorflow_logger()
     for enc, dec in pairs:
         _check_pair(enc, dec)
     target = get_target(opts.target_runtime)

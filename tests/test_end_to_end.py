@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -128,3 +129,25 @@ def test_caption_command_never_imports_tensorflow(int8_bundle, test_split, tmp_p
     for rec in recs:
         assert rec["caption"] and rec["tokens"]
         assert {"preprocess", "encoder", "decoder", "total"} <= set(rec["latency_ms"])
+
+
+def test_export_and_convert_print_only_their_own_lines_unless_verbose(tiny_run, tiny_export, tmp_path):
+    """No TensorFlow, CUDA or converter chatter on a plain run ('failed call to cuInit', oneDNN notices,
+    'fully_quantize: 0, inference_type: 6', 'Assets written to'); with -v TensorFlow's own lines show."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "ABSL_MIN_LOG_LEVEL")}
+
+    def scenecap(*args):
+        r = subprocess.run([sys.executable, "-m", "scenecap", *args], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stderr.splitlines()
+
+    runs = {
+        "export": scenecap("export", str(tiny_run), "--out", str(tmp_path / "export")),
+        "convert": scenecap("convert", str(tiny_export), "--out", str(tmp_path / "bundle"), "--quant", "int8",
+                            "--calibration-count", "8"),
+    }
+    for command, lines in runs.items():
+        foreign = [line for line in lines if not line.startswith(("INFO scenecap", "WARNING scenecap"))]
+        assert not foreign, f"scenecap {command} printed: {foreign[:5]}"
+    verbose = scenecap("-v", "export", str(tiny_run), "--out", str(tmp_path / "export"), "--force")
+    assert any("Assets written to" in line for line in verbose)  # shown when asked for, not lost

@@ -246,6 +246,7 @@ def test_language_and_caption_length_come_from_the_captions_and_a_finished_run_s
     """No --lang and no --max-length: the Arabic captions are recorded as ar and fit whole; --resume afterwards
     says the run is finished without reading the data again."""
     from scenecap.train.config import TrainConfig
+    from scenecap.train.export import epochs_trained
     from scenecap.train.model import ModelConfig
     from scenecap.train.text import fitting_max_length, tokenize
     from scenecap.train.trainer import load_split, run
@@ -263,6 +264,7 @@ def test_language_and_caption_length_come_from_the_captions_and_a_finished_run_s
     assert saved["model"]["max_length"] == fitting_max_length(lengths) >= 0.99 * max(lengths)
     assert "caption language ar (detected from the captions' Arabic script)" in caplog.text
     assert "the 99th percentile of the training captions' lengths" in caplog.text
+    assert epochs_trained(tmp_path / "run", planned=40) == 1  # what a bundle's manifest records, not the plan
 
     caplog.clear()
     again = TrainConfig.from_dict(saved)

@@ -145,6 +145,9 @@ def write_saved_model(model: ShowAttendTell, out_dir: Path, decoder_batches=(1,)
 def export_model(model: ShowAttendTell, vocab, out: str | Path, info: dict, decoder_batches=(1,),
                  force: bool = False) -> Path:
     """Write SavedModel + vocab.json + scenecap_export.json into `out`, atomically."""
+    from scenecap.train.quiet import quiet_tensorflow_logger
+
+    quiet_tensorflow_logger()  # 'INFO tensorflow: Assets written to ...' names a temporary folder: only noise
     out = Path(out)
     if out.exists() and not force:
         raise ScenecapError(f"{out}: already exists; pass --force to replace it")

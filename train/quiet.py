@@ -1,0 +1,51 @@
+"""TensorFlow's own chatter while training, exporting and converting, kept off the terminal unless -v.
+
+'INFO tensorflow: Assets written to ...' (its Python logger) and the converter's 'fully_quantize: 0,
+inference_type: 6, ...' (printed by C++ straight to fd 2) read to a newcomer as something gone wrong. With -v
+(debug logging) both are shown as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+
+log = logging.getLogger("scenecap.tensorflow")
+
+
+def _verbose() -> bool:
+    return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def quiet_tensorflow_logger() -> None:
+    """Only TensorFlow's warnings and errors reach the log, unless -v."""
+    if not _verbose():
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def native_stderr_to_debug() -> Iterator[None]:
+    """Catch what native code prints to fd 2 inside the block; it goes to the debug log (shown with -v)."""
+    if _verbose():
+        yield
+        return
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            for line in sink.read().decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    log.debug("%s", line)
