@@ -306,9 +306,9 @@ class Outputs:
         self.speaker = speaker
         self.failed: list[str] = []  # outputs that stopped (a full disk), one line each, for the exit status
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, at_end: bool = False) -> None:
         """One output stopped: say so once (escaped: it names a file), remember it for the exit status."""
-        msg = f"{message}; captioning goes on without it"
+        msg = message if at_end else f"{message}; captioning goes on without it"
         say_line(f"scenecap: error: {escape(msg)}")
         self.failed.append(msg)
 
@@ -347,12 +347,12 @@ class Outputs:
             self.text = None
             self.fail(f"stdout: cannot write ({_why(e)})")
 
-    def _drop_annotated(self, e: BaseException) -> None:
+    def _drop_annotated(self, e: BaseException, at_end: bool = False) -> None:
         target = getattr(self.annotated, "target", "")
         msg = str(e) if isinstance(e, OutputError) else f"--save-annotated {target}: cannot write ({_why(e)})"
         self.annotated.abandon()
         self.annotated = None
-        self.fail(msg)
+        self.fail(msg, at_end)
 
     def _write_jsonl(self, line: str) -> None:
         """One record. A file that cannot take it (disk full) is reported in one line naming the file and
@@ -386,7 +386,7 @@ class Outputs:
             try:
                 self.annotated.close()
             except (OutputError, OSError) as e:  # the video could not be completed: the previous one is kept
-                self._drop_annotated(e)
+                self._drop_annotated(e, at_end=True)
         if self.jsonl is not None and not isinstance(self.jsonl, LineFile):
             try:
                 self.jsonl.flush()

@@ -1,5 +1,5 @@
-"""Faults with nothing lost: a conversion killed with SIGKILL at any step, and a disk that fills up while captions
-are written as JSON lines.
+"""Faults with nothing lost: a conversion killed with SIGKILL at any step, a disk that fills up while captions
+are written as JSON lines, and one that fills while an annotated video is written (the earlier video is kept).
 
 Covered elsewhere, not repeated here: training killed with SIGKILL resumes from its last checkpoint
 (test_train_runs.py::test_sigkill_mid_epoch_then_resume_continues_epochs_and_optimizer); a camera or stream that
@@ -299,3 +299,38 @@ def test_a_full_disk_during_jsonl_output_is_one_line_and_keeps_every_complete_re
     # Only the log stopped: every frame was still captioned (a cane keeps talking), then the summary printed.
     assert any(line.startswith("summary:") for line in stderr.splitlines()), stderr
     assert len(stdout.splitlines()) == FRAMES
+
+
+# --- (c) the disk fills while an annotated video is written -----------------------------------------------------
+
+def test_an_annotated_video_that_cannot_be_completed_keeps_the_earlier_one(tmp_path):
+    """OpenCV's writer says nothing when the disk fills; the broken file used to replace a good one ('moov atom
+    not found'), exit 0. Now the video is read back before it replaces anything."""
+    import resource
+
+    import cv2
+
+    video = ROOT / "demo" / "video" / "walk.mp4"
+    out = tmp_path / "seen.mp4"
+    cmd = [sys.executable, "-m", "scenecap", "caption", str(video), "--bundle", str(DEMO), "--when", "all",
+           "--save-annotated", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0 and out.is_file(), first.stderr
+    good = hashlib.sha256(out.read_bytes()).hexdigest()
+    limit = out.stat().st_size // 3  # the second run's video cannot fit
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, preexec_fn=limit_file_size)
+    assert "Traceback" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("scenecap: error:")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr
+    assert errors[0].startswith(f"scenecap: error: --save-annotated {out}: the video could not be completed")
+    assert errors[0].endswith("the earlier file is kept"), errors[0]
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == good  # the earlier video, untouched
+    cap = cv2.VideoCapture(str(out))
+    assert cap.isOpened() and cap.read()[0]
+    cap.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seen.mp4"]  # no partial file left beside it
+    assert len(r.stdout.splitlines()) == 120  # every frame was still captioned
