@@ -23,8 +23,11 @@ EXAMPLES = """examples:
 
 Sources: image files, folders and globs, video files (positional); or --source with a camera index (0),
 a device path (/dev/video0), 'picam' (Raspberry Pi camera via picamera2), an rtsp:// or http:// URL, or a file.
-A camera or stream that is lost is reopened (with backoff) and the run goes on; Ctrl-C or SIGTERM finishes the
-caption in progress, flushes the outputs, releases the camera and prints a summary (exit status 0)."""
+A camera or stream that is lost is reopened (with backoff) and the run goes on. Ctrl-C, SIGTERM or SIGHUP (the
+ssh terminal closed) stops the caption in progress (unfinished, so not said), finishes the outputs, releases the
+camera and prints a summary (exit status 0); a second one cuts speech short. An output that fails (a full disk,
+a read-only folder) is reported in one line and the others go on (exit status 2). Annotated frames of x.jpg are
+written as DIR/NNNNNN_x.jpg (NNNNNN counts the captions)."""
 
 
 def _size(text: str) -> tuple[int, int]:

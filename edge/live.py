@@ -91,7 +91,7 @@ class RunStats:
         if self.empty:
             extra.append(n(self.empty, "empty caption"))
         if self.skipped:
-            extra.append(f"{self.skipped} skipped (missing, unreadable or bad)")
+            extra.append(n(self.skipped, "missing, unreadable or bad input") + " skipped")
         if self.dropped:
             extra.append(n(self.dropped, "stale frame") + " dropped")
         if self.reconnects:
@@ -233,7 +233,7 @@ def _one(captioner, gate: SceneGate, frame: Frame, report, stats: RunStats, dedu
         stats.skipped += 1
         report(frame.source, f"cannot caption this frame ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
         return None
-    if stop is not None and stop.is_set() and _takes_stop(captioner):
+    if getattr(cap, "stopped", False):
         return None  # cut short by a signal: a half-decoded caption is not something to say to anyone
     if not cap.text:
         stats.empty += 1

@@ -65,7 +65,7 @@ def test_live_stream_survives_a_dropout_and_stops_cleanly_on_a_signal(float_bund
     assert all(r["source"].startswith(server.url + "#frame=") for r in recs)
     assert all("frame_age" in r["latency_ms"] for r in recs)
     assert re.search(r"reopening in [\d.]+ s", stderr) and "reopened" in stderr
-    assert f"{sig.name}: finishing the caption in progress" in stderr
+    assert f"{sig.name}: stopping" in stderr
     summary = next(line for line in stderr.splitlines() if line.startswith("summary:"))
     frames_read = int(re.search(r"(\d+) frames read", summary).group(1))
     assert frames_read >= 2 and f"{len(recs)} captions" in summary  # at least 2

@@ -129,7 +129,8 @@ def test_save_annotated_folder_with_attention_grids(float_bundle, frames_dir, tm
     frames = sorted(p for p in out.glob("*.jpg") if not p.name.endswith("_attention.jpg"))
     grids = sorted(out.glob("*_attention.jpg"))
     assert len(frames) == 4 and len(grids) == 4
-    assert frames[0].name.startswith("000000_view0.jpg")
+    assert [p.name for p in frames] == [f"00000{k}_view{k}.jpg" for k in range(4)]  # not view0.jpg.jpg
+    assert grids[0].name == "000000_view0_attention.jpg"
     img = np.asarray(Image.open(frames[0]))
     assert img.shape == (160, 160, 3)
     assert img[-10:].mean() < np.asarray(Image.open(frames_dir / "view0.jpg"))[-10:].mean()  # the caption band
@@ -231,3 +232,48 @@ def test_speak_without_espeak_ng_says_how_to_install_it(float_bundle, frames_dir
     assert r.returncode == 2
     last = r.stderr.splitlines()[-1]
     assert last == "scenecap: error: espeak-ng not found; --speak needs it: sudo apt install espeak-ng"
+
+
+# -- what reaches a person: escaped, speakable, counted right --------------------------------------------------------
+def _demo_caption(text: str):
+    """A real caption of a demo frame from the shipped bundle, with its text as a hostile vocabulary would make it."""
+    from dataclasses import replace
+
+    from scenecap.edge.captioner import Captioner
+    from scenecap.edge.live import Captioned
+    from scenecap.edge.sources import Frame
+
+    demo = Path(__file__).resolve().parents[1] / "demo"
+    img = np.asarray(Image.open(demo / "frames" / "scene_1.jpg").convert("RGB"))
+    cap = replace(Captioner.load(demo / "bundle").caption(img), text=text)
+    return Captioned(Frame("scene\n_1.jpg", 0, img), cap, "first", 0.0)
+
+
+def test_a_caption_with_control_characters_cannot_forge_records(tmp_path):
+    import io
+
+    from scenecap.edge.live import Outputs
+
+    text, jsonl = io.StringIO(), io.StringIO()
+    item = _demo_caption("a red\nforged.jpg\tsquare \x1b[2J\u202e")
+    Outputs(text=text, jsonl=jsonl).emit(item)
+    assert text.getvalue() == "scene\\n_1.jpg\ta red\\nforged.jpg\\tsquare \\x1b[2J\\u202e\n"
+    line = jsonl.getvalue()
+    assert line.count("\n") == 1 and "\u202e" not in line and "\x1b" not in line
+    assert json.loads(line)["caption"] == "a red\nforged.jpg\tsquare \x1b[2J\u202e"  # the JSON keeps it exactly
+
+
+def test_speech_gets_words_only():
+    from scenecap.edge.speech import speakable
+
+    assert speakable("a red\nsquare\x1b[2J \u202eon the left\udce9") == "a red square [2J on the left"
+    assert speakable("مربع\u200cأحمر") == "مربع\u200cأحمر"  # a zero-width non-joiner is part of the word
+
+
+def test_summary_counts_read_as_read_and_pluralises():
+    from scenecap.edge.live import RunStats
+
+    s = RunStats(frames_read=1, frames_seen=2, captions=1, skipped=1, empty=1).summary()
+    assert s == ("summary: 1 frame read, 2 looked at, 1 caption (1 empty caption, 1 missing, unreadable or bad input "
+                 "skipped)")
+    assert "2 empty captions, 3 missing, unreadable or bad inputs skipped" in RunStats(empty=2, skipped=3).summary()
