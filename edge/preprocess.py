@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from scenecap.edge.errors import ScenecapError
+from scenecap.edge.images import to_uint8
 
 RESIZE_METHODS = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 # The channel order the encoder takes: prepare() always hands it RGB, so that is the only one a bundle may name.
@@ -45,18 +46,14 @@ class PreprocessSpec:
 
 
 def to_rgb_uint8(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
-    """Any HxW, HxWx1/3/4 array of uint8/uint16/float -> HxWx3 RGB uint8."""
+    """Any HxW, HxWx1/3/4 array of integer or float pixels (see images.to_uint8) -> HxWx3 RGB uint8."""
     a = np.asarray(frame)
     if a.ndim == 2:
         a = a[:, :, None]
     if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or a.shape[0] < 1 or a.shape[1] < 1:
         raise ScenecapError(f"frame of shape {a.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
-    if a.dtype == np.uint16:
-        a = (a >> 8).astype(np.uint8)
-    elif a.dtype != np.uint8:
-        if not np.issubdtype(a.dtype, np.floating):
-            raise ScenecapError(f"frame of dtype {a.dtype}; expected uint8, uint16 or float in [0, 1]")
-        a = (np.clip(np.nan_to_num(a), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    # Scaled by the data's own range (float 0-1 or 0-255, 12-bit in 16, ...): clipping would caption white.
+    a = to_uint8(a, "frame")
     if a.shape[2] == 1:
         a = np.repeat(a, 3, axis=2)
     elif a.shape[2] == 4:

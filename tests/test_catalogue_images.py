@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -27,6 +28,7 @@ from catalogue_helpers import one_line_error, scenecap
 from edge_helpers import scene
 from PIL import Image
 
+from scenecap import ScenecapError
 from scenecap.edge.images import MAX_PIXELS, load_image
 from scenecap.train.validate import check_image
 
@@ -409,8 +411,23 @@ def test_numpy_frames(name):
         assert "\n" not in frame.error
 
 
+@pytest.mark.parametrize("name", sorted(ARRAYS))
+def test_numpy_frames_given_straight_to_the_captioner(name, demo_bundle):
+    # Captioner.caption(array) (and the gate, and annotate) prepare frames themselves, not through a source.
+    from scenecap.edge.captioner import Captioner
+
+    array, words = ARRAYS[name]
+    captioner = Captioner.load(demo_bundle)
+    if words is None:
+        assert captioner.caption(array).text == captioner.caption(GOOD).text
+    else:
+        with pytest.raises(ScenecapError, match=re.escape(words)):
+            captioner.caption(array)
+
+
 # Catalogue size: 41 image files, each through load_image, check_image and `scenecap caption` = 123 cases; 4
-# special or unreadable files through load_image and the CLI; 7 numpy arrays through the Python API's source.
+# special or unreadable files through load_image and the CLI; 7 numpy arrays through the Python API's source and
+# straight to Captioner.caption.
 def test_catalogue_size():
     assert len(CASES) == 41
     assert len(SPECIAL) == 4
