@@ -70,9 +70,20 @@ def find_runtime(prefer: str | None = None) -> Runtime:
         if prefer is None:
             _RUNTIME = rt
         return rt
-    raise ScenecapError(
-        "no LiteRT runtime found; install one: pip install 'scenecap[edge]' (ai-edge-litert) or tflite-runtime"
-    )
+    raise ScenecapError(no_runtime_message(platform.machine()))
+
+
+# 32-bit ARM (Raspberry Pi OS 32-bit reports armv7l, or armv6l on a Pi Zero/1): neither ai-edge-litert nor
+# tflite-runtime publishes wheels for it on PyPI (checked for Python 3.11), so advising pip would not help.
+UNSUPPORTED_MACHINES = ("armv7l", "armv6l", "armhf", "arm")
+
+
+def no_runtime_message(machine: str) -> str:
+    """Why no runtime was found, and what would help on this machine."""
+    if machine.lower() in UNSUPPORTED_MACHINES:
+        return (f"no LiteRT runtime for {machine} (32-bit ARM): scenecap needs a 64-bit OS there; install "
+                "Raspberry Pi OS 64-bit (aarch64), where pip install 'scenecap[edge]' brings ai-edge-litert")
+    return "no LiteRT runtime found; install one: pip install 'scenecap[edge]' (ai-edge-litert) or tflite-runtime"
 
 
 _OP_RE = re.compile(r"Didn't find op for builtin opcode '(\w+)' version '(\d+)'")

@@ -98,3 +98,22 @@ def test_a_real_import_bug_is_not_hidden_as_a_missing_command():
     r = blocked("scenecap.edge.inspect_cli", "--help")
     assert r.returncode == 1
     assert "ModuleNotFoundError" in r.stderr and "scenecap.edge.inspect_cli" in r.stderr
+
+
+@pytest.mark.parametrize("machine, words", [
+    ("x86_64", "pip install 'scenecap[edge]'"),
+    ("aarch64", "pip install 'scenecap[edge]'"),
+    ("armv7l", "needs a 64-bit OS"),  # 32-bit Raspberry Pi OS: no LiteRT wheel exists, pip would not help
+    ("armv6l", "needs a 64-bit OS"),
+])
+def test_no_runtime_says_what_would_help_on_this_machine(machine, words):
+    from scenecap.edge.interpreter import no_runtime_message
+
+    assert words in no_runtime_message(machine)
+
+
+def test_an_install_without_any_runtime_says_so_in_one_line():
+    r = blocked("ai_edge_litert,tflite_runtime,tensorflow", "caption", str(ROOT / "demo" / "frames"),
+                "--bundle", str(DEMO))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("scenecap: error: no LiteRT runtime found; install one")
