@@ -305,7 +305,7 @@ def test_a_signal_ends_the_run_with_outputs_closed_and_a_summary(tmp_path, sigs)
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
     try:
-        assert wait_for(lambda: jsonl.exists() and jsonl.read_bytes().count(b"\n") >= 2, timeout=120), \
+        assert wait_for(lambda: jsonl.exists() and jsonl.read_bytes().count(b"\n") >= 1, timeout=120), \
             err_path.read_text()
         if twice:
             assert wait_for(pidfile.exists, timeout=60), err_path.read_text()  # espeak-ng is speaking (held)
@@ -323,7 +323,7 @@ def test_a_signal_ends_the_run_with_outputs_closed_and_a_summary(tmp_path, sigs)
     summary = [line for line in stderr.splitlines() if line.startswith("summary:")]
     assert len(summary) == 1 and summary[0].endswith("[stopped by signal]"), stderr
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    assert f"{len(records)} captions" in summary[0]
+    assert f"{len(records)} caption{'s' if len(records) != 1 else ''};" in summary[0]
     cap = cv2.VideoCapture(str(video))  # the annotated video was finished and moved into place
     assert cap.isOpened() and cap.read()[0] and cap.get(cv2.CAP_PROP_FRAME_COUNT) >= len(records)
     cap.release()
