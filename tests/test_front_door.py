@@ -1,5 +1,6 @@
 """The `scenecap` front door, as a shell user meets it: pipes that close early, closed standard streams, hostile
-names in error lines, and an install that lacks an extra (or has a real bug)."""
+names in error lines, an install without a runtime, and a real import bug (an install that lacks the train extra
+is tests/test_train_edge_install.py)."""
 
 from __future__ import annotations
 
@@ -76,21 +77,6 @@ def test_error_lines_escape_what_they_quote(name):
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("scenecap: error: "), r.stderr
     assert not any(c in lines[0] for c in "\x1b\t\u202e"), lines[0]
-
-
-@pytest.mark.parametrize("command", [
-    ["train", "captions.json", "--out", "runs/x"],
-    ["export", "runs/x", "--out", "exports/x"],
-    ["convert", "exports/x", "--out", "bundles/x"],
-])
-def test_an_edge_only_install_names_the_extra_a_command_needs(command, tmp_path):
-    help_text = blocked("tensorflow,keras", "--help").stdout
-    assert command[0] in help_text  # listed, as on a workstation
-    r = blocked("tensorflow,keras", *command)
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.strip().splitlines() == [
-        f"scenecap: error: scenecap {command[0]} needs tensorflow (the train extra), which is not installed here; "
-        "on a workstation: pip install 'scenecap[train]' (a Pi needs only caption and inspect)"]
 
 
 def test_a_real_import_bug_is_not_hidden_as_a_missing_command():
