@@ -3,7 +3,10 @@ with the float SavedModel, then compare quality, agreement, size and speed.
 
 Writes into one folder:
   report.json       every figure, per variant
-  report.md         the table, and in words which variants miss the target and by how much
+  report.md         the table, and in words which variants miss the target and by how much; whether each model
+                    beats trivial baselines (the best constant caption, the count of distinct captions); for
+                    synthetic scenes (scenes_*.json beside the captions) objects invented and missing; several
+                    held-out sets side by side
   report.png        bar charts (BLEU-4, CIDEr-D, agreement, size, encoder and decoder-step latency)
   results/NAME.json captions in COCO results format ([{image_id, caption}]), for any COCO evaluation tool
 """
@@ -35,7 +38,9 @@ class ReportOptions:
     items: list[str]  # bundle folders and/or SavedModel export folders
     out: str
     reference: str | None = None  # float SavedModel export (default: one among items, else the bundles' export)
-    annotations: str | None = None  # held-out captions (default: the validation split recorded at training)
+    # held-out captions: a file, or several ("NAME=FILE" names a set; default: the validation split recorded at
+    # training). The first set is the one the top-level figures and the target verdicts describe.
+    annotations: str | list[str] | None = None
     images: str | None = None
     count: int = 200
     beam: int = 1
@@ -69,11 +74,30 @@ def _is_export(p: Path) -> bool:
     return (p / "saved_model.pb").is_file()
 
 
-def _held_out(opts: ReportOptions, first: Path):
-    """The held-out samples: --annotations, else the validation split the model's training recorded."""
+def held_out_sets(annotations: str | list[str] | None) -> list[tuple[str, str | None]]:
+    """[(name, file)] from --annotations values: "NAME=FILE" or FILE (named by its folder and file)."""
+    values = [annotations] if isinstance(annotations, str) else list(annotations or [])
+    if not values:
+        return [("held-out", None)]
+    sets = []
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or Path(v).exists():  # a path that itself holds "=" is a path
+            path = v
+            name = f"{Path(v).parent.name}/{Path(v).stem}" if Path(v).parent.name else Path(v).stem
+        sets.append((name, path))
+    names = [n for n, _ in sets]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise ScenecapError(f"--annotations: two held-out sets are both called {dup!r}; name them NAME=FILE")
+    return sets
+
+
+def _held_out(opts: ReportOptions, first: Path, annotations: str | None = None):
+    """The held-out samples: the given file, else the validation split the model's training recorded."""
     from scenecap.train.datasets import load_coco
 
-    ann, images = opts.annotations, opts.images
+    ann, images = annotations, opts.images
     if not ann:
         training = {}
         if _is_bundle(first):
@@ -115,21 +139,11 @@ def evaluate_bundle(path: Path, samples, frames: dict, opts: ReportOptions, prog
     if m.embedding:
         r.sizes["embedding_table"] = m.files[m.embedding["file"]]["bytes"]
     r.decoder_step_macs = fc_macs(read_model(path / dec.file))
-    step, position = cap._step, [0]
-
-    def timed_step(tokens, hidden):  # shadows the method on this instance: caption() calls it per word
-        t0 = time.perf_counter()
-        out = step(tokens, hidden)
-        position[0] += 1
-        r.step_ms_by_position.setdefault(position[0], []).append((time.perf_counter() - t0) * 1e3)
-        return out
-
-    cap._step = timed_step
     cap.caption(frames[samples[0].image_id])  # warm-up: first invokes allocate
-    r.step_ms_by_position.clear()
     for s in _progress(samples, f"captioning with {path.name}", progress):
-        position[0] = 0
         c = cap.caption(frames[s.image_id])
+        for position, ms in enumerate(c.step_ms, 1):  # each decoder step, as timed inside the caption
+            r.step_ms_by_position.setdefault(position, []).append(ms)
         r.tokens[s.image_id], r.captions[s.image_id] = c.tokens, c.text
         r.encoder_ms.append(c.timings["encoder"])
     return r
@@ -181,7 +195,7 @@ def _median(xs) -> float | None:
 
 
 def _summarize(r: VariantResult, refs: dict, reference: VariantResult | None) -> dict:
-    from scenecap.train.metrics import caption_metrics
+    from scenecap.train.metrics import caption_metrics, distinct_captions
 
     scores = caption_metrics(refs, r.captions, meteor=False)
     all_steps = [t for ts in r.step_ms_by_position.values() for t in ts]
@@ -198,6 +212,7 @@ def _summarize(r: VariantResult, refs: dict, reference: VariantResult | None) ->
         "decoder_step_late_vs_early": (_median(late) / _median(early)) if early and late else None,
         "decoder_step_macs": r.decoder_step_macs,
         "mean_caption_words": float(np.mean([len(t) for t in r.tokens.values()])) if r.tokens else 0.0,
+        "distinct_captions": distinct_captions(r.captions),
     }
     if reference is not None and reference is not r:
         same = [r.tokens[k] == reference.tokens.get(k) for k in r.tokens]
@@ -208,7 +223,9 @@ def _summarize(r: VariantResult, refs: dict, reference: VariantResult | None) ->
 
 
 def _verdicts(rows: list[dict], reference: dict | None) -> list[str]:
-    """In words: which quantised variants meet the target (agreement and BLEU-4 loss vs the float model)."""
+    """In words: which quantised variants meet the target (agreement and BLEU-4 loss vs the float model). A
+    variant that does not beat the trivial baselines, or whose float model does not, never meets it: agreeing
+    with a model that ignores the image says nothing."""
     if reference is None:
         return ["No float SavedModel to compare with (pass --reference EXPORT): agreement and BLEU-4 loss were "
                 "not measured."]
@@ -228,6 +245,13 @@ def _verdicts(rows: list[dict], reference: dict | None) -> list[str]:
         if loss > MAX_BLEU4_LOSS:
             bits.append(f"it loses {loss:.3f} BLEU-4 (target: at most {MAX_BLEU4_LOSS})")
         what = "quantised variant" if quantised else "float variant"
+        trivial = row.get("trivial") or reference.get("trivial")
+        if trivial:
+            whose = "it" if row.get("trivial") else "the float model it is compared with"
+            out.append(f"**{row['name']}** ({what}) is NOT a working captioner: {whose} does not beat trivial "
+                       f"baselines ({'; '.join(row.get('trivial') or reference['trivial'])}), so agreement "
+                       f"with float means nothing here.")
+            continue
         if bits:
             out.append(f"**{row['name']}** ({what}) MISSES the target: " + "; ".join(bits) + ".")
         else:
@@ -261,6 +285,9 @@ def _markdown(report: dict) -> str:
               f"{MIN_AGREEMENT:.0%} of images and lose at "
               f"most {MAX_BLEU4_LOSS} BLEU-4.", ""]
     lines += [f"- {v}" for v in report["verdicts"]]
+    lines += _sets_lines(report)
+    lines += _baseline_lines(report)
+    lines += _objects_lines(report)
     lines += ["", "## Decoder-step cost does not grow with caption length", "",
               "The attention keys (W1 . features) are computed once per image by the encoder, so every decoder "
               "step runs the same fixed-shape graph: its multiply-accumulates are the same at every word.", ""]
@@ -273,6 +300,83 @@ def _markdown(report: dict) -> str:
     lines += ["", "Sizes are the model files (plus the Edge TPU embedding table); latency is the median on this "
               "machine, one image at a time.", ""]
     return "\n".join(lines)
+
+
+def _sets_lines(report: dict) -> list[str]:
+    """With several held-out sets (e.g. the training style and a shifted one): BLEU-4 and CIDEr-D side by side."""
+    sets = report["sets"]
+    if len(sets) < 2:
+        return []
+    lines = ["", "## Held-out sets side by side", "",
+             ", ".join(f"{hs['name']}: `{hs['annotations']}` ({hs['images']} images)" for hs in sets) + ".", "",
+             "| variant | " + " | ".join(f"{hs['name']}: BLEU-4 | CIDEr-D | distinct" for hs in sets) + " |",
+             "|---|" + "---:|---:|---:|" * len(sets)]
+    for name in [r["name"] for r in sets[0]["variants"]]:
+        cells = []
+        for hs in sets:
+            r = next((v for v in hs["variants"] if v["name"] == name), {})
+            cells += [_fmt(r.get("BLEU-4"), ".3f"), _fmt(r.get("CIDEr-D"), ".3f"), str(r.get("distinct_captions"))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for hs in sets[1:]:
+        lines += [""] + [f"- On {hs['name']}: {v}" for v in hs["verdicts"]]
+    return lines
+
+
+def _baseline_lines(report: dict) -> list[str]:
+    """Does each model beat a caption that ignores the image? Per held-out set, in words."""
+    lines = ["", "## Does each model beat trivial baselines?", "",
+             "A model that ignores the image can still score: the best constant caption (one caption for every "
+             "image) is the bar, and a working captioner gives many different captions.", "",
+             "| held-out set | constant caption | its BLEU-4 | its CIDEr-D |", "|---|---|---:|---:|"]
+    for hs in report["sets"]:
+        b = hs["baseline"]
+        lines.append(f"| {hs['name']} | {b.get('caption', '-')} | {_fmt(b.get('BLEU-4'), '.3f')} | "
+                     f"{_fmt(b.get('CIDEr-D'), '.3f')} |")
+    lines.append("")
+    for hs in report["sets"]:
+        for r in hs["variants"]:
+            if r["trivial"]:
+                lines.append(f"- On {hs['name']}, **{r['name']}** does NOT beat trivial baselines: "
+                             + "; ".join(r["trivial"]) + ".")
+            else:
+                lines.append(f"- On {hs['name']}, **{r['name']}** beats them: {r['distinct_captions']} different "
+                             f"captions for {r['images']} images, BLEU-4 {_fmt(r['BLEU-4'], '.3f')}, CIDEr-D "
+                             f"{_fmt(r['CIDEr-D'], '.3f')}.")
+    return lines
+
+
+def _objects_lines(report: dict) -> list[str]:
+    """Objects named right, invented and missing (synthetic scenes only), every held-out set side by side."""
+    sets = [hs for hs in report["sets"] if hs["variants"] and hs["variants"][0].get("objects")]
+    if not sets:
+        return []
+    lines = ["", "## Objects named (synthetic scenes)", "",
+             "Each object is a colour and a shape. Precision: share of the objects a caption names that are in the "
+             "scene (the rest are invented). Recall: share of the scene's objects named (the rest are missing). "
+             "Exact: share of scenes named exactly right, nothing missing and nothing invented.", "",
+             "| variant | " + " | ".join(f"{hs['name']}: exact | precision | recall" for hs in sets) + " |",
+             "|---|" + "---:|---:|---:|" * len(sets)]
+    names = [r["name"] for r in sets[0]["variants"]]
+    for name in names:
+        cells = []
+        for hs in sets:
+            o = next((r["objects"] for r in hs["variants"] if r["name"] == name), None)
+            cells += [_fmt(o and o["exact_scenes"], ".1%"), _fmt(o and o["precision"], ".1%"),
+                      _fmt(o and o["recall"], ".1%")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for hs in sets:
+        o = hs["baseline"].get("objects")
+        if o:
+            lines.append(f"| constant caption on {hs['name']} | " + " | ".join(
+                (f"{o['exact_scenes']:.1%} | {o['precision']:.1%} | {o['recall']:.1%}" if h is hs else "- | - | -")
+                for h in sets) + " |")
+    lines.append("")
+    for hs in sets:
+        for r in hs["variants"]:
+            o = r["objects"]
+            lines.append(f"- On {hs['name']} ({o['scenes']} scenes, {o['objects']} objects), {r['name']} invents "
+                         f"{o['invented']} and misses {o['missing']}.")
+    return lines
 
 
 def _chart(report: dict, path: Path) -> None:
@@ -304,27 +408,29 @@ def _chart(report: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def write_report(opts: ReportOptions) -> dict[str, Path]:
-    """Evaluate every item and write the report folder. Returns the paths written."""
-    from scenecap.edge.images import load_image
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
-    items = [Path(p) for p in opts.items]
-    if not items:
-        raise ScenecapError("nothing to evaluate; pass bundle folders or a SavedModel export")
-    for p in items:
-        if not (_is_bundle(p) or _is_export(p)):
-            raise ScenecapError(f"{p}: neither a bundle (manifest.json) nor a SavedModel export (saved_model.pb)")
-    reference_path = Path(opts.reference) if opts.reference else next((p for p in items if _is_export(p)), None)
-    if reference_path is None:
-        prov = json.loads((items[0] / "manifest.json").read_text(encoding="utf-8")).get("provenance", {})
-        if prov.get("export") and _is_export(Path(prov["export"])):
-            reference_path = Path(prov["export"])
-    if reference_path is not None and not _is_export(reference_path):
-        raise ScenecapError(f"--reference {reference_path}: not a SavedModel export (no saved_model.pb)")
-    progress = sys.stderr.isatty() if opts.progress is None else opts.progress
-    ann, samples = _held_out(opts, items[0])
+
+def _language(path: Path) -> str:
+    """The captions' language, from the bundle's manifest or the export's sidecar."""
+    meta = path / ("manifest.json" if _is_bundle(path) else "scenecap_export.json")
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("language") or "en"
+    except (OSError, ValueError):
+        return "en"
+
+
+def _evaluate_set(name: str, annotations: str | None, items: list[Path], reference_path: Path | None,
+                  opts: ReportOptions, progress: bool) -> tuple[dict, list[VariantResult]]:
+    """Caption one held-out set with every item; its rows, trivial baselines, object figures and verdicts."""
+    from scenecap.edge.images import load_image
+    from scenecap.train.metrics import constant_baseline, trivial_reasons
+    from scenecap.train.synthetic import LEXICON, object_scores, scenes_beside
+
+    ann, samples = _held_out(opts, items[0], annotations)
     frames = {}
-    for s in _progress(samples, "reading held-out images", progress):
+    for s in _progress(samples, f"reading {name} images", progress):
         frames[s.image_id] = load_image(s.image)
     refs = {s.image_id: s.captions for s in samples}
     results: list[VariantResult] = []
@@ -342,20 +448,63 @@ def write_report(opts: ReportOptions) -> dict[str, Path]:
         if names.count(r.name) > 1:
             r.name = f"{Path(r.path).parent.name}/{r.name}"
     rows = [_summarize(r, refs, reference) for r in results]
+    baseline = constant_baseline(refs)
+    scenes_file = scenes_beside(ann)
+    lang = _language(items[0])
+    scenes = None
+    if scenes_file and lang in LEXICON:
+        ids = set(refs)
+        scenes = [sc for sc in json.loads(scenes_file.read_text(encoding="utf-8")) if sc["image_id"] in ids]
+        baseline["objects"] = object_scores({i: baseline["caption"] for i in ids}, scenes, lang)
+    for r, row in zip(results, rows, strict=True):
+        row["trivial"] = trivial_reasons(row["metrics"], row["distinct_captions"], row["images"], baseline)
+        if scenes is not None:
+            row["objects"] = o = object_scores(r.captions, scenes, lang)
+            b = baseline["objects"]
+            if o["precision"] <= b["precision"] or o["recall"] <= b["recall"]:  # names objects no better than blind
+                row["trivial"].append(f"its objects (precision {o['precision']:.1%}, recall {o['recall']:.1%}) are "
+                                      f"no better than the constant caption's ({b['precision']:.1%}, "
+                                      f"{b['recall']:.1%})")
     ref_row = rows[0] if reference is not None else None
+    hs = {"name": name, "annotations": str(ann), "scenes": str(scenes_file) if scenes is not None else None,
+          "images": len(samples), "baseline": baseline, "variants": rows, "verdicts": _verdicts(rows, ref_row)}
+    return hs, results
+
+
+def write_report(opts: ReportOptions) -> dict[str, Path]:
+    """Evaluate every item on every held-out set and write the report folder. Returns the paths written."""
+    items = [Path(p) for p in opts.items]
+    if not items:
+        raise ScenecapError("nothing to evaluate; pass bundle folders or a SavedModel export")
+    for p in items:
+        if not (_is_bundle(p) or _is_export(p)):
+            raise ScenecapError(f"{p}: neither a bundle (manifest.json) nor a SavedModel export (saved_model.pb)")
+    reference_path = Path(opts.reference) if opts.reference else next((p for p in items if _is_export(p)), None)
+    if reference_path is None:
+        prov = json.loads((items[0] / "manifest.json").read_text(encoding="utf-8")).get("provenance", {})
+        if prov.get("export") and _is_export(Path(prov["export"])):
+            reference_path = Path(prov["export"])
+    if reference_path is not None and not _is_export(reference_path):
+        raise ScenecapError(f"--reference {reference_path}: not a SavedModel export (no saved_model.pb)")
+    progress = sys.stderr.isatty() if opts.progress is None else opts.progress
+    sets = [_evaluate_set(name, ann, items, reference_path, opts, progress)
+            for name, ann in held_out_sets(opts.annotations)]
+    first = sets[0][0]
     decoding = "greedy" if opts.beam <= 1 else f"beam {opts.beam}"
-    report = {"annotations": str(ann), "images": len(samples), "decoding": decoding,
+    # The top level describes the first set (as before several sets could be given); "sets" holds them all.
+    report = {"annotations": first["annotations"], "images": first["images"], "decoding": decoding,
               "reference": str(reference_path) if reference_path else None,
               "target": {"min_agreement": MIN_AGREEMENT, "max_bleu4_loss": MAX_BLEU4_LOSS},
-              "variants": rows}
-    report["verdicts"] = _verdicts(rows, ref_row)
+              "variants": first["variants"], "verdicts": first["verdicts"], "sets": [hs for hs, _ in sets]}
     out = Path(opts.out)
     (out / "results").mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "md": out / "report.md", "png": out / "report.png"}
-    for r in results:
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in r.name)
-        coco = [{"image_id": k, "caption": v} for k, v in r.captions.items()]
-        atomic_write_text(out / "results" / f"{safe}.json", json.dumps(coco, ensure_ascii=False, indent=0))
+    for k, (hs, results) in enumerate(sets):  # the first set's in results/, the others' in results/SET/
+        folder = out / "results" / (_safe(hs["name"]) if k else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            coco = [{"image_id": i, "caption": v} for i, v in r.captions.items()]
+            atomic_write_text(folder / f"{_safe(r.name)}.json", json.dumps(coco, ensure_ascii=False, indent=0))
     atomic_write_text(paths["json"], json.dumps(report, indent=2, ensure_ascii=False))
     atomic_write_text(paths["md"], _markdown(report))
     _chart(report, paths["png"])

@@ -48,3 +48,43 @@ def caption_metrics(references: dict, hypotheses: dict, meteor: bool = True,
             except Exception as e:  # the Java subprocess can fail in many ways; the other metrics still count
                 log.info("METEOR skipped: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
     return scores
+
+
+def distinct_captions(hypotheses: dict) -> int:
+    """How many different captions a model gave: a model that ignores the image gives one or a few."""
+    return len({" ".join(str(h).split()) for h in hypotheses.values()})
+
+
+def constant_baseline(references: dict, opts: TextOptions | None = None, candidates: int = 12) -> dict:
+    """The best constant caption: the same caption for every image, chosen among the most frequent references
+    (and references of typical length) by BLEU-4. A model that does not beat it has not learnt from the image."""
+    from collections import Counter
+
+    counts = Counter(c for caps in references.values() for c in caps)
+    if not counts:
+        return {}
+    frequent = [c for c, _ in counts.most_common(candidates // 2)]
+    by_length = sorted(counts, key=lambda c: (len(c.split()), c))
+    step = max(1, len(by_length) // (candidates // 2 + 1))
+    typical = by_length[step::step][: candidates // 2]
+    best: dict = {}
+    for caption in dict.fromkeys(frequent + typical):
+        scores = caption_metrics(references, {i: caption for i in references}, meteor=False, opts=opts)
+        if not best or scores["BLEU-4"] > best["BLEU-4"]:
+            best = {"caption": caption, "BLEU-4": scores["BLEU-4"], "CIDEr-D": scores["CIDEr-D"]}
+    return best
+
+
+def trivial_reasons(scores: dict, distinct: int, images: int, baseline: dict) -> list[str]:
+    """Why a model looks like it ignores the image (empty when it beats every trivial baseline)."""
+    reasons = []
+    if baseline and (scores.get("BLEU-4") or 0.0) <= baseline["BLEU-4"]:
+        reasons.append(f"BLEU-4 {scores.get('BLEU-4') or 0:.3f} does not beat the constant caption's "
+                       f"{baseline['BLEU-4']:.3f}")
+    if baseline and (scores.get("CIDEr-D") or 0.0) <= baseline["CIDEr-D"]:
+        reasons.append(f"CIDEr-D {scores.get('CIDEr-D') or 0:.3f} does not beat the constant caption's "
+                       f"{baseline['CIDEr-D']:.3f}")
+    if images > 1 and distinct <= max(1, images // 10):
+        reasons.append(f"it gives only {distinct} different caption{'s' if distinct != 1 else ''} "
+                       f"for {images} images")
+    return reasons

@@ -452,3 +452,34 @@ def position_accuracy(captions: dict[int, str], scenes: list[dict], lang: str = 
             total += 1
             right += f" {where[o['cell']]} " in text
     return right / total if total else 0.0
+
+
+def object_scores(captions: dict, scenes: list[dict], lang: str = "en") -> dict:
+    """Object-level truth of the captions against what the scenes hold, each object a (colour, shape) pair:
+    precision (1 - share of named objects that are not there: invented, or named with the wrong colour or
+    shape), recall (share of the scene's objects named) and the share of scenes named exactly right (nothing
+    missing, nothing invented). A scene with no caption names nothing."""
+    named = matched = total = exact = 0
+    for scene in scenes:
+        want = [(o["colour"], o["shape"]) for o in scene["objects"]]
+        got = parse_objects(captions.get(scene["image_id"], ""), lang)
+        left = list(want)
+        hits = 0
+        for pair in got:
+            if pair in left:
+                left.remove(pair)
+                hits += 1
+        named, matched, total = named + len(got), matched + hits, total + len(want)
+        exact += hits == len(want) == len(got)
+    return {"scenes": len(scenes), "objects": total, "named": named, "invented": named - matched,
+            "missing": total - matched, "precision": matched / named if named else 0.0,
+            "recall": matched / total if total else 0.0, "exact_scenes": exact / len(scenes) if scenes else 0.0}
+
+
+def scenes_beside(annotations: str | Path) -> Path | None:
+    """scenes_SPLIT.json next to captions_SPLIT.json (what `scenecap synth` writes), if it is there."""
+    p = Path(annotations)
+    if not p.name.startswith("captions_"):
+        return None
+    scenes = p.with_name("scenes_" + p.name[len("captions_"):])
+    return scenes if scenes.is_file() else None
