@@ -11,10 +11,10 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import warnings
 
 from scenecap import ScenecapError, __version__
+from scenecap.native_stderr import caught_fd2
 
 # One module per command (or small group), each with register(subparsers). Registering imports nothing heavy,
 # so every command is listed on every install; a command whose extra is missing says so when it runs.
@@ -100,19 +100,11 @@ def import_tensorflow_quietly() -> None:
     """Import TensorFlow with fd 2 caught, then pass on whatever it printed that is not start-up noise."""
     if importlib.util.find_spec("tensorflow") is None:
         return  # the command itself will say that the train extra is missing
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            kept = [line for line in sink.read().decode("utf-8", "replace").splitlines()
-                    if line.strip() and not _IMPORT_NOISE.match(line)]
-            if kept and sys.stderr is not None:
-                print("\n".join(kept), file=sys.stderr)
+    with caught_fd2() as lines:
+        import tensorflow  # noqa: F401
+    kept = [line for line in lines if not _IMPORT_NOISE.match(line)]
+    if kept and sys.stderr is not None:
+        print("\n".join(kept), file=sys.stderr)
 
 
 def guard_standard_streams() -> None:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import sys
-import tempfile
 from collections.abc import Iterator
+
+from scenecap.native_stderr import caught_fd2
 
 log = logging.getLogger("scenecap.tensorflow")
 
@@ -33,19 +32,7 @@ def native_stderr_to_debug() -> Iterator[None]:
     if _verbose():
         yield
         return
-    if sys.stderr is not None:
-        sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            if sys.stderr is not None:
-                sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            for line in sink.read().decode("utf-8", "replace").splitlines():
-                if line.strip():
-                    log.debug("%s", line)
+    with caught_fd2() as lines:
+        yield
+    for line in lines:
+        log.debug("%s", line)
