@@ -1,16 +1,22 @@
 """Measure a bundle on held-out synthetic scenes with the edge runtime: BLEU-4 (pycocoevalcap) against the
-5 references, and the share of objects whose colour and shape are both named right.
+5 references, the share of objects whose colour and shape are both named right, and object-level truth:
+precision (objects invented), recall (objects missing), the share of scenes named exactly right. Twice: on the
+style the bundle was trained on (a seed it never saw) and on the shifted style it never trained on.
 
-    python demo/demo_quality.py demo/bundle   # regenerates the demo's held-out split (same seed) if needed
+    python demo/demo_quality.py demo/bundle                 # writes demo/quality.json
+    python demo/demo_quality.py runs/new/bundle --style varied --no-write
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_STYLE = "classic"  # what the shipped demo/bundle was trained on (demo/build_bundle.py before issue 14)
+OWN_SEED, SHIFTED_SEED, COUNT = 31, 32, 200  # seeds no demo training split uses
 
 
 def measure(bundle: Path, captions_json: Path, scenes_json: Path, out: Path | None = None) -> dict:
@@ -19,8 +25,13 @@ def measure(bundle: Path, captions_json: Path, scenes_json: Path, out: Path | No
     from scenecap.edge.captioner import Captioner
     from scenecap.edge.images import load_image
     from scenecap.train.datasets import load_coco
-    from scenecap.train.metrics import caption_metrics
-    from scenecap.train.synthetic import attribute_accuracy, colour_shape_accuracy, position_accuracy
+    from scenecap.train.metrics import caption_metrics, constant_baseline, distinct_captions
+    from scenecap.train.synthetic import (
+        attribute_accuracy,
+        colour_shape_accuracy,
+        object_scores,
+        position_accuracy,
+    )
 
     samples = load_coco(captions_json)
     scenes = json.loads(Path(scenes_json).read_text(encoding="utf-8"))
@@ -28,6 +39,8 @@ def measure(bundle: Path, captions_json: Path, scenes_json: Path, out: Path | No
     hyps = {s.image_id: cap.caption(load_image(s.image)).text for s in tqdm(samples, desc="captioning", unit="img")}
     refs = {s.image_id: s.captions for s in samples}
     scores = caption_metrics(refs, hyps, meteor=False)
+    objects = object_scores(hyps, scenes)
+    baseline = constant_baseline(refs)
     result = {
         "bundle": str(bundle), "images": len(samples),
         "BLEU-4": round(scores["BLEU-4"], 4), "CIDEr-D": round(scores["CIDEr-D"], 4),
@@ -35,22 +48,47 @@ def measure(bundle: Path, captions_json: Path, scenes_json: Path, out: Path | No
         "colour_accuracy": round(attribute_accuracy(hyps, scenes, "colour"), 4),
         "shape_accuracy": round(attribute_accuracy(hyps, scenes, "shape"), 4),
         "position_accuracy": round(position_accuracy(hyps, scenes), 4),
+        "exact_scenes": round(objects["exact_scenes"], 4),
+        "object_precision": round(objects["precision"], 4), "object_recall": round(objects["recall"], 4),
+        "objects": objects, "distinct_captions": distinct_captions(hyps),
+        "constant_caption": {**baseline, "objects": object_scores({i: baseline["caption"] for i in refs}, scenes)},
         "examples": [{"image": samples[i].image.name, "caption": hyps[samples[i].image_id]} for i in range(5)],
     }
     if out:
         out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, indent=2))
     return result
 
 
+def held_out(folder: Path, style: str, seed: int, count: int = COUNT) -> Path:
+    from scenecap.train.synthetic import generate
+
+    return generate(folder / style, n_train=0, n_val=0, n_test=count, seed=seed, style=style)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle", nargs="?", default=str(ROOT / "demo" / "bundle"))
+    ap.add_argument("--style", default=SHIPPED_STYLE, help=f"the style it was trained on (default {SHIPPED_STYLE})")
+    ap.add_argument("--no-write", action="store_true", help="print only; do not rewrite demo/quality.json")
+    args = ap.parse_args()
+    bundle = Path(args.bundle)
+    with tempfile.TemporaryDirectory() as tmp:
+        own_data = held_out(Path(tmp), args.style, OWN_SEED)
+        shifted_data = held_out(Path(tmp), "shifted", SHIFTED_SEED)
+        result = measure(bundle, own_data / "captions_test.json", own_data / "scenes_test.json")
+        result["style"], result["seed"] = args.style, OWN_SEED
+        shifted = measure(bundle, shifted_data / "captions_test.json", shifted_data / "scenes_test.json")
+        result["shifted"] = {"style": "shifted", "seed": SHIFTED_SEED,
+                             **{k: v for k, v in shifted.items() if k != "bundle"}}
+    quality = ROOT / "demo" / "quality.json"
+    if quality.is_file() and bundle.resolve() == (ROOT / "demo" / "bundle").resolve():
+        previous = json.loads(quality.read_text(encoding="utf-8"))
+        if "all_int8_decoder" in previous:  # measured by demo/build_bundle.py when it rebuilds the bundle
+            result["all_int8_decoder"] = previous["all_int8_decoder"]
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    if not args.no_write:
+        quality.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "demo"))
-    from build_bundle import DATA, SEED, WORK
-
-    bundle = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "demo" / "bundle"
-    data = WORK / "data"
-    if not (data / "captions_test.json").is_file():
-        from scenecap.train.synthetic import generate
-
-        generate(data, seed=SEED, **DATA)
-    measure(bundle, data / "captions_test.json", data / "scenes_test.json")
+    main()

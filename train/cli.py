@@ -45,6 +45,7 @@ OPTION_KEYS = {
     "checkpoint_every_steps": "checkpoint_every_steps", "tensorboard": "tensorboard",
     "normalization": "text.normalization", "lowercase": "text.lowercase",
     "strip_diacritics": "text.strip_arabic_diacritics", "strip_tatweel": "text.strip_tatweel",
+    "augment_colour": "augment.colour", "augment_crop": "augment.crop", "augment_flip": "augment.flip",
 }
 
 
@@ -125,6 +126,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--embed-dim", type=int, default=S, help="feature and word-embedding size (default 256)")
     m.add_argument("--units", type=int, default=S, help="GRU state and output layer size (default 512)")
     m.add_argument("--attention-units", type=int, default=S, help="(default 512)")
+
+    a = t.add_argument_group("augmentation (off by default; finetune mode only)")
+    a.add_argument("--augment-colour", action="store_true", default=S,
+                   help="jitter hue by at most 0.02 of the colour circle (about 7 degrees: small enough that no "
+                   "colour word becomes wrong), brightness by 0.1, saturation by 15%%")
+    a.add_argument("--augment-crop", action="store_true", default=S,
+                   help="random crop of 85-100%% of each side, resized back (objects shift a little)")
+    a.add_argument("--augment-flip", action="store_true", default=S,
+                   help="mirror half the images and swap left/right in their captions (en: left/right, ar: "
+                   "اليسار/اليمين); a language without such a lexicon is not flipped (logged)")
 
     r = t.add_argument_group("training")
     r.add_argument("--config", help="TOML or YAML file of settings (keys as in the run's config.json)")

@@ -38,6 +38,16 @@ CACHE_IMAGES = ("auto", "memory", "none")
 
 
 @dataclass
+class AugmentConfig:
+    """Optional augmentation of the training images (finetune mode; cached features are computed once, so they
+    cannot be). All off by default: a user turns on only what keeps their captions true."""
+    colour: bool = False  # hue within +-0.02 of the circle (~7 degrees: no named colour becomes another),
+    #                        brightness +-0.1, saturation x0.85-1.15
+    crop: bool = False  # a random crop of 85-100% of each side, resized back: objects move a little
+    flip: bool = False  # mirror half the images, swapping left/right words where the language says how
+
+
+@dataclass
 class TrainConfig:
     train: str  # annotation file of the training split
     val: str | None = None  # annotation file of the validation split (a Karpathy file: its 'val' split)
@@ -53,6 +63,7 @@ class TrainConfig:
     resize: str = "area"
     model: ModelConfig = field(default_factory=lambda: ModelConfig(vocab_size=0))
     text: TextOptions = field(default_factory=TextOptions)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     # data
     dataset_format: str = "auto"  # auto | coco | karpathy | flickr | csv | jsonl
     train_list: str | None = None  # keep only the images named in this file (e.g. Flickr_8k.trainImages.txt)
