@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scenecap.edge.bundle import Bundle, load_bundle, load_embedding
-from scenecap.edge.decode import Hypothesis, beam_search, check_length_penalty, greedy
+from scenecap.edge.bundle import Bundle, TensorSpec, load_bundle, load_embedding
+from scenecap.edge.decode import Hypothesis, Logits, beam_search, check_length_penalty, greedy
 from scenecap.edge.errors import ScenecapError
-from scenecap.edge.interpreter import TFLiteModel, find_runtime, load_edgetpu_delegate
+from scenecap.edge.interpreter import TFLiteModel, dequantize, find_runtime, load_edgetpu_delegate, quantize
 from scenecap.edge.preprocess import prepare
 
 
@@ -21,11 +21,118 @@ class Caption:
     text: str
     tokens: list[int]  # generated ids, <end> excluded
     words: list[str]
-    log_prob: float
+    hypothesis: Hypothesis = field(repr=False)  # the search's result; log_prob reads it
     attention: np.ndarray  # [n_words, locations]
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     invokes: int = 0  # decoder invokes used
     stopped: bool = False  # cut short by `stop`: the words so far, unfinished; never say or show it as a caption
+    step_ms: list[float] = field(default_factory=list)  # each decoder step's milliseconds, in order
+
+    @property
+    def log_prob(self) -> float:
+        """Total log-probability of the words (and <end>); a greedy caption's is computed on first reading."""
+        return self.hypothesis.total_log_prob()
+
+
+def _same_quantisation(a: TensorSpec, b: TensorSpec) -> bool:
+    return a.dtype == b.dtype and (not a.quantized or (a.scale == b.scale and a.zero_point == b.zero_point))
+
+
+class DecoderSession:
+    """One image on the decoder: its features bound once, then step() advances hypotheses word by word.
+
+    From `with captioner.start(features) as session:` (features = captioner.encode(image)); it holds the
+    Captioner's lock until the block ends, since the decoder's tensors now hold this image.
+
+    step(tokens[n], hidden[n, U] float32) -> (logits[n, V], new_hidden[n, U], attention[n, L]), float32: n may
+    exceed the model's batch (several invokes) or fall short (padding). raw_step is the same in the model's own
+    dtypes: `hidden` as raw_step returned it (hidden0() to begin) and Logits for argmax without dequantising.
+    """
+
+    def __init__(self, captioner: Captioner, features: dict[str, np.ndarray]):
+        self.captioner = captioner
+        dec = self.decoder = captioner.decoder
+        self.batch, self.units, self.embedding = captioner.batch, captioner.units, captioner.embedding
+        self.token_input = "token" if self.embedding is None else "embedding"
+        self.specs = {n: dec.input_spec(n) for n in ("hidden", self.token_input)}
+        self.specs.update({n: dec.output_spec(n) for n in ("logits", "new_hidden", "attention")})
+        # The state goes back in raw when new_hidden and hidden share a dtype and scale (bit-identical to
+        # dequantising and quantising again); otherwise it is requantised.
+        self.carry_raw = _same_quantisation(self.specs["new_hidden"], self.specs["hidden"])
+        self.invokes, self.step_ms = 0, []
+        for name, value in features.items():  # inputs persist between invokes: once per image, not per word
+            dec.set(name, np.repeat(value, self.batch, axis=0) if self.batch > 1 else value)
+
+    def __enter__(self) -> DecoderSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the Captioner for the next caption (the `with` block does this)."""
+        if self.captioner is not None:
+            self.captioner._lock.release()
+            self.captioner = None
+
+    def hidden0(self, n: int = 1) -> np.ndarray:
+        """The initial state for raw_step: zeros, as new_hidden stores them."""
+        return quantize(np.zeros((n, self.units), np.float32), self.specs["new_hidden"])
+
+    def step(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        logits, new_hidden, attention = self._advance(np.asarray(tokens, np.int32),
+                                                      quantize(hidden, self.specs["hidden"]))
+        return (logits.floats(), dequantize(new_hidden, self.specs["new_hidden"]),
+                dequantize(attention, self.specs["attention"]))
+
+    def raw_step(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[Logits, np.ndarray, np.ndarray]:
+        if not self.carry_raw:
+            hidden = quantize(dequantize(hidden, self.specs["new_hidden"]), self.specs["hidden"])
+        return self._advance(tokens, hidden)
+
+    def attention_floats(self, attention: np.ndarray) -> np.ndarray:
+        return dequantize(attention, self.specs["attention"])
+
+    def _token_values(self, tokens: np.ndarray) -> np.ndarray:
+        if self.embedding is None:
+            return tokens
+        return quantize(self.embedding[tokens], self.specs["embedding"])
+
+    def _advance(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[Logits, np.ndarray, np.ndarray]:
+        """`hidden` already as the hidden input stores it; outputs copied out raw."""
+        n, b, dec = len(tokens), self.batch, self.decoder
+        t0 = time.perf_counter()
+        if n == b:  # the common case: one invoke, no padding, no concatenation
+            dec.write(self.token_input, self._token_values(tokens))
+            dec.write("hidden", hidden)
+            dec.invoke()
+            outs = dec.read("logits"), dec.read("new_hidden"), dec.read("attention")
+            self.invokes += 1
+        else:
+            outs = self._advance_chunks(tokens, hidden)
+        self.step_ms.append((time.perf_counter() - t0) * 1e3)
+        spec = self.specs["logits"]
+        return (Logits(outs[0], spec.scale if spec.quantized else None, spec.zero_point), outs[1], outs[2])
+
+    def _advance_chunks(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, ...]:
+        n, b, dec = len(tokens), self.batch, self.decoder
+        # Padding rows: token 0 and a zero state, as quantised; their outputs are dropped.
+        pad_token = self._token_values(np.zeros(b, np.int32))
+        pad_hidden = quantize(np.zeros((b, self.units), np.float32), self.specs["hidden"])
+        parts = []
+        for s in range(0, n, b):
+            k = min(b, n - s)
+            tk, hd = self._token_values(tokens[s : s + k]), hidden[s : s + k]
+            if k < b:
+                tk, hd = np.concatenate([tk, pad_token[k:]]), np.concatenate([hd, pad_hidden[k:]])
+            dec.write(self.token_input, tk)
+            dec.write("hidden", hd)
+            dec.invoke()
+            self.invokes += 1
+            parts.append((dec.read("logits", k), dec.read("new_hidden", k), dec.read("attention", k)))
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
 
 class Captioner:
@@ -65,8 +172,6 @@ class Captioner:
         self.beam = max(1, int(beam))
         self.length_penalty = check_length_penalty(length_penalty)
         self.feature_names = [n for n in m.models["encoder"].outputs]
-        self._invokes = 0
-        self._decoder_ms = 0.0
         self._lock = threading.RLock()  # one caption (or encode) at a time: the interpreters' tensors are shared
 
     @classmethod
@@ -97,36 +202,17 @@ class Captioner:
             self.encoder.invoke()
             return {name: self.encoder.get(name) for name in self.feature_names}
 
-    def _bind_features(self, feats: dict[str, np.ndarray]) -> None:
-        # Inputs persist between invokes: set the image's tensors once, not once per word.
-        for name, value in feats.items():
-            self.decoder.set(name, np.repeat(value, self.batch, axis=0) if self.batch > 1 else value)
+    def start(self, features: dict[str, np.ndarray]) -> DecoderSession:
+        """Bind one image's features (from encode()) to the decoder for stepping by hand: a DecoderSession.
 
-    def _step(self, tokens: np.ndarray, hidden: np.ndarray):
-        """Advance n hypotheses; n may exceed the model's batch (several invokes) or fall short (padding)."""
-        n, b = len(tokens), self.batch
-        outs = []
-        t0 = time.perf_counter()
-        for s in range(0, n, b):
-            tk, hd = tokens[s : s + b], hidden[s : s + b]
-            pad = b - len(tk)
-            if pad:
-                tk = np.concatenate([tk, np.zeros(pad, np.int32)])
-                hd = np.concatenate([hd, np.zeros((pad, hd.shape[1]), np.float32)])
-            if self.embedding is None:
-                self.decoder.set("token", tk)
-            else:
-                self.decoder.set("embedding", self.embedding[tk])
-            self.decoder.set("hidden", hd)
-            self.decoder.invoke()
-            self._invokes += 1
-            k = b - pad
-            outs.append((self.decoder.get("logits")[:k], self.decoder.get("new_hidden")[:k],
-                         self.decoder.get("attention")[:k]))
-        self._decoder_ms += (time.perf_counter() - t0) * 1e3
-        if len(outs) == 1:
-            return outs[0]
-        return tuple(np.concatenate(parts) for parts in zip(*outs, strict=True))
+        Use as `with captioner.start(captioner.encode(image)) as session:`; it holds this Captioner's lock (other
+        captions wait) until the block ends."""
+        self._lock.acquire()
+        try:
+            return DecoderSession(self, features)
+        except BaseException:
+            self._lock.release()
+            raise
 
     def caption(self, frame: np.ndarray | str | Path, bgr: bool = False,
                 stop: threading.Event | None = None) -> Caption:
@@ -150,27 +236,29 @@ class Captioner:
         t1 = time.perf_counter()
         feats = self.encode(image)
         t2 = time.perf_counter()
-        self._bind_features(feats)
-        self._invokes, self._decoder_ms = 0, 0.0
-        hidden0 = np.zeros((1, self.units), np.float32)
         ids = m.tokens
-        if self.beam > 1:
-            hyp = beam_search(self._step, hidden0, ids["start"], ids["end"], m.max_length - 1, self.beam,
-                              self.length_penalty, stop)
-        else:
-            hyp = greedy(self._step, hidden0, ids["start"], ids["end"], m.max_length - 1, stop)
-        t3 = time.perf_counter()
-        return self._finish(hyp, {
-            "preprocess": preprocess_ms,
-            "encoder": (t2 - t1) * 1e3,
-            "decoder": (t3 - t2) * 1e3,
-            "decoder_invokes": self._decoder_ms,
-            "total": preprocess_ms + (t3 - t1) * 1e3,
-        })
+        with self.start(feats) as session:
+            if self.beam > 1:
+                hyp = beam_search(session.raw_step, session.hidden0(), ids["start"], ids["end"], m.max_length - 1,
+                                  self.beam, self.length_penalty, stop)
+            else:  # the score is summed only if someone reads Caption.log_prob
+                hyp = greedy(session.raw_step, session.hidden0(), ids["start"], ids["end"], m.max_length - 1, stop,
+                             lazy_log_prob=True)
+            t3 = time.perf_counter()
+            return self._finish(hyp, session, {
+                "preprocess": preprocess_ms,
+                "encoder": (t2 - t1) * 1e3,
+                "decoder": (t3 - t2) * 1e3,
+                "decoder_invokes": sum(session.step_ms),
+                "total": preprocess_ms + (t3 - t1) * 1e3,
+            })
 
-    def _finish(self, hyp: Hypothesis, timings: dict[str, float]) -> Caption:
+    def _finish(self, hyp: Hypothesis, session: DecoderSession, timings: dict[str, float]) -> Caption:
         end = self.bundle.manifest.tokens["end"]
         tokens = [t for t in hyp.tokens if t != end]
         words = self.vocab.decode(tokens)
-        attn = np.stack(hyp.attention[: len(tokens)]) if tokens else np.zeros((0, 0), np.float32)
-        return Caption(" ".join(words), tokens, words, hyp.log_prob, attn, timings, self._invokes, hyp.stopped)
+        # Attention rows were kept raw; dequantised once here, not once per word.
+        attn = session.attention_floats(np.stack(hyp.attention[: len(tokens)])) if tokens else \
+            np.zeros((0, 0), np.float32)
+        return Caption(" ".join(words), tokens, words, hyp, attn, timings, session.invokes, hyp.stopped,
+                       session.step_ms)

@@ -1,7 +1,10 @@
 """Greedy and beam search over a single-step decoder, in numpy.
 
 `step(tokens[n], hidden[n, U]) -> (logits[n, V], hidden[n, U], attention[n, L])` advances n hypotheses by one
-word; the caller binds the image's features. Each hypothesis carries its own hidden state.
+word; the caller binds the image's features. Each hypothesis carries its own hidden state, which the search only
+passes back and selects rows of (so it may stay in the model's own dtype). `logits` is a float array or a
+`Logits` (the model's raw, e.g. int8, values and their scale): argmax and top-k run on the raw values, and
+log-probabilities are computed only for the words that need them (one log-sum-exp of the row each).
 
 `stop` (a threading.Event, optional) is checked before every step: once it is set the search returns the best
 hypothesis so far with `stopped=True` (unfinished: never to be spoken or shown as a caption), so a signal stops
@@ -19,7 +22,7 @@ import numpy as np
 
 from scenecap.edge.errors import ScenecapError
 
-StepFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+StepFn = Callable[[np.ndarray, np.ndarray], tuple["np.ndarray | Logits", np.ndarray, np.ndarray]]
 # GNMT's alpha is tuned in [0, 1] (0.6-0.7 in the paper); 5 already ranks by length alone. The bound keeps
 # ((5 + n) / 6) ** alpha finite for any caption length the manifest allows (171 ** 5 ~ 1.5e11).
 MAX_LENGTH_PENALTY = 5.0
@@ -31,7 +34,43 @@ class Hypothesis:
     log_prob: float  # total log-probability of `tokens`
     attention: list[np.ndarray] = field(default_factory=list)  # one [L] map per token
     stopped: bool = False  # cut short by `stop`: unfinished, not a caption
+    # greedy(lazy_log_prob=True): the logits each word was chosen from, scored on the first total_log_prob()
+    pending: list[tuple[Logits, int]] | None = field(default=None, repr=False)
 
+    def total_log_prob(self) -> float:
+        """`log_prob`, first summing any pending words (one log-sum-exp of each word's row)."""
+        if self.pending is not None:
+            self.log_prob = sum((word_log_prob(lg, 0, w) for lg, w in self.pending), 0.0)
+            self.pending = None
+        return self.log_prob
+
+
+@dataclass(frozen=True)
+class Logits:
+    """Logits as the model stored them, `raw` [n, V] (int8, int16 or float), and their dequantisation
+    (raw - zero_point) * scale; scale None: `raw` are the float logits. The map is increasing (scale > 0), so
+    argmax and top-k need no dequantisation."""
+
+    raw: np.ndarray
+    scale: float | None = None
+    zero_point: int = 0
+
+    def floats(self) -> np.ndarray:
+        """Dequantised float32, computed as the edge runtime's dequantize() does (same bits)."""
+        if self.scale is None:
+            return self.raw.astype(np.float32, copy=False)
+        return (self.raw.astype(np.float32) - self.zero_point) * np.float32(self.scale)
+
+
+def as_logits(x: np.ndarray | Logits) -> Logits:
+    return x if isinstance(x, Logits) else Logits(np.asarray(x))
+
+
+def word_log_prob(lg: Logits, row: int, word: int) -> float:
+    """log_softmax(row)[word] with the same float32 arithmetic, without building the log-softmax array."""
+    z = lg.floats()[row] if lg.raw.ndim > 1 else lg.floats()
+    m = z.max()
+    return float((z[word] - m) - np.log(np.exp(z - m).sum()))
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float32, copy=False)
@@ -53,19 +92,25 @@ def _stopped(stop: threading.Event | None) -> bool:
 
 
 def greedy(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_steps: int,
-           stop: threading.Event | None = None) -> Hypothesis:
-    """Pick the most likely word each step until <end>, max_steps words or `stop`."""
+           stop: threading.Event | None = None, lazy_log_prob: bool = False) -> Hypothesis:
+    """Pick the most likely word each step until <end>, max_steps words or `stop`.
+
+    `lazy_log_prob`: keep each word's logits and score them only on hyp.total_log_prob() (a caller that may
+    never read the score saves one pass over the vocabulary per word)."""
     token = np.array([start], np.int32)
     hidden = hidden0[:1]
-    hyp = Hypothesis([], 0.0)
+    hyp = Hypothesis([], 0.0, pending=[] if lazy_log_prob else None)
     for _ in range(max_steps):
         if _stopped(stop):
             hyp.stopped = True
             break
         logits, hidden, attn = step(token, hidden)
-        row = logits[0]
-        best = int(np.argmax(row))
-        hyp.log_prob += float(log_softmax(row)[best])
+        lg = as_logits(logits)
+        best = int(lg.raw[0].argmax())  # first maximum, as on the dequantised row (same order, same ties)
+        if hyp.pending is None:
+            hyp.log_prob += word_log_prob(lg, 0, best)
+        else:
+            hyp.pending.append((lg, best))
         hyp.tokens.append(best)
         hyp.attention.append(attn[0])
         if best == end:
@@ -102,17 +147,24 @@ def beam_search(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_ste
             return Hypothesis(best.tokens, best.log_prob, best.attention, stopped=True)
         last = np.array([h.tokens[-1] if h.tokens else start for h in beams], np.int32)
         logits, new_hidden, attn = step(last, hiddens)
-        logp = log_softmax(logits)
-        k = min(width, logp.shape[1])
-        # Top-k per beam, then the best `width` of those: the full n x V sort is never needed.
-        part = np.argpartition(-logp, k - 1, axis=1)[:, :k]
-        cand = [(beams[b].log_prob + float(logp[b, w]), b, int(w)) for b in range(len(beams)) for w in part[b]]
+        lg = as_logits(logits)
+        # Per beam one log-sum-exp; log-probabilities only for the candidates, as log_softmax would give them.
+        d = lg.floats()
+        d = d - d.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(d).sum(axis=1))
+        k = min(width, d.shape[1])
+        # Top-k per beam, then the best `width` of those: the full n x V sort is never needed. Ranked on -d, in
+        # the same order (and float32 dtype) as -log_softmax, so ties (frequent in int8 logits) break as before.
+        part = np.argpartition(-d, k - 1, axis=1)[:, :k]
+        cand = [(beams[b].log_prob + float(d[b, w] - log_norm[b]), b, int(w))
+                for b in range(len(beams)) for w in part[b]]
         cand.sort(key=lambda c: -c[0])
         chosen = cand[:width]
-        g_word = int(np.argmax(logp[greedy_idx]))
+        g_word = int(lg.raw[greedy_idx].argmax())
         g_pick = next((i for i, c in enumerate(chosen) if c[1] == greedy_idx and c[2] == g_word), None)
         if g_pick is None:
-            chosen[-1] = (beams[greedy_idx].log_prob + float(logp[greedy_idx, g_word]), greedy_idx, g_word)
+            chosen[-1] = (beams[greedy_idx].log_prob + float(d[greedy_idx, g_word] - log_norm[greedy_idx]),
+                          greedy_idx, g_word)
             g_pick = len(chosen) - 1
         next_beams, rows, next_greedy = [], [], None
         for i, (score, b, w) in enumerate(chosen):

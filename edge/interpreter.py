@@ -185,6 +185,10 @@ class TFLiteModel:
         out_details = runner.get_output_details()
         self._in = self._bind(in_details, spec.inputs, "input")
         self._out = self._bind(out_details, spec.outputs, "output")
+        # interpreter.tensor(i) returns a function giving a numpy view of the tensor's buffer: no copy. A view
+        # must not live across invoke() (LiteRT refuses to run while one does), so only these functions are kept.
+        self._in_views = {name: self.interpreter.tensor(i) for name, (i, _) in self._in.items()}
+        self._out_views = {name: self.interpreter.tensor(i) for name, (i, _) in self._out.items()}
 
     def _bind(self, details: dict, specs: dict[str, TensorSpec], kind: str) -> dict[str, tuple[int, TensorSpec]]:
         bound = {}
@@ -218,6 +222,22 @@ class TFLiteModel:
     def raw(self, name: str) -> np.ndarray:
         """Output as stored (int8 stays int8): for argmax, which dequantisation does not change."""
         return self.interpreter.get_tensor(self._out[name][0])
+
+    def write(self, name: str, value: np.ndarray, rows: int | None = None) -> None:
+        """Write an input in place, already in the model's dtype (see quantize); `rows`: only the first rows."""
+        view = self._in_views[name]()
+        view[slice(rows)] = value
+        del view  # before any invoke
+
+    def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        """A copy of an output as stored (int8 stays int8), optionally its first `rows`."""
+        return self._out_views[name]()[slice(rows)].copy()
+
+    def input_spec(self, name: str) -> TensorSpec:
+        return self._in[name][1]
+
+    def output_spec(self, name: str) -> TensorSpec:
+        return self._out[name][1]
 
 
 def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:

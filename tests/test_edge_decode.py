@@ -246,13 +246,13 @@ def _rescore(cap_obj, image, tokens):
     from scenecap.edge.preprocess import prepare
 
     m = cap_obj.bundle.manifest
-    cap_obj._bind_features(cap_obj.encode(prepare(image, m.preprocess)))
-    hidden = np.zeros((1, cap_obj.units), np.float32)
-    prev, total = m.tokens["start"], 0.0
-    for t in tokens:
-        logits, hidden, _ = cap_obj._step(np.array([prev], np.int32), hidden)
-        total += float(log_softmax(logits[0])[t])
-        prev = t
+    with cap_obj.start(cap_obj.encode(prepare(image, m.preprocess))) as session:
+        hidden = np.zeros((1, cap_obj.units), np.float32)
+        prev, total = m.tokens["start"], 0.0
+        for t in tokens:
+            logits, hidden, _ = session.step(np.array([prev], np.int32), hidden)
+            total += float(log_softmax(logits[0])[t])
+            prev = t
     return total
 
 
@@ -295,3 +295,130 @@ def test_batched_beams_match_per_beam_invokes(float_bundle, float_bundle_b3, ima
         assert a.tokens == b.tokens
         assert a.log_prob == pytest.approx(b.log_prob, abs=1e-3)
         assert b.invokes < a.invokes  # three beams per invoke instead of one
+
+
+# The reference: the per-word loop as it was before the raw-logits one, written out plainly. Every output
+# dequantised, a full log-softmax per step, the state fed back as floats.
+def _reference_step(cap_obj):
+    dec, b = cap_obj.decoder, cap_obj.batch
+
+    def step(tokens, hidden):
+        outs = []
+        for s in range(0, len(tokens), b):
+            tk, hd = tokens[s : s + b], hidden[s : s + b]
+            pad = b - len(tk)
+            tk = np.concatenate([tk, np.zeros(pad, np.int32)])
+            hd = np.concatenate([hd, np.zeros((pad, hd.shape[1]), np.float32)])
+            if cap_obj.embedding is None:
+                dec.set("token", tk)
+            else:
+                dec.set("embedding", cap_obj.embedding[tk])
+            dec.set("hidden", hd)
+            dec.invoke()
+            outs.append([dec.get(n)[: b - pad] for n in ("logits", "new_hidden", "attention")])
+        return tuple(np.concatenate(parts) for parts in zip(*outs, strict=True))
+
+    return step
+
+
+def _reference_greedy(step, start, end, max_steps, units):
+    token, hidden, tokens, total = np.array([start], np.int32), np.zeros((1, units), np.float32), [], 0.0
+    for _ in range(max_steps):
+        logits, hidden, _ = step(token, hidden)
+        best = int(np.argmax(logits[0]))
+        total += float(log_softmax(logits[0])[best])
+        tokens.append(best)
+        if best == end:
+            break
+        token = np.array([best], np.int32)
+    return tokens, total
+
+
+def _reference_beam(step, start, end, max_steps, width, units):
+    beams, hiddens, greedy_idx, finished = [([], 0.0)], np.zeros((1, units), np.float32), 0, []
+    for t in range(max_steps):
+        logits, new_hidden, _ = step(np.array([h[-1] if h else start for h, _ in beams], np.int32), hiddens)
+        logp = log_softmax(logits)
+        part = np.argpartition(-logp, width - 1, axis=1)[:, :width]
+        cand = sorted([(beams[b][1] + float(logp[b, w]), b, int(w)) for b in range(len(beams)) for w in part[b]],
+                      key=lambda c: -c[0])[:width]
+        g_word = int(np.argmax(logp[greedy_idx]))
+        g_pick = next((i for i, c in enumerate(cand) if c[1] == greedy_idx and c[2] == g_word), None)
+        if g_pick is None:
+            cand[-1] = (beams[greedy_idx][1] + float(logp[greedy_idx, g_word]), greedy_idx, g_word)
+            g_pick = len(cand) - 1
+        nxt, rows, nxt_greedy = [], [], None
+        for i, (score, b, w) in enumerate(cand):
+            if w == end or t == max_steps - 1:
+                finished.append((beams[b][0] + [w], score))
+            else:
+                nxt_greedy = len(nxt) if i == g_pick else nxt_greedy
+                nxt.append((beams[b][0] + [w], score))
+                rows.append(b)
+        if not nxt:
+            break
+        if finished and max(s for _, s in finished) >= max(s for _, s in nxt):  # early stop: scores only fall
+            break
+        beams, hiddens, greedy_idx = nxt, new_hidden[rows], nxt_greedy if nxt_greedy is not None else 0
+    return max(finished or beams, key=lambda h: h[1])
+
+
+def _reference_caption(cap_obj, image, width):
+    from scenecap.edge.preprocess import prepare
+
+    m = cap_obj.bundle.manifest
+    start, end, n = m.tokens["start"], m.tokens["end"], m.max_length - 1
+    feats = cap_obj.encode(prepare(image, m.preprocess))
+    for name, value in feats.items():
+        cap_obj.decoder.set(name, np.repeat(value, cap_obj.batch, axis=0) if cap_obj.batch > 1 else value)
+    step = _reference_step(cap_obj)
+    if width == 1:
+        tokens, total = _reference_greedy(step, start, end, n, cap_obj.units)
+    else:
+        tokens, total = _reference_beam(step, start, end, n, width, cap_obj.units)
+    return [t for t in tokens if t != end], total
+
+
+@pytest.mark.parametrize("which", ["float32", "int8", "demo"])
+@pytest.mark.parametrize("width", [1, 3])
+def test_captions_are_token_for_token_the_reference_loops(which, width, request, images):
+    """The raw-logits loop (argmax and top-k on int8 values, the state kept quantised) gives the captions the
+    plain dequantise-everything loop gives, and the same log-probabilities."""
+    from scenecap.edge.captioner import Captioner
+
+    path = {"float32": "float_bundle", "int8": "int8_bundle"}.get(which)
+    bundle = request.getfixturevalue(path) if path else DEMO / "bundle"
+    cap_obj = Captioner.load(bundle, beam=width)
+    for img in images:
+        c = cap_obj.caption(img)
+        tokens, total = _reference_caption(cap_obj, img, width)
+        assert c.tokens == tokens
+        assert c.log_prob == pytest.approx(total, abs=1e-4)
+        # One timing per search step: one invoke each for greedy, one per live beam for beam 3 (batch 1).
+        assert len(c.step_ms) == len(tokens) + (len(tokens) < cap_obj.bundle.manifest.max_length - 1) if width == 1 \
+            else len(c.step_ms) < c.invokes
+
+
+def test_a_session_steps_a_caption_by_hand(float_bundle, images):
+    """The public stepping API: the same words as caption(), and the Captioner is free again afterwards."""
+    from scenecap.edge.captioner import Captioner
+    from scenecap.edge.preprocess import prepare
+
+    cap_obj = Captioner.load(float_bundle)
+    m = cap_obj.bundle.manifest
+    want = cap_obj.caption(images[0]).tokens
+    with cap_obj.start(cap_obj.encode(prepare(images[0], m.preprocess))) as session:
+        token, hidden, got = m.tokens["start"], np.zeros((1, cap_obj.units), np.float32), []
+        for _ in range(m.max_length - 1):
+            logits, hidden, attention = session.step(np.array([token], np.int32), hidden)
+            assert logits.dtype == hidden.dtype == attention.dtype == np.float32
+            token = int(np.argmax(logits[0]))
+            if token == m.tokens["end"]:
+                break
+            got.append(token)
+    assert got == want
+    done = []
+    t = threading.Thread(target=lambda: done.append(cap_obj.caption(images[0]).tokens))
+    t.start()
+    t.join(timeout=60)
+    assert done == [want]
