@@ -8,7 +8,7 @@ Styles (`scenecap synth --style`):
            drawing program: plain, noise, gradient, stripe, blotch and clutter backgrounds; continuous sizes and
            places; hue and brightness jitter around each named colour; blur, sensor noise, JPEG artefacts;
            1-4 objects that may overlap (an object too hidden to name is not drawn, so captions stay true).
-  shifted  held-out evidence, never trained on by the demo: anti-aliased, half the shapes drawn as outlines,
+  shifted  held-out evidence, never trained on by the demo: anti-aliased, half the large shapes drawn as outlines,
            rotated, on checkerboard, dot, ring and pale or dark backgrounds, with another size distribution.
   classic  the generator the shipped demo bundle was trained on (filled shapes, textured backgrounds).
 Caption words come from the drawn geometry: the cell holding an object's centre, "small"/"large" from its radius
@@ -286,7 +286,7 @@ def _place(rng: np.random.Generator, style: str, cell_index: int, size: int) -> 
     shifted = style == "shifted"
     k = 4 if shifted else 1
     rotation = rng.uniform(-0.5, 0.5) if shifted else 0.0
-    hollow = shifted and rng.random() < 0.5
+    hollow = shifted and rng.random() < 0.5 and word == "large"  # a small outline is too faint to name
     width = max(2, int(round(radius * k * 0.3)))
     mask = Image.new("L", (size * k, size * k), 0)
     draw = ImageDraw.Draw(mask)
@@ -327,7 +327,7 @@ def _camera(rng: np.random.Generator, img: np.ndarray, style: str) -> Image.Imag
     out = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
     if rng.random() < 0.5:
         buf = io.BytesIO()
-        out.save(buf, format="JPEG", quality=int(rng.integers(30, 90)))
+        out.save(buf, format="JPEG", quality=int(rng.integers(60 if style == "shifted" else 30, 90)))
         out = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
     return out
 
