@@ -285,18 +285,6 @@ def write_keras_h5(root: str | Path, arrays: dict[str, np.ndarray]) -> tuple[Pat
     return out[0], out[1]
 
 
-def write_random_seed(root: str | Path, dims: SeedDims = SeedDims(), seed: int = 0, h5: bool = False) -> Path:
-    """Random seeded weights in the original layout under `root` (.npy tree, or the .h5 pair if h5=True).
-
-    Returns the folder to pass as `--weights`.
-    """
-    arrays = random_seed_arrays(dims, seed)
-    if h5:
-        write_keras_h5(root, arrays)
-        return Path(root)
-    return write_npy_tree(root, arrays)
-
-
 def write_random_backbone(path: str | Path, dims: SeedDims = SeedDims(), seed: int = 0, images: int = 8) -> Path:
     """A random MobileNetV2 (no top) whose BatchNorm statistics are set from one batch of seeded images.
 

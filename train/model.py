@@ -215,23 +215,3 @@ def build(cfg: ModelConfig) -> ShowAttendTell:
     model((np.zeros((1, s, s, 3), np.uint8), np.zeros((1, 2), np.int32)))  # create every weight
     return model
 
-
-def masked_loss(pad_id: int = 0):
-    def loss(y_true, y_pred):
-        ce = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
-        mask = ops.cast(ops.not_equal(y_true, pad_id), ce.dtype)
-        return ops.sum(ce * mask) / ops.maximum(ops.sum(mask), 1.0)
-
-    loss.__name__ = "masked_ce"
-    return loss
-
-
-def masked_accuracy(pad_id: int = 0):
-    def acc(y_true, y_pred):
-        y_true = ops.cast(y_true, "int32")
-        hit = ops.cast(ops.equal(y_true, ops.cast(ops.argmax(y_pred, axis=-1), "int32")), "float32")
-        mask = ops.cast(ops.not_equal(y_true, pad_id), "float32")
-        return ops.sum(hit * mask) / ops.maximum(ops.sum(mask), 1.0)
-
-    acc.__name__ = "word_acc"
-    return acc
