@@ -12,8 +12,16 @@ from scenecap.edge.fileio import atomic_write_bytes, atomic_write_text
 log = logging.getLogger("scenecap.bench")
 
 DIM_TITLES = {"synth": "synthetic-scenes model", "original": "original system's dimensions (random weights)"}
-ORDER = ("float32", "float16", "dynamic", "int8", "edgetpu", "function", "eager")
+ORDER = ("float32", "float16", "dynamic", "int8", "int8-int16x8", "edgetpu", "function", "eager")
 LABELS = {"eager": "naive eager Keras", "function": "Keras + tf.function"}
+
+
+def colour_index(variant: str, names: list[str]) -> int:
+    """A colour of its own per variant: its place in ORDER, and variants not in ORDER after all of those."""
+    if variant in ORDER:
+        return ORDER.index(variant)
+    others = sorted(n for n in names if n not in ORDER)
+    return len(ORDER) + others.index(variant)
 
 
 def _ms(x: float | None) -> str:
@@ -58,18 +66,23 @@ def _dims_section(name: str, d: dict) -> list[str]:
                      "differ slightly.)")
     lines += ["", "Median (p50) milliseconds per stage; whole captions start from a 640x480 frame. *Overhead* is the "
               "greedy caption minus its interpreter invokes; *speed-up* is the naive eager greedy caption over this "
-              "one's (same thread count).", "",
-              "| variant | threads | preprocess | encoder | decoder step | greedy caption | beam-3 caption | words "
-              "(greedy/beam) | overhead | speed-up |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "one's (same thread count). *Decoder step*: as it runs inside a greedy caption (median over its words; "
+              "the baselines: one step alone); *lone step*: one edge step timed alone after the other models ran "
+              "(caches cold).", "",
+              "| variant | threads | preprocess | encoder | decoder step | lone step (cold) | greedy caption | "
+              "beam-3 caption | words (greedy/beam) | overhead | beam overhead | speed-up |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t, v, row in _rows(d["latency"]):
         eager = d["latency"][t].get("eager")
         speed = (f"{_p(eager, 'greedy') / _p(row, 'greedy'):.1f}x" if eager and _p(row, "greedy") else "-")
         over = _p(row, "greedy_overhead")
         over_s = f"{_ms(over)} ({_p(row, 'greedy_overhead_pct'):.0f}%)" if over is not None else "-"
+        beam_over = _p(row, "beam_overhead")
+        beam_s = f"{_ms(beam_over)} ({_p(row, 'beam_overhead_pct'):.0f}%)" if beam_over is not None else "-"
         lines.append(f"| {LABELS.get(v, v)} | {t} | {_ms(_p(row, 'preprocess'))} | {_ms(_p(row, 'encoder'))} | "
-                     f"{_ms(_p(row, 'step'))} | {_ms(_p(row, 'greedy'))} | {_ms(_p(row, 'beam'))} | "
-                     f"{row.get('greedy_words', '-')}/{row.get('beam_words', '-')} | {over_s} | {speed} |")
+                     f"{_ms(_p(row, 'step'))} | {_ms(_p(row, 'step_lone'))} | {_ms(_p(row, 'greedy'))} | "
+                     f"{_ms(_p(row, 'beam'))} | {row.get('greedy_words', '-')}/{row.get('beam_words', '-')} | "
+                     f"{over_s} | {beam_s} | {speed} |")
     lines += ["", "Whole captions, distribution (ms):", "",
               "| variant | threads | greedy p50 | p90 | p99 | mean | beam-3 p50 | p90 | p99 | mean | runs |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -197,7 +210,8 @@ def chart(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, 5.2 * cols), 3.8 * rows + 0.4), squeeze=False)
     dims_order = list(results["dims"])
     threads_order = sorted({t for _, t, _ in panels}, key=int)
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab10")  # ORDER's 8 variants, then 2 more for named --bundle ones
+    every = sorted({v for _, _, row in panels for v in row})
     for n, t, row in panels:
         ax = axes[dims_order.index(n)][threads_order.index(t)]
         names = sorted(row, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER))
@@ -208,7 +222,7 @@ def chart(results: dict, path: Path) -> None:
             p90 = [(_p(row[v], s, "p90") or np.nan) for s in STAGES]
             err = np.clip(np.array(p90) - np.array(p50), 0, None)
             ax.bar(x + (i - (len(names) - 1) / 2) * w, p50, w, yerr=[np.zeros_like(err), err], capsize=1.5,
-                   label=LABELS.get(v, v), color=cmap(ORDER.index(v) if v in ORDER else i))
+                   label=LABELS.get(v, v), color=cmap(colour_index(v, every) % 10))
         ax.set_yscale("log")
         ax.set_xticks(x)
         ax.set_xticklabels([STAGE_TITLES[s].replace(" ", "\n", 1) for s in STAGES], fontsize=7)

@@ -2,7 +2,8 @@
 and where the time (or the bytes) went.
 
   speedup    int8 bundle's whole greedy caption >= 60x faster than the naive eager Keras loop (original dims)
-  overhead   edge runtime's Python overhead (whole caption minus its interpreter invokes) <= 10% (original dims)
+  overhead   edge runtime's Python overhead (whole caption minus its interpreter invokes) <= 5% of a greedy
+             caption and <= 15% of a beam-3 one (original dims)
   size       int8 bundle <= 30% of the float32 bundle
   memory     edge captioning process peak RSS <= 150 MB
 The targets are defined at the original system's dimensions; a run without them (--quick) evaluates them at the
@@ -12,7 +13,8 @@ synthetic-scenes dimensions and says so.
 from __future__ import annotations
 
 SPEEDUP_MIN = 60.0
-OVERHEAD_MAX_PCT = 10.0
+OVERHEAD_MAX_PCT = 5.0
+BEAM_OVERHEAD_MAX_PCT = 15.0  # beam search's per-step work (a log-sum-exp per beam, the ranking) is Python
 SIZE_MAX_RATIO = 0.30
 RSS_MAX_MB = 150.0
 
@@ -74,45 +76,48 @@ def _speedup(dims: str, t: str, row: dict) -> dict | None:
     return res
 
 
-def _overhead(dims: str, t: str, row: dict, variant: str = "int8") -> dict | None:
+def _overhead(dims: str, t: str, row: dict, variant: str = "int8", stage: str = "greedy") -> dict | None:
     v = row.get(variant)
-    if not v or "greedy_overhead_pct" not in v.get("stages", {}):
+    if not v or f"{stage}_overhead_pct" not in v.get("stages", {}):
         return None
-    pct = _p50(v, "greedy_overhead_pct")
-    res = {"target": "overhead", "title": f"edge Python overhead, {variant} greedy caption", "dims": dims,
-           "threads": int(t), "measured": pct, "limit": OVERHEAD_MAX_PCT, "unit": "%", "met": pct <= OVERHEAD_MAX_PCT,
-           "figures": {"overhead_ms": _p50(v, "greedy_overhead"), "invokes_ms": _p50(v, "greedy_invokes"),
-                       "whole_ms": _p50(v, "greedy"), "preprocess_ms": _p50(v, "preprocess"),
+    limit = OVERHEAD_MAX_PCT if stage == "greedy" else BEAM_OVERHEAD_MAX_PCT
+    pct = _p50(v, f"{stage}_overhead_pct")
+    title = "greedy caption" if stage == "greedy" else "beam-3 caption"
+    res = {"target": "overhead" if stage == "greedy" else "beam_overhead",
+           "title": f"edge Python overhead, {variant} {title}", "dims": dims,
+           "threads": int(t), "measured": pct, "limit": limit, "unit": "%", "met": pct <= limit,
+           "figures": {"overhead_ms": _p50(v, f"{stage}_overhead"), "invokes_ms": _p50(v, f"{stage}_invokes"),
+                       "whole_ms": _p50(v, stage), "preprocess_ms": _p50(v, "preprocess"),
                        "step_ms": _p50(v, "step"), "step_invoke_ms": _p50(v, "step_invoke"),
-                       "decoder_invokes": v.get("greedy_decoder_invokes")}}
+                       "decoder_invokes": v.get(f"{stage}_decoder_invokes")}}
     f = res["figures"]
     words = max(1, f["decoder_invokes"] or 1)
     per_word = (f["overhead_ms"] - (f["preprocess_ms"] or 0)) / words
+    step_inv = f["step_invoke_ms"] or _p50(v, "step_lone_invoke") or 0.0
     res["detail"] = (f"{f['overhead_ms']:.2f} ms of {f['whole_ms']:.2f} ms outside the interpreter: preprocessing "
-                     f"{f['preprocess_ms']:.2f} ms, then about {per_word * 1e3:.0f} us per word for {words} words "
-                     f"(a lone decoder step's invoke takes {f['step_invoke_ms'] * 1e3:.0f} us)")
+                     f"{f['preprocess_ms']:.2f} ms, then about {per_word * 1e3:.0f} us per invoke for {words} "
+                     f"invokes (a decoder invoke inside the caption takes {step_inv * 1e3:.0f} us)")
     costs = v.get("python_costs_us")
-    if costs:
+    parts = {}
+    if costs and "read_outputs" in costs:
         res["figures"]["python_costs_us"] = costs
-        res["detail"] += (f"; of each word's Python time, log-softmax over the {v.get('vocab_size', 'whole')}-word "
-                          f"vocabulary takes {costs['log_softmax']:.0f} us, fetching and dequantising the logits "
-                          f"{costs['get_logits']:.0f} us, setting the hidden state {costs['set_hidden']:.0f} us, "
-                          f"argmax {costs['argmax']:.0f} us")
+        parts = {"copying the three outputs out": costs["read_outputs"],
+                 "writing the token and state": costs["write_inputs"], "argmax on the raw logits": costs["argmax"]}
+        if stage == "beam":  # one log-sum-exp per live beam per step
+            parts["a log-sum-exp over the vocabulary per beam"] = costs["log_sum_exp"]
+        res["detail"] += "; per invoke, measured apart: " + ", ".join(f"{k} {us:.0f} us" for k, us in parts.items())
     if dims != "original":
         res["note"] = "reported only: at these dimensions the invokes take microseconds (the target is for original)"
     if not res["met"]:
-        res["missed_by"] = f"{pct - OVERHEAD_MAX_PCT:.1f} points over"
-        res["why"] = (f"each word spends about {per_word * 1e3:.0f} us in Python (quantising and setting the inputs, "
-                      "fetching and dequantising the three outputs, log-softmax and argmax over the vocabulary, the "
-                      f"search's bookkeeping) against a {f['step_invoke_ms'] * 1e3:.0f} us invoke")
+        res["missed_by"] = f"{pct - limit:.1f} points over"
+        known = sum(parts.values())
+        rest = per_word * 1e3 - known
+        why = [f"{k} ({us:.0f} us)" for k, us in sorted(parts.items(), key=lambda kv: -kv[1])]
+        why.append(f"the search's own bookkeeping and the step's dispatch (the other {max(rest, 0):.0f} us)")
+        res["why"] = (f"each invoke is wrapped in about {per_word * 1e3:.0f} us of Python against a "
+                      f"{step_inv * 1e3:.0f} us invoke: " + "; ".join(why))
         if (f["preprocess_ms"] or 0) > 0.1 * f["overhead_ms"]:
-            res["why"] += f", and resizing the 640x480 frame takes {f['preprocess_ms']:.2f} ms"
-        if costs:  # what dropping the per-word log-softmax and dequantisation would leave (argmax on raw int8)
-            saved = words * (costs["log_softmax"] + costs["get_logits"]) / 1e3
-            left = 100.0 * (f["overhead_ms"] - saved) / (f["whole_ms"] - saved)
-            res["to_close"] = (f"greedy without the per-word log-softmax and dequantisation (argmax on the raw int8 "
-                               f"logits, the log-probability only on request) would save about {saved:.1f} ms per "
-                               f"caption, leaving about {left:.0f}% overhead")
+            res["why"] += f"; and resizing the 640x480 frame takes {f['preprocess_ms']:.2f} ms"
     return res
 
 
@@ -165,7 +170,7 @@ def evaluate(results: dict) -> list[dict]:
         return out
     d = dims[main]
     for t, row in d.get("latency", {}).items():
-        for item in (_speedup(main, t, row), _overhead(main, t, row)):
+        for item in (_speedup(main, t, row), _overhead(main, t, row), _overhead(main, t, row, stage="beam")):
             if item:
                 out.append(item)
     if main != "synth" and "synth" in dims:  # reported, not chased: tiny models' invokes take microseconds

@@ -49,7 +49,8 @@ def test_every_latency_figure_is_present_and_positive(quick):
         assert row["greedy_words"] > 0 and row["beam_words"] > 0
     for name in ("float32", "int8"):
         row = lat[name]
-        for extra in ("step_invoke", "greedy_invokes", "greedy_overhead", "greedy_overhead_pct", "beam_invokes",
+        for extra in ("step_invoke", "step_lone", "step_lone_invoke", "greedy_invokes", "greedy_overhead",
+                      "greedy_overhead_pct", "beam_invokes",
                       "beam_overhead"):
             positive_summary(row["stages"][extra], runs, f"{name} {extra}")
         assert row["greedy_decoder_invokes"] == row["greedy_words"] + 1 or row["greedy_words"] == row["max_words"]
@@ -82,13 +83,15 @@ def test_sizes_memory_install_and_machine_are_reported(quick):
 def test_targets_are_ratios_from_the_same_run(quick):
     results, _, _ = quick
     targets = {t["target"]: t for t in results["targets"]}
-    assert set(targets) == {"speedup", "overhead", "size", "memory"}
+    assert set(targets) == {"speedup", "overhead", "beam_overhead", "size", "memory"}
     for t in targets.values():
         assert t["measured"] > 0 and t["limit"] > 0 and isinstance(t["met"], bool) and t["detail"]
         assert t["met"] or (t["missed_by"] and t["why"])
     lat = results["dims"]["synth"]["latency"]["1"]
     assert targets["speedup"]["measured"] == pytest.approx(
         lat["eager"]["stages"]["greedy"]["p50"] / lat["int8"]["stages"]["greedy"]["p50"])
+    assert targets["beam_overhead"]["measured"] == lat["int8"]["stages"]["beam_overhead_pct"]["p50"]
+    assert (targets["overhead"]["limit"], targets["beam_overhead"]["limit"]) == (5.0, 15.0)
 
 
 def test_markdown_table_and_chart_are_written(quick):
@@ -142,3 +145,11 @@ def test_help_names_the_variants_that_run_and_quick_runs_stay_out_of_the_committ
                              cwd=Path(__file__).resolve().parents[1], capture_output=True)
     if ignored.returncode != 128:  # 128: not a git checkout (an unpacked sdist): nothing to ignore
         assert ignored.returncode == 0, "reports/ is not ignored by git"
+
+
+def test_every_variant_in_the_chart_has_its_own_colour():
+    """The recommended int8-int16x8 variant, the baselines and named --bundle variants never share a colour."""
+    from scenecap.benchmarks.report import ORDER, colour_index
+
+    names = [*ORDER, "mine", "theirs"]
+    assert len({colour_index(n, names) % 10 for n in names}) == len(names)
