@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from scenecap import ScenecapError
+from scenecap.edge.export_contract import SIDECAR, ExportSidecar, decode_signature
+from scenecap.edge.fileio import read_json
 from scenecap.edge.vocab import Vocab
-
-SIDECAR = "scenecap_export.json"
 
 
 @dataclass
 class ExportInfo:
     path: Path
-    info: dict
+    sidecar: ExportSidecar
     vocab: Vocab
 
+    @property
+    def info(self) -> dict:
+        """The sidecar as JSON (what the readers of `info` before ExportSidecar expect)."""
+        return self.sidecar.to_json()
+
     def decoder_signature(self, batch: int) -> str:
-        name = "decode_step" if batch == 1 else f"decode_step_b{batch}"
-        if batch not in self.info.get("decoder_batches", [1]):
+        batches = self.sidecar.decoder_batches
+        if batch not in batches:
             raise ScenecapError(
-                f"{self.path}: has no decoder step for batch {batch} (has {self.info.get('decoder_batches')}); "
+                f"{self.path}: has no decoder step for batch {batch} (has {batches}); "
                 f"re-export with 'scenecap export --decoder-batch {batch}'"
             )
-        return name
+        return decode_signature(batch)
 
 
 def read_export(path: str | Path) -> ExportInfo:
@@ -35,13 +39,7 @@ def read_export(path: str | Path) -> ExportInfo:
     sidecar = path / SIDECAR
     if not sidecar.is_file():
         raise ScenecapError(f"{sidecar}: missing; expected a SavedModel written by 'scenecap export'")
-    try:
-        info = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ScenecapError(f"{sidecar}: unreadable ({e})") from None
-    for key in ("model", "max_length", "tokens", "preprocess", "language"):
-        if key not in info:
-            raise ScenecapError(f"{sidecar}: missing key {key!r}")
+    info = ExportSidecar.from_json(read_json(sidecar, "export sidecar"), str(sidecar))
     return ExportInfo(path, info, Vocab.load(path / "vocab.json"))
 
 

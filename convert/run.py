@@ -23,6 +23,7 @@ from scenecap.convert.calibrate import (
 from scenecap.convert.compat import Target, Variant, candidates, get_target
 from scenecap.convert.export_reader import ExportInfo, check_signatures, read_export
 from scenecap.convert.tflite import QUANTS, convert_signature
+from scenecap.edge.export_contract import EMBED, ENCODE, ENCODE_PIXELS, decode_signature, encoder_signature
 from scenecap.edge.modelinfo import ModelInfo, parse_model
 from scenecap.edge.preprocess import PreprocessSpec
 from scenecap.train.quiet import native_stderr_to_debug, quiet_tensorflow_logger
@@ -92,10 +93,10 @@ def _check_pair(enc: str, dec: str) -> None:
 
 
 def _signature(which: str, quant: str, batch: int) -> str:
+    """The export's signature a model of this quantisation is converted from."""
     if which == "encoder":
-        return "encode_pixels" if quant == "edgetpu" else "encode"
-    base = "decode_step_embedded" if quant in EMBEDDED else "decode_step"
-    return base if batch == 1 else f"{base}_b{batch}"
+        return encoder_signature(pixels=quant == "edgetpu")
+    return decode_signature(batch, embedded=quant in EMBEDDED)
 
 
 class Calibration:
@@ -117,7 +118,7 @@ class Calibration:
     @property
     def images(self) -> list[np.ndarray]:
         if self._images is None:
-            spec = PreprocessSpec(**self.export.info["preprocess"])
+            spec = PreprocessSpec(**self.export.sidecar.preprocess)
             paths = calibration_paths(self.opts.calibration_images, self.export, self.opts.calibration_count,
                                       self.opts.seed)
             self._images = load_calibration_images(paths, spec)
@@ -134,17 +135,17 @@ class Calibration:
     def embed(self, tokens: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
-        return self.saved().signatures["embed"](token=tf.constant(tokens, tf.int32))["embedding"].numpy()
+        return self.saved().signatures[EMBED](token=tf.constant(tokens, tf.int32))["embedding"].numpy()
 
-    def data(self, signature: str):
-        """A representative-dataset callable for one signature, keyed by its input names."""
-        if signature == "encode":
+    def data(self, signature: str, batch: int):
+        """A representative-dataset callable for one signature (a decoder step's at `batch`), keyed by its input
+        names."""
+        if signature == ENCODE:
             return lambda: ({"image": img[None]} for img in self.images)
-        if signature == "encode_pixels":  # pixel values as floats: the model's input is quantised from them
+        if signature == ENCODE_PIXELS:  # pixel values as floats: the model's input is quantised from them
             return lambda: ({"image": img[None].astype(np.float32)} for img in self.images)
-        batch = int(signature.rsplit("_b", 1)[1]) if "_b" in signature else 1
         rows = self.rows
-        if signature.startswith("decode_step_embedded"):
+        if signature == decode_signature(batch, embedded=True):
             rows = [{"embedding": self.embed(r["token"]), **{k: v for k, v in r.items() if k != "token"}}
                     for r in rows]
         batched = batch_rows(rows, batch, self.opts.seed)
@@ -158,11 +159,11 @@ def _convert_model(export: ExportInfo, which: str, quant: str, batch: int, targe
     first_problems: list[str] = []
     for variant in chain:
         sig = _signature(which, variant.quant, batch)
-        rep = cal.data(sig) if variant.quant in CALIBRATED else None
+        rep = cal.data(sig, batch) if variant.quant in CALIBRATED else None
         t0 = time.perf_counter()
         with native_stderr_to_debug():  # the quantiser prints 'fully_quantize: 0, inference_type: 6 ...'
             data = convert_signature(export.path, sig, variant.quant, rep, io_type="int8",
-                                     input_type="uint8" if sig == "encode_pixels" else None,
+                                     input_type="uint8" if sig == ENCODE_PIXELS else None,
                                      per_tensor_dense=variant.per_tensor_dense)
         info = parse_model(data, f"{which}.tflite")
         problems = target.problems(info.all_ops)
@@ -223,7 +224,8 @@ def convert_variants(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> list
     needed = sorted({_signature(w, v.quant, opts.decoder_batch)
                      for e, d in pairs for w, q in (("encoder", e), ("decoder", d))
                      for v in candidates(q, target)[0]})
-    check_signatures(export, needed + (["embed"] if any("embedded" in s for s in needed) else []))
+    embedded = decode_signature(opts.decoder_batch, embedded=True)
+    check_signatures(export, needed + ([EMBED] if embedded in needed else []))
     progress = sys.stderr.isatty() if opts.progress is None else opts.progress
     cal = Calibration(opts, export, progress)
     if any(v.quant in CALIBRATED for e, d in pairs for q in (e, d) for v in candidates(q, target)[0][:1]):
@@ -248,7 +250,7 @@ def convert_variants(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> list
         data, variant, info = parts["decoder_step"]
         if variant.quant in EMBEDDED:
             sig = _signature("decoder", variant.quant, opts.decoder_batch)
-            table, spec = _embedding_table(cal, info, sig, int(export.info["model"]["vocab_size"]))
+            table, spec = _embedding_table(cal, info, sig, int(export.sidecar.model["vocab_size"]))
             extra_files[EMBEDDING_FILE], decoder_extra["embedding"] = table, spec
         for c in changes:
             log.warning("%s", c)

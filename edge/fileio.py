@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from scenecap.edge.errors import ScenecapError
 
@@ -89,6 +91,29 @@ def read_regular(path: str | Path, limit: int, what: str = "file", follow_symlin
         raise ScenecapError(f"{path}: cannot read the {what} ({e.strerror})") from None
     finally:
         os.close(fd)
+
+
+MAX_JSON_BYTES = 64 << 20  # a sidecar, state or config file; far larger is not one
+
+
+def parse_json(raw: bytes, path: str | Path, what: str = "file") -> Any:
+    """The JSON value of bytes already read from `path`, or one ScenecapError line naming the file and the fault."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ScenecapError(f"{path}: not UTF-8 text (byte {e.start}); expected a JSON {what}") from None
+    except json.JSONDecodeError as e:
+        raise ScenecapError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:  # json gives up on deeply nested arrays this way, not with a JSONDecodeError
+        raise ScenecapError(f"{path}: JSON nested too deeply; expected a JSON {what}") from None
+    except ValueError as e:  # not a JSONDecodeError: an integer past Python's 4300-digit limit
+        raise ScenecapError(f"{path}: invalid JSON: {str(e).split(':')[0]}") from None
+
+
+def read_json(path: str | Path, what: str = "file", limit: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file's value (links followed), or one ScenecapError line: missing, not a regular file, too large,
+    not UTF-8, not JSON."""
+    return parse_json(read_regular(path, limit, what, follow_symlinks=True), path, what)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -25,56 +25,38 @@ import keras
 import tensorflow as tf
 
 from scenecap import ScenecapError, __version__
+from scenecap.edge.export_contract import EMBED, SIDECAR, ExportSidecar, decode_signature, encoder_signature
 from scenecap.edge.fileio import atomic_write_text, default_mode
 from scenecap.train.model import ShowAttendTell
 
-EXPORT_FORMAT = "scenecap-export"
-SIDECAR = "scenecap_export.json"
+_STEP_OUTPUTS = ("logits", "new_hidden", "attention")
 
 
-def step_signature_name(batch: int, embedded: bool = False) -> str:
-    base = "decode_step_embedded" if embedded else "decode_step"
-    return base if batch == 1 else f"{base}_b{batch}"
-
-
-def inference_models(model: ShowAttendTell, decoder_batches=(1,)) -> tuple[keras.Model, dict[int, keras.Model]]:
-    """Functional Keras models sharing the trained layers: the encoder, and one decoder step per batch size."""
-    cfg = model.cfg
-    s = cfg.image_size
-    image = keras.Input((s, s, 3), batch_size=1, dtype="uint8", name="image")
+def _encoder(model: ShowAttendTell, pixels: bool) -> keras.Model:
+    """The encoder on uint8 images, or (pixels=True, for the Edge TPU) on float pixel values 0..255."""
+    s = model.cfg.image_size
+    image = keras.Input((s, s, 3), batch_size=1, dtype="float32" if pixels else "uint8", name="image")
     features, keys = model.encode(image)
-    encoder = keras.Model(image, {"features": features, "keys": keys}, name="encoder")
-    steps = {}
-    for b in decoder_batches:
-        token = keras.Input((), batch_size=b, dtype="int32", name="token")
-        hidden = keras.Input((cfg.units,), batch_size=b, dtype="float32", name="hidden")
-        feats = keras.Input((model.locations, cfg.embed_dim), batch_size=b, name="features")
-        k = keras.Input((model.locations, cfg.attention_units), batch_size=b, name="keys")
-        logits, new_hidden, attention = model.step(token, hidden, feats, k)
-        steps[b] = keras.Model([token, hidden, feats, k],
-                               {"logits": logits, "new_hidden": new_hidden, "attention": attention},
-                               name=f"decoder_step_b{b}")
-    return encoder, steps
+    return keras.Model(image, {"features": features, "keys": keys}, name="encoder_pixels" if pixels else "encoder")
 
 
-def edgetpu_models(model: ShowAttendTell, decoder_batches=(1,)) -> tuple[keras.Model, dict[int, keras.Model]]:
-    """The float-pixel encoder and the decoder steps that take the embedded word instead of its id."""
+def _step_specs(model: ShowAttendTell, batch: int, embedded: bool) -> list[tf.TensorSpec]:
+    """The decoder step's inputs: the word (its id, or its embedding), hidden state, features, attention keys."""
     cfg = model.cfg
-    s = cfg.image_size
-    image = keras.Input((s, s, 3), batch_size=1, dtype="float32", name="image")
-    features, keys = model.encode(image)
-    encoder = keras.Model(image, {"features": features, "keys": keys}, name="encoder_pixels")
-    steps = {}
-    for b in decoder_batches:
-        embedded = keras.Input((cfg.embed_dim,), batch_size=b, dtype="float32", name="embedding")
-        hidden = keras.Input((cfg.units,), batch_size=b, dtype="float32", name="hidden")
-        feats = keras.Input((model.locations, cfg.embed_dim), batch_size=b, name="features")
-        k = keras.Input((model.locations, cfg.attention_units), batch_size=b, name="keys")
-        logits, new_hidden, attention = model.step_embedded(embedded, hidden, feats, k)
-        steps[b] = keras.Model([embedded, hidden, feats, k],
-                               {"logits": logits, "new_hidden": new_hidden, "attention": attention},
-                               name=f"decoder_step_embedded_b{b}")
-    return encoder, steps
+    word = (tf.TensorSpec((batch, cfg.embed_dim), tf.float32, name="embedding") if embedded
+            else tf.TensorSpec((batch,), tf.int32, name="token"))
+    return [word, tf.TensorSpec((batch, cfg.units), tf.float32, name="hidden"),
+            tf.TensorSpec((batch, model.locations, cfg.embed_dim), tf.float32, name="features"),
+            tf.TensorSpec((batch, model.locations, cfg.attention_units), tf.float32, name="keys")]
+
+
+def _decoder_step(model: ShowAttendTell, batch: int, embedded: bool) -> keras.Model:
+    """One decoder step at a fixed batch, sharing the trained layers; `embedded` starts after the word lookup."""
+    inputs = [keras.Input(tuple(spec.shape[1:]), batch_size=batch, dtype=spec.dtype.name, name=spec.name)
+              for spec in _step_specs(model, batch, embedded)]
+    step = model.step_embedded if embedded else model.step
+    return keras.Model(inputs, dict(zip(_STEP_OUTPUTS, step(*inputs), strict=True)),
+                       name=f"decoder_step_embedded_b{batch}" if embedded else f"decoder_step_b{batch}")
 
 
 def model_dims(model: ShowAttendTell) -> dict:
@@ -87,8 +69,16 @@ def model_dims(model: ShowAttendTell) -> dict:
     }
 
 
+# Closures, not default arguments nor bound methods: every argument of an endpoint becomes a signature input,
+# named as the argument.
+def _encode_fn(encoder: keras.Model):
+    def encode(image):
+        return encoder(image)
+
+    return encode
+
+
 def _step_fn(step: keras.Model):
-    # A closure, not a default argument: every argument of an endpoint becomes a signature input.
     def decode_step(token, hidden, features, keys):
         return step([token, hidden, features, keys])
 
@@ -103,42 +93,24 @@ def _embedded_step_fn(step: keras.Model):
 
 
 def write_saved_model(model: ShowAttendTell, out_dir: Path, decoder_batches=(1,)) -> None:
-    encoder, steps = inference_models(model, decoder_batches)
-    encoder_px, steps_emb = edgetpu_models(model, decoder_batches)
-    cfg = model.cfg
-    s = cfg.image_size
+    """The SavedModel with every signature of the export contract (edge/export_contract.py)."""
+    s = model.cfg.image_size
+    encoders = {pixels: _encoder(model, pixels) for pixels in (False, True)}
+    steps = {(b, embedded): _decoder_step(model, b, embedded) for embedded in (True, False) for b in decoder_batches}
     archive = keras.export.ExportArchive()
-    for m in (encoder, encoder_px, *steps.values(), *steps_emb.values()):
+    for m in (*encoders.values(), *steps.values()):  # every variable tracked before any endpoint is traced
         archive.track(m)
-
-    def encode(image):
-        return encoder(image)
-
-    archive.add_endpoint("encode", encode, input_signature=[tf.TensorSpec((1, s, s, 3), tf.uint8, name="image")])
-
-    def encode_pixels(image):
-        return encoder_px(image)
+    for pixels, encoder in encoders.items():
+        archive.add_endpoint(encoder_signature(pixels), _encode_fn(encoder), input_signature=[
+            tf.TensorSpec((1, s, s, 3), tf.float32 if pixels else tf.uint8, name="image")])
 
     def embed(token):
         return {"embedding": model.embedding(token)}
 
-    archive.add_endpoint("encode_pixels", encode_pixels,
-                         input_signature=[tf.TensorSpec((1, s, s, 3), tf.float32, name="image")])
-    archive.add_endpoint("embed", embed, input_signature=[tf.TensorSpec((None,), tf.int32, name="token")])
-    for b, step in steps_emb.items():
-        archive.add_endpoint(step_signature_name(b, embedded=True), _embedded_step_fn(step), input_signature=[
-            tf.TensorSpec((b, cfg.embed_dim), tf.float32, name="embedding"),
-            tf.TensorSpec((b, cfg.units), tf.float32, name="hidden"),
-            tf.TensorSpec((b, model.locations, cfg.embed_dim), tf.float32, name="features"),
-            tf.TensorSpec((b, model.locations, cfg.attention_units), tf.float32, name="keys"),
-        ])
-    for b, step in steps.items():
-        archive.add_endpoint(step_signature_name(b), _step_fn(step), input_signature=[
-            tf.TensorSpec((b,), tf.int32, name="token"),
-            tf.TensorSpec((b, cfg.units), tf.float32, name="hidden"),
-            tf.TensorSpec((b, model.locations, cfg.embed_dim), tf.float32, name="features"),
-            tf.TensorSpec((b, model.locations, cfg.attention_units), tf.float32, name="keys"),
-        ])
+    archive.add_endpoint(EMBED, embed, input_signature=[tf.TensorSpec((None,), tf.int32, name="token")])
+    for (b, embedded), step in steps.items():
+        fn = _embedded_step_fn(step) if embedded else _step_fn(step)
+        archive.add_endpoint(decode_signature(b, embedded), fn, input_signature=_step_specs(model, b, embedded))
     archive.write_out(str(out_dir), verbose=False)
 
 
@@ -157,13 +129,11 @@ def export_model(model: ShowAttendTell, vocab, out: str | Path, info: dict, deco
     try:
         write_saved_model(model, tmp, tuple(sorted(set(decoder_batches) | {1})))
         vocab.save(tmp / "vocab.json")
-        sidecar = {
-            "format": EXPORT_FORMAT, "version": 1, "scenecap_version": __version__,
-            "model": model_dims(model), "max_length": model.cfg.max_length,
-            "decoder_state": model.cfg.decoder_state, "tokens": vocab.ids,
-            "decoder_batches": sorted(set(decoder_batches) | {1}), **info,
-        }
-        atomic_write_text(tmp / SIDECAR, json.dumps(sidecar, indent=2, ensure_ascii=False))
+        sidecar = ExportSidecar(
+            model=model_dims(model), max_length=model.cfg.max_length, decoder_state=model.cfg.decoder_state,
+            tokens=vocab.ids, decoder_batches=sorted(set(decoder_batches) | {1}), scenecap_version=__version__,
+            **info)
+        atomic_write_text(tmp / SIDECAR, json.dumps(sidecar.to_json(), indent=2, ensure_ascii=False))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
