@@ -77,6 +77,8 @@ def main() -> None:
         shifted_data = held_out(Path(tmp), "shifted", SHIFTED_SEED)
         result = measure(bundle, own_data / "captions_test.json", own_data / "scenes_test.json")
         result["style"], result["seed"] = args.style, OWN_SEED
+        if bundle.resolve().is_relative_to(ROOT):  # the same record on every machine
+            result["bundle"] = str(bundle.resolve().relative_to(ROOT))
         shifted = measure(bundle, shifted_data / "captions_test.json", shifted_data / "scenes_test.json")
         result["shifted"] = {"style": "shifted", "seed": SHIFTED_SEED,
                              **{k: v for k, v in shifted.items() if k != "bundle"}}

@@ -1,6 +1,7 @@
 """Write the demo's sample frames and video (run once; the outputs are committed in demo/frames, demo/video).
 
-Scenes come from the synthetic generator with a seed the demo model never trained on. The video holds four
+Scenes come from the synthetic generator with a seed the demo model never trained on, in the style it was trained
+on (SHIPPED_STYLE in demo_quality.py: change both when the bundle is rebuilt on another style). The video holds four
 scenes of three seconds each, so a scene-change detector should fire at 0 s, 3 s, 6 s and 9 s.
 """
 
@@ -16,6 +17,7 @@ from scenecap.train.synthetic import captions_for, make_scene
 
 HERE = Path(__file__).resolve().parent
 SEED = 20261125
+STYLE = "classic"  # the shipped bundle's training style: the committed frames are drawn in it
 
 
 def main() -> None:
@@ -24,7 +26,7 @@ def main() -> None:
     frames.mkdir(exist_ok=True)
     truth = {}
     for i in range(6):
-        img, objects = make_scene(rng, img_size=320)
+        img, objects = make_scene(rng, img_size=320, style=STYLE)
         name = f"scene_{i + 1}.jpg"
         img.save(frames / name, quality=90)
         truth[name] = {"objects": [o.__dict__ for o in objects], "references": captions_for(objects, "en", rng)}
@@ -34,7 +36,7 @@ def main() -> None:
     writer = cv2.VideoWriter(str(video_dir / "walk.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
     cuts = []
     for k in range(4):
-        img, objects = make_scene(rng, img_size=size)
+        img, objects = make_scene(rng, img_size=size, style=STYLE)
         cuts.append({"start_s": k * seconds, "objects": [o.__dict__ for o in objects]})
         base = np.asarray(img)[:, :, ::-1]
         for f in range(fps * seconds):

@@ -28,6 +28,10 @@ def test_demo_bundle_is_a_small_quantised_bundle_with_its_recipe():
     assert "demo/build_bundle.py" in m.provenance["recipe"]
     quality = json.loads((DEMO / "quality.json").read_text(encoding="utf-8"))
     assert quality["images"] == 200 and 0 < quality["BLEU-4"] <= 1
+    # Measured on its own style and on the shifted one, with objects invented and missing counted
+    assert quality["style"] == "classic" and quality["shifted"]["style"] == "shifted"
+    for q in (quality, quality["shifted"]):
+        assert {"exact_scenes", "object_precision", "object_recall"} <= set(q) and q["images"] == 200
     assert quality["all_int8_decoder"]["BLEU-4"] < quality["BLEU-4"]  # the reason the decoder is int16x8
 
 
@@ -44,15 +48,16 @@ def test_make_demo_command_captions_every_sample_without_tensorflow():
 
 
 def test_shipped_quality_figures_hold_on_fresh_scenes(tmp_path):
-    """demo/quality.json (quoted in the README) was measured on the recipe's held-out split; 100 scenes drawn
-    with another seed must give the same picture, within sampling error (about 3 points at 200 objects)."""
+    """demo/quality.json (quoted in the README) was measured on 200 held-out scenes of the style the bundle was
+    trained on; 100 scenes drawn with another seed must give the same picture, within sampling error (about 3
+    points at 200 objects; exact scenes, one per scene, about 5)."""
     from scenecap.edge.captioner import Captioner
     from scenecap.edge.images import load_image
     from scenecap.train.datasets import load_coco
     from scenecap.train.metrics import caption_metrics
-    from scenecap.train.synthetic import attribute_accuracy, colour_shape_accuracy, generate
+    from scenecap.train.synthetic import attribute_accuracy, colour_shape_accuracy, generate, object_scores
 
-    data = generate(tmp_path / "fresh", n_train=0, n_val=0, n_test=100, seed=2027)
+    data = generate(tmp_path / "fresh", n_train=0, n_val=0, n_test=100, seed=2027, style=quality_style())
     samples = load_coco(data / "captions_test.json")
     scenes = json.loads((data / "scenes_test.json").read_text(encoding="utf-8"))
     cap = Captioner.load(DEMO / "bundle")
@@ -66,6 +71,14 @@ def test_shipped_quality_figures_hold_on_fresh_scenes(tmp_path):
     assert bleu4 >= shipped["BLEU-4"] - 0.08
     assert both >= shipped["colour_shape_accuracy"] - 0.10
     assert colour >= 0.8 and shape >= 0.5  # far above chance (20%, 25%): the shipped model sees both
+    exact = object_scores(hyps, scenes)["exact_scenes"]
+    print(f"scenes named exactly right (nothing missing or invented): {exact:.1%} ({shipped['exact_scenes']:.1%})")
+    assert exact >= shipped["exact_scenes"] - 0.12
+
+
+def quality_style() -> str:
+    """The style the shipped bundle was trained on, as demo/quality.json records it."""
+    return json.loads((DEMO / "quality.json").read_text(encoding="utf-8"))["style"]
 
 
 def test_the_benchmark_measures_the_demo_model_s_dimensions():
