@@ -10,8 +10,9 @@ for every model), so we keep measured tables:
                        runtime); tests/test_runtime_compat.py re-measures it and loads every claimed variant.
   edgetpu-compiler-16  Coral's edgetpu_compiler 16.0, whose TFLite parser is from the TF 2.5 era. Table: the op
                        versions TF's runtime-version table dates at 2.5.0 or earlier, which agrees with the
-                       failures Coral users report (CONV_2D v6, EXP v2, TRANSPOSE_CONV v4). It cannot be measured
-                       here (x86-64 Debian package from Coral's own apt repository); run edgetpu_compiler to be sure.
+                       failures Coral users report (CONV_2D v6, EXP v2, TRANSPOSE_CONV v4); it lives in
+                       edge/edgetpu_plan.py, which predicts the TPU mapping from it. It cannot be measured here
+                       (x86-64 Debian package from Coral's own apt repository); run edgetpu_compiler to be sure.
 
 Variant choice: for each requested quantisation the converter tries `candidates()` in order and keeps the first
 whose ops the target has. Measured with this project's model: TF >= 2.18 writes dynamic-range dense layers
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scenecap import ScenecapError
+from scenecap.edge.edgetpu_plan import COMPILER_16_VERSIONS
 from scenecap.edge.modelinfo import OP_CODES, OpInfo
 
 # Highest version of each builtin op that tflite-runtime 2.14.0 registers (measured with probe_runtime).
@@ -52,15 +54,6 @@ HASHTABLE_IMPORT 1 HASHTABLE_SIZE 1 REDUCE_ALL 1 CONV_3D_TRANSPOSE 1 VAR_HANDLE 
 BROADCAST_ARGS 1 RANDOM_STANDARD_NORMAL 1 BUCKETIZE 1 RANDOM_UNIFORM 1 MULTINOMIAL 1 GELU 2 DYNAMIC_UPDATE_SLICE 1
 RELU_0_TO_1 1 UNSORTED_SEGMENT_PROD 1 UNSORTED_SEGMENT_MAX 1 UNSORTED_SEGMENT_SUM 1 ATAN2 1 UNSORTED_SEGMENT_MIN 1
 SIGN 2 BITCAST 1 BITWISE_XOR 1 RIGHT_SHIFT 1"""
-
-# Op versions dated TF 2.5.0 or earlier (edgetpu_compiler 16's parser), for the ops a captioner can contain.
-_EDGETPU_16 = """ADD 3 AVERAGE_POOL_2D 3 CONCATENATION 3 CONV_2D 5 DEPTHWISE_CONV_2D 6 DEQUANTIZE 4 FULLY_CONNECTED 9
-L2_NORMALIZATION 2 LOGISTIC 3 MAX_POOL_2D 3 MUL 4 RELU 3 RELU_N1_TO_1 1 RELU6 3 RESHAPE 1 RESIZE_BILINEAR 4
-RESIZE_NEAREST_NEIGHBOR 4 SOFTMAX 3 SPACE_TO_DEPTH 2 TANH 3 PAD 3 PADV2 3 GATHER 5 TRANSPOSE 5 MEAN 3 SUB 5 SQUEEZE 2
-STRIDED_SLICE 5 EXP 1 SPLIT 4 SPLIT_V 2 CAST 1 PRELU 1 MAXIMUM 4 MINIMUM 4 ARG_MAX 2 LESS 2 SELECT 2 SLICE 5
-TRANSPOSE_CONV 3 EXPAND_DIMS 1 SUM 2 RSQRT 2 SHAPE 1 REDUCE_MAX 3 REDUCE_MIN 3 PACK 3 UNPACK 4 FILL 3 LEAKY_RELU 2
-SQUARED_DIFFERENCE 2 QUANTIZE 2 HARD_SWISH 1 BATCH_MATMUL 4 LSTM 4 UNIDIRECTIONAL_SEQUENCE_LSTM 3"""
-
 
 def _table(text: str) -> dict[str, int]:
     parts = text.split()
@@ -96,7 +89,7 @@ TARGETS: dict[str, Target] = {
     "tflite-runtime-2.14": Target("tflite-runtime-2.14", "tflite-runtime 2.14 (measured kernel table)",
                                   _table(_TFLITE_214)),
     "edgetpu-compiler-16": Target("edgetpu-compiler-16", "Coral edgetpu_compiler 16.0 (TF 2.5-era op versions)",
-                                  _table(_EDGETPU_16), full_integer_only=True),
+                                  dict(COMPILER_16_VERSIONS), full_integer_only=True),
 }
 
 

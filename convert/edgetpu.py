@@ -1,11 +1,6 @@
-"""Edge TPU readiness: which ops of a model the Coral compiler would map to the TPU, running edgetpu_compiler
-(or printing the exact command when it is not installed), and adding the compiled files to a bundle.
-
-The mapping prediction follows Coral's documented rules: only full-integer (u)int8 tensors, static shapes, the
-ops in the supported list with their known limits, op versions the compiler-16 parser knows, and ONE Edge TPU
-subgraph: from the first op that cannot map, every later op runs on the CPU. The compiler's own log
-(`edgetpu_compiler -s`) is the authority; this module needs no TensorFlow, so `scenecap inspect` uses it on a Pi.
-"""
+"""Edge TPU deployment: running edgetpu_compiler on a bundle's models (or printing the exact commands when it is not
+installed) and adding the compiled files to the bundle. Which ops would map to the TPU is edge/edgetpu_plan.py's
+(re-exported here: plan, summarize)."""
 
 from __future__ import annotations
 
@@ -13,93 +8,17 @@ import logging
 import shlex
 import shutil
 import subprocess
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 from scenecap import ScenecapError
-from scenecap.convert.compat import TARGETS
 from scenecap.edge.bundle import MANIFEST, load_bundle
+from scenecap.edge.edgetpu_plan import EDGETPU_OP, Placement, plan, summarize
 from scenecap.edge.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from scenecap.edge.modelinfo import ModelInfo, read_model
 
+__all__ = ["Placement", "add_command", "add_edgetpu", "compile_or_explain", "compiler_command", "plan", "summarize"]
 log = logging.getLogger("scenecap.convert")
 
-EDGETPU_OP = "CUSTOM(edgetpu-custom-op)"
-# Coral's list of operations the Edge TPU runs (TFLite names).
-TPU_OPS = frozenset("""ADD AVERAGE_POOL_2D CONCATENATION CONV_2D DEPTHWISE_CONV_2D EXPAND_DIMS FULLY_CONNECTED
-HARD_SWISH L2_NORMALIZATION LOGISTIC LSTM MAXIMUM MAX_POOL_2D MEAN MINIMUM MUL PACK PAD PRELU QUANTIZE REDUCE_MAX
-REDUCE_MIN RELU RELU6 RELU_N1_TO_1 RESHAPE RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR RSQRT SLICE SOFTMAX
-SPACE_TO_DEPTH SPLIT SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB SUM TANH TRANSPOSE TRANSPOSE_CONV""".split())
-_REDUCTIONS = {"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN"}
-_SOFTMAX_MAX = 16000
-
-
-@dataclass
-class Placement:
-    index: int
-    op: str
-    version: int
-    device: str  # "tpu" or "cpu"
-    reason: str = ""  # why it runs on the CPU
-
-
-def _why_not(info: ModelInfo, i: int) -> str:
-    """Why op i cannot map to the TPU by itself ('' = it can)."""
-    op = info.operators[i]
-    if op.name not in TPU_OPS:
-        return f"{op.name} is not an Edge TPU operation"
-    top = TARGETS["edgetpu-compiler-16"].max_versions.get(op.name, 0)
-    if op.version > top:
-        return f"version {op.version} is newer than compiler 16 knows (v{top})"
-    tensors = [info.tensor(t) for t in op.inputs + op.outputs if t >= 0]
-    activations = [t for t in tensors if not t.buffer_bytes]
-    for t in activations:
-        if t.dynamic:
-            return f"tensor {t.name} has a dynamic shape"
-        if t.dtype not in ("int8", "uint8") and not (t.dtype == "int32" and t.values is not None):
-            return f"tensor {t.name} is {t.dtype}, not 8-bit quantised"
-        if sum(1 for d in t.shape if d > 1) > 3:
-            return f"tensor {t.name} {t.shape} has more than 3 dimensions larger than 1"
-    x = info.tensor(op.inputs[0]) if op.inputs and op.inputs[0] >= 0 else None
-    if op.name == "SOFTMAX" and x is not None:
-        if sum(1 for d in x.shape if d > 1) > 1 or max(x.shape or [1]) > _SOFTMAX_MAX:
-            return f"softmax input {x.shape} is not 1-D (at most {_SOFTMAX_MAX} elements)"
-    if op.name in _REDUCTIONS and x is not None and len(op.inputs) > 1:
-        axes = info.tensor(op.inputs[1]).values or []
-        if any(a % max(len(x.shape), 1) == 0 for a in axes) and x.shape and x.shape[0] > 1:
-            return "reduces over the batch dimension"
-    if op.name == "FULLY_CONNECTED" and len(op.inputs) > 1 and not info.tensor(op.inputs[1]).buffer_bytes:
-        return "weights are not constant"
-    return ""
-
-
-def plan(info: ModelInfo) -> list[Placement]:
-    """Each op of the main subgraph, in execution order, with the device the compiler would give it."""
-    out, split = [], None
-    for i, op in enumerate(info.operators):
-        reason = _why_not(info, i)
-        if reason and split is None:
-            split = i
-        elif not reason and split is not None:
-            reason = f"after the first CPU op (#{split} {info.operators[split].name}): one Edge TPU subgraph only"
-        out.append(Placement(i, op.name, op.version, "cpu" if reason else "tpu", reason))
-    return out
-
-
-def summarize(placements: list[Placement]) -> dict:
-    """Counts by device and op, and the distinct reasons for the CPU ops."""
-    tpu = Counter(p.op for p in placements if p.device == "tpu")
-    cpu = Counter(p.op for p in placements if p.device == "cpu")
-    reasons: dict[str, str] = {}
-    for p in placements:
-        if p.device == "cpu":
-            reasons.setdefault(p.op, p.reason)
-    return {"tpu_ops": sum(tpu.values()), "cpu_ops": sum(cpu.values()), "tpu": dict(sorted(tpu.items())),
-            "cpu": dict(sorted(cpu.items())), "cpu_reasons": reasons}
-
-
-# --- the compiler ------------------------------------------------------------------------------------------
 
 def compiler_command(bundle: Path, files: list[str]) -> list[str]:
     """Compile the bundle's models together (they then share the TPU's parameter cache)."""

@@ -49,7 +49,7 @@ def _model_report(path: Path, edgetpu: bool, all_ops: bool, indent: str = "    "
     print(f"{indent}ops: " + ", ".join(f"{escape(o.name)} v{o.version} x{o.count}" for o in info.all_ops))
     placements = None
     if edgetpu:
-        from scenecap.convert.edgetpu import plan, summarize
+        from scenecap.edge.edgetpu_plan import plan, summarize
 
         placements = plan(info)
         s = summarize(placements)
