@@ -23,6 +23,7 @@ from scenecap import ScenecapError
 from scenecap.convert.safe_pickle import SeedTokenizer, load_tokenizer
 from scenecap.convert.seed_layout import ArraySpec, FoundArray, SeedDims, locate_weights, seed_layout
 from scenecap.edge.bundle import QUANTS
+from scenecap.edge.errors import first_line
 from scenecap.edge.fileio import sha256_file
 from scenecap.edge.preprocess import PreprocessSpec
 from scenecap.edge.vocab import Vocab
@@ -146,7 +147,7 @@ def build_seed_model(dims: SeedDims, arrays: dict[str, np.ndarray], backbone_wei
     try:
         model = build(seed_model_config(dims, backbone_weights))
     except ScenecapError as e:  # the model module words these for 'scenecap train --weights'
-        raise ScenecapError(str(e).splitlines()[0].replace("--weights", "--backbone-weights")) from None
+        raise ScenecapError(first_line(e).replace("--weights", "--backbone-weights")) from None
     if (model.locations, model.backbone_channels) != (dims.locations, dims.backbone_channels):
         raise ScenecapError(f"MobileNetV2 alpha={dims.alpha} at {dims.image_size}px gives {model.locations}x"
                             f"{model.backbone_channels} features; the seed layout expects {dims.locations}x"

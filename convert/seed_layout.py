@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from scenecap import ScenecapError
+from scenecap.edge.errors import first_line
 
 ENCODER_DIR = "encoder_layer_weights"
 DECODER_DIR = "decoder_layer_weights"
@@ -117,8 +118,7 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
                     else np.lib.format.read_array_header_2_0)
             shape, _fortran, dtype = read(f)
     except (ValueError, OSError, EOFError) as e:
-        raise ScenecapError(f"{path}: not a readable .npy array ({str(e).splitlines()[0] if str(e) else e!r})") \
-            from None
+        raise ScenecapError(f"{path}: not a readable .npy array ({first_line(e)})") from None
     return tuple(int(s) for s in shape), np.dtype(dtype)
 
 
@@ -127,7 +127,7 @@ def _npy_loader(path: Path) -> Callable[[], np.ndarray]:
         try:
             return np.load(path, allow_pickle=False)  # object arrays would need pickle: refused
         except (ValueError, OSError, EOFError) as e:
-            raise ScenecapError(f"{path}: not a readable .npy array ({str(e).splitlines()[0]})") from None
+            raise ScenecapError(f"{path}: not a readable .npy array ({first_line(e)})") from None
 
     return load
 
@@ -170,7 +170,7 @@ def read_keras_h5(path: Path, folder: str) -> dict[str, FoundArray]:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise ScenecapError(f"{path}: not a readable HDF5 file ({str(e).splitlines()[0]})") from None
+        raise ScenecapError(f"{path}: not a readable HDF5 file ({first_line(e)})") from None
     found = {}
     with f:
         root = f["model_weights"] if "model_weights" in f else f  # a full model.save() keeps weights here

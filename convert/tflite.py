@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from scenecap import ScenecapError
 from scenecap.edge.bundle import QUANTS
+from scenecap.edge.errors import first_line
 
 log = logging.getLogger("scenecap.convert")
 
@@ -62,5 +63,4 @@ def convert_signature(saved_model: str | Path, signature: str, quant: str,
     try:
         return conv.convert()
     except Exception as e:  # the converter raises many types; the first line says what went wrong
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ScenecapError(f"{saved_model} [{signature}] -> {quant}: conversion failed ({first})") from None
+        raise ScenecapError(f"{saved_model} [{signature}] -> {quant}: conversion failed ({first_line(e)})") from None

@@ -121,3 +121,45 @@ def test_add_edgetpu_with_a_missing_file_or_bundle(float_bundle, tmp_path, capsy
     assert "nope_edgetpu.tflite: no such file" in _one_line_error(capsys.readouterr().err)
     assert main(["convert", "--add-edgetpu", str(float_bundle / "encoder.tflite"), "--out", str(tmp_path)]) == 2
     assert "manifest.json" in _one_line_error(capsys.readouterr().err)
+
+
+def _export_with_sidecar(tiny_export, tmp_path, change) -> str:
+    """The export's files with its sidecar edited (the SavedModel is never loaded: the sidecar is read first)."""
+    import json
+
+    d = tmp_path / "edited"
+    d.mkdir()
+    for f in ("saved_model.pb", "vocab.json"):
+        shutil.copy(tiny_export / f, d / f)
+    data = json.loads((tiny_export / "scenecap_export.json").read_text(encoding="utf-8"))
+    change(data)
+    (d / "scenecap_export.json").write_text(json.dumps(data), encoding="utf-8")
+    return str(d)
+
+
+@pytest.mark.parametrize("case", ["newer major", "not ours", "not JSON"])
+def test_sidecar_format_and_version_are_checked(tiny_export, tmp_path, capsys, case):
+    change = {"newer major": lambda d: d.update(version=2), "not ours": lambda d: d.update(format="other"),
+              "not JSON": None}[case]
+    export = _export_with_sidecar(tiny_export, tmp_path, change or (lambda d: None))
+    if change is None:
+        (tmp_path / "edited" / "scenecap_export.json").write_text("{not json", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["convert", export, "--out", str(out / "b")]) == 2
+    err = _one_line_error(capsys.readouterr().err)
+    expected = {"newer major": "export version 2 is newer than this scenecap reads (1)",
+                "not ours": "format 'other'; expected 'scenecap-export'", "not JSON": "invalid JSON at line 1"}[case]
+    assert "scenecap_export.json" in err and expected in err, err
+    _nothing_written(out)
+
+
+def test_sidecar_round_trips_and_keeps_unknown_keys(tiny_export):
+    import json
+
+    from scenecap.edge.export_contract import ExportSidecar
+
+    data = json.loads((tiny_export / "scenecap_export.json").read_text(encoding="utf-8"))
+    assert ExportSidecar.from_json(data).to_json() == data  # what export writes, read back exactly
+    newer = {**data, "version": "1.3", "future_key": [1]}  # a newer minor: read, its new key kept
+    assert ExportSidecar.from_json(newer).to_json() == newer

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from scenecap import ScenecapError
-from scenecap.edge.fileio import atomic_write_text
+from scenecap.edge.errors import first_line
+from scenecap.edge.fileio import atomic_write_text, read_json
 
 log = logging.getLogger("scenecap.train")
 
@@ -99,10 +100,13 @@ class Checkpointer:
         d = self._state_dir()
         if d is None:
             return None
+        path = d / "state.json"
         try:
-            return RunState(**json.loads((d / "state.json").read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ScenecapError(f"{d / 'state.json'}: unreadable resume state ({e}); start over with --force") from None
+            return RunState(**read_json(path, "resume state"))
+        except ScenecapError as e:
+            raise ScenecapError(f"{e}; start over with --force") from None
+        except TypeError as e:  # not the keys RunState has
+            raise ScenecapError(f"{path}: unreadable resume state ({first_line(e)}); start over with --force") from None
 
     def restore_model(self, model) -> None:
         model.load_weights(str(self._state_dir() / "model.weights.h5"))
