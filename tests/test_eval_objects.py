@@ -97,10 +97,10 @@ def test_tiny_model_on_its_own_style_and_a_shifted_one(int8_bundle, tiny_export,
     assert [hs["name"] for hs in report["sets"]] == ["own", "shifted"] and shift["images"] == 24
     assert "## Objects named (synthetic scenes)" in md and "own: exact | precision | recall" in md
     assert "shifted: exact | precision | recall" in md and "## Held-out sets side by side" in md
-    for r in own["variants"]:  # on its own style the tiny model beats a caption that ignores the image
-        assert r["objects"]["recall"] > own["baseline"]["objects"]["recall"]
-        assert r["distinct_captions"] > 24 // 4
-        assert f"**{r['name']}** beats them" in md
+    for hs in report["sets"]:  # a model that ignores the image gives one caption and a constant's BLEU-4
+        for r in hs["variants"]:
+            assert r["distinct_captions"] > 24 // 4 and r["BLEU-4"] > hs["baseline"]["BLEU-4"]
+            assert 0 <= r["objects"]["precision"] <= 1 and r["objects"]["named"] > 0
     for hs in report["sets"]:
         for r in hs["variants"]:
             verdict = f"On {hs['name']}, **{r['name']}** " + ("does NOT beat" if r["trivial"] else "beats them")
