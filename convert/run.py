@@ -206,19 +206,8 @@ def convert_variants(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> list
     """One bundle per (encoder quant, decoder quant): at opts.out for one pair, else opts.out/<variant name>/.
 
     Everything is checked and converted before anything is written; each bundle is written atomically."""
-    if not pairs:
-        raise ScenecapError("no variants to convert; pass --quant")
+    target, dests = _check_request(opts, pairs)
     quiet_tensorflow_logger()
-    for enc, dec in pairs:
-        _check_pair(enc, dec)
-    target = get_target(opts.target_runtime)
-    if opts.decoder_batch < 1:
-        raise ScenecapError(f"--decoder-batch {opts.decoder_batch}; expected a positive integer (the beam width)")
-    out = Path(opts.out)
-    dests = [out] if len(pairs) == 1 else [out / variant_name(e, d) for e, d in pairs]
-    for d in dests:
-        if d.exists() and not opts.force:
-            raise ScenecapError(f"{d}: already exists; pass --force to replace it")
     export = read_export(opts.export)
     export.decoder_signature(opts.decoder_batch)  # fails with the re-export command if the batch is missing
     needed = sorted({_signature(w, v.quant, opts.decoder_batch)
@@ -243,38 +232,64 @@ def convert_variants(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> list
             if change:
                 changes.append(change)
         planned.append((enc, dec, dest, parts, changes))
+    return [_write_variant(opts, export, target, cal, *p) for p in planned]
 
-    results = []
-    for enc, dec, dest, parts, changes in planned:
-        extra_files, decoder_extra = {}, {}
-        data, variant, info = parts["decoder_step"]
-        if variant.quant in EMBEDDED:
-            sig = _signature("decoder", variant.quant, opts.decoder_batch)
-            table, spec = _embedding_table(cal, info, sig, int(export.sidecar.model["vocab_size"]))
-            extra_files[EMBEDDING_FILE], decoder_extra["embedding"] = table, spec
-        for c in changes:
-            log.warning("%s", c)
-        provenance = {
-            "export": str(Path(opts.export).resolve()),
-            "encoder_quant": parts["encoder"][1].quant,
-            "decoder_quant": parts["decoder_step"][1].quant,
-            "requested": {"encoder": enc, "decoder_step": dec},
-            "target_runtime": target.name,
-            "changes": changes,
-            "calibration_images": opts.calibration_images or "training split sample",
-            "calibration_count": len(cal.images) if any(v.quant in CALIBRATED for _, v, _ in parts.values()) else 0,
-            "seed": opts.seed,
-            "recipe": opts.recipe,
-            "command": " ".join(sys.argv) if sys.argv and "scenecap" in sys.argv[0] else "",
-        }
-        models = {name: (d, v.quant, v.options) for name, (d, v, _) in parts.items()}
-        path = write_bundle(dest, models, export.vocab, export.info, provenance, opts.decoder_batch,
-                            extra_files=extra_files, force=opts.force, decoder_extra=decoder_extra)
-        result = ConvertResult(path, variant_name(enc, dec), enc, dec, changes)
-        tpu_files = [f"{n}.tflite" for n, (_, v, _) in parts.items() if v.quant == "edgetpu"]
-        if tpu_files:
-            from scenecap.convert.edgetpu import compile_or_explain
 
-            result.edgetpu = compile_or_explain(path, tpu_files)
-        results.append(result)
-    return results
+def _check_request(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> tuple[Target, list[Path]]:
+    """The target runtime and each variant's bundle folder, once every option is checked (before TensorFlow)."""
+    if not pairs:
+        raise ScenecapError("no variants to convert; pass --quant")
+    for enc, dec in pairs:
+        _check_pair(enc, dec)
+    target = get_target(opts.target_runtime)
+    if opts.decoder_batch < 1:
+        raise ScenecapError(f"--decoder-batch {opts.decoder_batch}; expected a positive integer (the beam width)")
+    out = Path(opts.out)
+    dests = [out] if len(pairs) == 1 else [out / variant_name(e, d) for e, d in pairs]
+    for d in dests:
+        if d.exists() and not opts.force:
+            raise ScenecapError(f"{d}: already exists; pass --force to replace it")
+    return target, dests
+
+
+def _write_variant(opts: ConvertOptions, export: ExportInfo, target: Target, cal: Calibration, enc: str, dec: str,
+                   dest: Path, parts: dict, changes: list[str]) -> ConvertResult:
+    """One converted variant's bundle (with its embedding table where the decoder needs one), compiled for the
+    Edge TPU where it has edgetpu models."""
+    extra_files, decoder_extra = {}, {}
+    data, variant, info = parts["decoder_step"]
+    if variant.quant in EMBEDDED:
+        sig = _signature("decoder", variant.quant, opts.decoder_batch)
+        table, spec = _embedding_table(cal, info, sig, int(export.sidecar.model["vocab_size"]))
+        extra_files[EMBEDDING_FILE], decoder_extra["embedding"] = table, spec
+    for c in changes:
+        log.warning("%s", c)
+    models = {name: (d, v.quant, v.options) for name, (d, v, _) in parts.items()}
+    provenance = _provenance(opts, target, cal, enc, dec, parts, changes)
+    path = write_bundle(dest, models, export.vocab, export.info, provenance, opts.decoder_batch,
+                        extra_files=extra_files, force=opts.force, decoder_extra=decoder_extra)
+    result = ConvertResult(path, variant_name(enc, dec), enc, dec, changes)
+    tpu_files = [f"{n}.tflite" for n, (_, v, _) in parts.items() if v.quant == "edgetpu"]
+    if tpu_files:
+        from scenecap.convert.edgetpu import compile_or_explain
+
+        result.edgetpu = compile_or_explain(path, tpu_files)
+    return result
+
+
+def _provenance(opts: ConvertOptions, target: Target, cal: Calibration, enc: str, dec: str, parts: dict,
+                changes: list[str]) -> dict:
+    """How the bundle was made, for its manifest."""
+    return {
+        "export": str(Path(opts.export).resolve()),
+        "encoder_quant": parts["encoder"][1].quant,
+        "decoder_quant": parts["decoder_step"][1].quant,
+        "requested": {"encoder": enc, "decoder_step": dec},
+        "target_runtime": target.name,
+        "changes": changes,
+        "calibration_images": opts.calibration_images or "training split sample",
+        "calibration_count": len(cal.images) if any(v.quant in CALIBRATED for _, v, _ in parts.values()) else 0,
+        "seed": opts.seed,
+        "recipe": opts.recipe,
+        "command": " ".join(sys.argv) if sys.argv and "scenecap" in sys.argv[0] else "",
+    }
