@@ -271,3 +271,26 @@ def test_language_and_caption_length_come_from_the_captions_and_a_finished_run_s
     assert run(again, resume=True, progress=False) == tmp_path / "run"
     assert caplog.messages == [f"{tmp_path / 'run'}: already finished (1 of 1 epochs); to train more, resume with "
                                "a larger --epochs (e.g. --resume --epochs 6)"]
+
+
+def test_augmented_arabic_training_mirrors_images_and_swaps_its_left_and_right(ar_data, tmp_path, caplog):
+    # A user's own data with every augmentation on, through the trainer: fine-tune mode (images are augmented as
+    # they are read), Arabic has a left/right lexicon so flipping is not skipped, and the run ends with a model.
+    # (That a mirrored image's captions swap اليسار and اليمين is checked in test_train_synthetic.py.)
+    import logging
+
+    from scenecap.train.config import AugmentConfig, TrainConfig
+    from scenecap.train.model import ModelConfig
+    from scenecap.train.trainer import load_trained, run
+
+    cfg = TrainConfig(train=str(ar_data / "captions_val.json"), out=str(tmp_path / "run"), epochs=1, batch_size=16,
+                      mode="finetune", tensorboard=False, augment=AugmentConfig(colour=True, crop=True, flip=True),
+                      model=ModelConfig(vocab_size=0, image_size=64, embed_dim=16, units=32, attention_units=16,
+                                        fc_units=32, max_length=32))
+    with caplog.at_level(logging.INFO, logger="scenecap"):
+        run(cfg, progress=False)
+    assert "augment.flip skipped" not in caplog.text  # Arabic has a lexicon
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
+    assert recorded["augment"] == {**recorded["augment"], "colour": True, "crop": True, "flip": True}
+    model, _, _ = load_trained(tmp_path / "run")
+    assert model is not None

@@ -178,7 +178,7 @@ def _train(cfg: TrainConfig, strategy, chief: bool, out: Path, resume: bool, pro
         write_history,
     )
     from scenecap.train.model import build
-    from scenecap.train.pipeline import CaptionData, encode_captions, image_source, load_prepared
+    from scenecap.train.pipeline import CaptionData, encode_captions, flipped_captions, image_source, load_prepared
 
     ckpt = Checkpointer(out, chief)
     state = ckpt.load_state() if resume else None
@@ -240,8 +240,11 @@ def _train(cfg: TrainConfig, strategy, chief: bool, out: Path, resume: bool, pro
         score_inputs = va_feats.read(show_idx) if n_show else None
     else:
         images, paths = image_source(train_samples, spec, cfg.cache_images)
+        # Augmentation (off by default) draws on the training images only; a mirrored image gets the captions
+        # with left and right swapped, where the language's lexicon says how.
+        flipped = flipped_captions(train_samples, vocab, cfg.model.max_length, cfg.text, cfg.augment, cfg.language)
         train_data = CaptionData(len(train_samples), enc, global_batch, cfg.seed, True, drop, images=images,
-                                 paths=paths, spec=spec)
+                                 paths=paths, spec=spec, augment=cfg.augment, flipped=flipped)
         val_data = None
         if val_samples:
             vimages, vpaths = image_source(val_samples, spec, cfg.cache_images)
