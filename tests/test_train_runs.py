@@ -26,7 +26,8 @@ def ar_data(tmp_path_factory) -> Path:
     from scenecap.train.synthetic import generate
 
     # One object a scene: each caption's colour, shape and position can be scored on their own.
-    return generate(tmp_path_factory.mktemp("synth_ar"), 480, 48, 80, seed=11, lang="ar", img_size=64, max_objects=1)
+    return generate(tmp_path_factory.mktemp("synth_ar"), 480, 48, 80, seed=11, lang="ar", img_size=64, max_objects=1,
+                    style="classic")  # as the tiny model's data (conftest): learnable in a CI budget
 
 
 @pytest.fixture(scope="module")
