@@ -65,6 +65,27 @@ def held_out(folder: Path, style: str, seed: int, count: int = COUNT) -> Path:
     return generate(folder / style, n_train=0, n_val=0, n_test=count, seed=seed, style=style)
 
 
+def measure_styles(bundle: Path, style: str = SHIPPED_STYLE) -> dict:
+    """The figures on held-out scenes of `style` (its own), with the shifted style's under "shifted"."""
+    with tempfile.TemporaryDirectory() as tmp:
+        own_data = held_out(Path(tmp), style, OWN_SEED)
+        shifted_data = held_out(Path(tmp), "shifted", SHIFTED_SEED)
+        result = measure(bundle, own_data / "captions_test.json", own_data / "scenes_test.json")
+        result["style"], result["seed"] = style, OWN_SEED
+        if bundle.resolve().is_relative_to(ROOT):  # the same record on every machine
+            result["bundle"] = str(bundle.resolve().relative_to(ROOT))
+        shifted = measure(bundle, shifted_data / "captions_test.json", shifted_data / "scenes_test.json")
+        result["shifted"] = {"style": "shifted", "seed": SHIFTED_SEED,
+                             **{k: v for k, v in shifted.items() if k != "bundle"}}
+    return result
+
+
+def write_quality(result: dict) -> None:
+    from scenecap.edge.fileio import atomic_write_text
+
+    atomic_write_text(ROOT / "demo" / "quality.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", nargs="?", default=str(ROOT / "demo" / "bundle"))
@@ -72,16 +93,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only; do not rewrite demo/quality.json")
     args = ap.parse_args()
     bundle = Path(args.bundle)
-    with tempfile.TemporaryDirectory() as tmp:
-        own_data = held_out(Path(tmp), args.style, OWN_SEED)
-        shifted_data = held_out(Path(tmp), "shifted", SHIFTED_SEED)
-        result = measure(bundle, own_data / "captions_test.json", own_data / "scenes_test.json")
-        result["style"], result["seed"] = args.style, OWN_SEED
-        if bundle.resolve().is_relative_to(ROOT):  # the same record on every machine
-            result["bundle"] = str(bundle.resolve().relative_to(ROOT))
-        shifted = measure(bundle, shifted_data / "captions_test.json", shifted_data / "scenes_test.json")
-        result["shifted"] = {"style": "shifted", "seed": SHIFTED_SEED,
-                             **{k: v for k, v in shifted.items() if k != "bundle"}}
+    result = measure_styles(bundle, args.style)
     quality = ROOT / "demo" / "quality.json"
     if quality.is_file() and bundle.resolve() == (ROOT / "demo" / "bundle").resolve():
         previous = json.loads(quality.read_text(encoding="utf-8"))
@@ -89,7 +101,7 @@ def main() -> None:
             result["all_int8_decoder"] = previous["all_int8_decoder"]
     print(json.dumps(result, indent=2, ensure_ascii=False))
     if not args.no_write:
-        quality.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_quality(result)
 
 
 if __name__ == "__main__":
