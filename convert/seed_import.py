@@ -184,17 +184,8 @@ class SeedImportOptions:
 
 def import_seed(opts: SeedImportOptions) -> Path:
     """Seed weights + tokenizer -> bundle at `opts.out`. Returns the bundle folder."""
-    for q in (opts.encoder_quant, opts.decoder_quant):
-        if q not in QUANTS:
-            raise ScenecapError(f"--quant {q!r} unknown; expected one of {', '.join(QUANTS)}")
+    _check_options(opts)
     out = Path(opts.out)
-    if out.exists() and not opts.force:
-        raise ScenecapError(f"{out}: already exists; pass --force to replace it")
-    if opts.keep_export and Path(opts.keep_export).exists() and not opts.force:
-        raise ScenecapError(f"{opts.keep_export}: already exists; pass --force to replace it")
-    if {opts.encoder_quant, opts.decoder_quant} & {"int8", "edgetpu"} and not opts.calibration_images:
-        raise ScenecapError("int8 needs calibration images and the seed has no training data with it; pass "
-                            "--calibration-images DIR (a few hundred photos like the ones the cane will see)")
     backbone = _backbone_weights(opts.backbone_weights)
 
     t0 = time.perf_counter()
@@ -254,6 +245,19 @@ def import_seed(opts: SeedImportOptions) -> Path:
         janitor.close()  # tells it we are done
     log.info("bundle %s written (%.1f s)", bundle, time.perf_counter() - t0)
     return bundle
+
+
+def _check_options(opts: SeedImportOptions) -> None:
+    """Every option that can be checked in a second, before any file is read."""
+    for q in (opts.encoder_quant, opts.decoder_quant):
+        if q not in QUANTS:
+            raise ScenecapError(f"--quant {q!r} unknown; expected one of {', '.join(QUANTS)}")
+    for folder in (opts.out, opts.keep_export):
+        if folder and Path(folder).exists() and not opts.force:
+            raise ScenecapError(f"{folder}: already exists; pass --force to replace it")
+    if {opts.encoder_quant, opts.decoder_quant} & {"int8", "edgetpu"} and not opts.calibration_images:
+        raise ScenecapError("int8 needs calibration images and the seed has no training data with it; pass "
+                            "--calibration-images DIR (a few hundred photos like the ones the cane will see)")
 
 
 def _backbone_weights(value: str) -> str | None:
