@@ -4,7 +4,7 @@ VENV := .venv
 EDGE_VENV := .venv-edge
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test lint demo-bundle bench clean
+.PHONY: demo test lint demo-bundle bench pi-check clean
 
 # The speech tests need espeak-ng (a Debian package, not a pip one). As root with apt, install it quietly if it
 # is missing; otherwise say so and go on: those tests then skip with that reason.
@@ -44,6 +44,11 @@ lint: $(VENV)/.installed
 ## Rebuild demo/bundle from scratch (synthetic data, seeded): about 35 minutes on 2 CPU cores (measured: 31 min of training).
 demo-bundle: $(VENV)/.installed
 	$(VENV)/bin/python demo/build_bundle.py
+
+## Run docs/raspberry-pi.md on an emulated arm64 Debian root (as root, x86-64 host; not in CI; ~10 min the first
+## time). Needs .venv-edge for the x86-64 side of the caption comparison.
+pi-check: $(EDGE_VENV)/.installed
+	bash benchmarks/pi_emulated.sh
 
 clean:
 	rm -rf $(VENV) $(EDGE_VENV) .pytest_cache
