@@ -33,7 +33,8 @@ from scenecap.edge.vocab import Vocab
 FORMAT = "scenecap-bundle"
 # major.minor: a newer minor adds optional keys; a newer major is refused.
 # 1.1 adds models.*.options/runtimes and decoder.embedding (the Edge TPU decoder's lookup table).
-FORMAT_VERSION = "1.1"
+# 1.2 adds the optional `confidence` section (image statistics and the unsure threshold, from `scenecap calibrate`).
+FORMAT_VERSION = "1.2"
 MANIFEST = "manifest.json"
 DECODER_STATES = ("carry", "legacy-zero")
 # int16x8: int16 activations, int8 weights (decoder step only): full-integer, yet the attention softmax and the
@@ -53,6 +54,9 @@ MAX_TENSOR_ELEMENTS = 1 << 28  # 1 GiB of float32: more than any input, output o
 VOCAB_BYTES_PER_TOKEN = 1024
 VOCAB_BYTES_OVERHEAD = 64 << 10
 NPY_HEADER_BYTES = 64 << 10  # an .npy header is ~128 bytes; room for any numpy version's padding
+MAX_STATS_COMPONENTS = 16  # the confidence section's PCA dimensions (edge/confidence.py: MAX_COMPONENTS)
+MAX_STATS_REFERENCES = 100_000  # calibration distances kept in the stats file
+ZIP_MEMBER_OVERHEAD = 1 << 10  # a zip member's local header, central entry and name
 
 
 @dataclass
@@ -126,6 +130,12 @@ class Manifest:
     @property
     def decoder_batch(self) -> int:
         return int(self.decoder.get("batch", 1))
+
+    @property
+    def confidence(self) -> dict | None:
+        """The optional confidence section (format 1.2, `scenecap calibrate`): {file, components, pooled_dim,
+        references, threshold, percentile, ...}; None: captions get confidence from word probabilities only."""
+        return self.extra.get("confidence")
 
     @property
     def embedding(self) -> dict | None:
@@ -231,6 +241,25 @@ def _embedding_table(e: Any, where: str) -> None:
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise _err(where, f"decoder.embedding.dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
     _quant_params(e, dtype, f"{where}: decoder.embedding")
+
+
+def _confidence_section(c: Any, feature_dim: int, where: str) -> None:
+    """confidence: {file, components 1..16, pooled_dim = 2 * feature_dim, references, threshold in [0, 1]} (the
+    loader sizes the stats file's arrays from these before reading it)."""
+    if not isinstance(c, dict):
+        raise _err(where, f"confidence is {type(c).__name__}; expected an object with a file")
+    _plain_name(c.get("file"), where, "confidence.file")
+    if not str(c["file"]).endswith(".npz"):
+        raise _err(where, f"confidence.file {c['file']!r}; expected a .npz stats file")
+    for key, low, high in (("components", 1, MAX_STATS_COMPONENTS), ("references", 2, MAX_STATS_REFERENCES)):
+        if not _is_int(c.get(key)) or not low <= c[key] <= high:
+            raise _err(where, f"confidence.{key} is {c.get(key)!r}; expected a whole number from {low} to {high}")
+    if c.get("pooled_dim") != 2 * feature_dim:
+        raise _err(where, f"confidence.pooled_dim is {c.get('pooled_dim')!r}; the encoder's features give "
+                   f"{2 * feature_dim} (mean and spread of {feature_dim} channels)")
+    t = c.get("threshold")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
+        raise _err(where, f"confidence.threshold is {t!r}; expected a number from 0 to 1")
 
 
 def _model_spec(name: str, m: Any, where: str) -> ModelSpec:
@@ -422,6 +451,9 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
                                                                   if m.edgetpu_file}
     if embedding is not None:
         needed.add(embedding["file"])
+    if "confidence" in data:
+        _confidence_section(data["confidence"], models["encoder"].outputs["features"].shape[2], where)
+        needed.add(data["confidence"]["file"])
     for name in sorted(needed):
         if name not in data["files"]:
             raise _err(where, f"files has no hash for {name}")
@@ -477,6 +509,11 @@ def _size_bound(manifest: Manifest, name: str) -> tuple[int, str]:
     if name == manifest.vocab:
         n = _logits_vocab(manifest)
         return n * VOCAB_BYTES_PER_TOKEN + VOCAB_BYTES_OVERHEAD, f"a vocabulary of {n} tokens (the decoder's logits)"
+    conf = manifest.confidence
+    if conf and name == conf["file"]:
+        shapes = _stats_shapes(conf)
+        need = sum(math.prod(s) * 4 + NPY_HEADER_BYTES + ZIP_MEMBER_OVERHEAD for s in shapes.values())
+        return need, f"confidence statistics of {conf['components']} components and {conf['references']} references"
     table = manifest.embedding
     if table and name == table["file"]:
         need = math.prod(table["shape"]) * np.dtype(table["dtype"]).itemsize
@@ -593,3 +630,61 @@ def load_embedding(bundle: Bundle) -> np.ndarray | None:
         raise ScenecapError(f"{path}: {len(body)} bytes of data; {dtype.name}{list(shape)} needs "
                             f"{math.prod(shape) * dtype.itemsize}")
     return np.frombuffer(body, dtype=dtype).reshape(shape).copy()  # a copy: writable, and not tied to the bytes
+
+
+def _stats_shapes(conf: dict) -> dict[str, tuple[int, ...]]:
+    """The stats file's arrays and their shapes, as the confidence section says (float32 each)."""
+    k, p = conf["components"], conf["pooled_dim"]
+    return {"mean": (p,), "components": (k, p), "variances": (k,), "residual": (1,),
+            "references": (conf["references"],)}
+
+
+def _npy_array(raw: bytes, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """One float32 .npy array of this shape from bytes: header checked before the data is touched, never
+    unpickled."""
+    f = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(f)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f"format version {version[0]}.{version[1]}; expected 1.0 or 2.0")
+        got, fortran, dtype = readers[version](f, max_header_size=NPY_HEADER_BYTES)
+    except (OSError, ValueError, SyntaxError, TypeError) as e:
+        raise ScenecapError(f"{where}: not a readable .npy array ({str(e).splitlines()[0] if str(e) else e})") from None
+    if tuple(got) != tuple(shape) or dtype != np.dtype("<f4") or fortran:
+        raise ScenecapError(f"{where}: {dtype.name}{list(got)}; the manifest says float32{list(shape)}")
+    body = raw[f.tell():]
+    if len(body) != math.prod(shape) * 4:
+        raise ScenecapError(f"{where}: {len(body)} bytes of data; float32{list(shape)} needs {math.prod(shape) * 4}")
+    return np.frombuffer(body, dtype="<f4").reshape(shape).copy()
+
+
+def load_confidence_arrays(bundle: Bundle) -> dict[str, np.ndarray] | None:
+    """The confidence section's statistics (mean, components, variances, residual, references), or None.
+
+    From the verified bytes: a .npz (zip) whose members are exactly the expected .npy arrays, each member's
+    stated size checked against the manifest's shapes before it is decompressed, each read with its header
+    checked (no pickle, no allocation a header asks for)."""
+    conf = bundle.manifest.confidence
+    if not conf:
+        return None
+    import zipfile
+
+    path = bundle.file(conf["file"])
+    shapes = _stats_shapes(conf)
+    try:
+        with zipfile.ZipFile(io.BytesIO(bundle.content(conf["file"]))) as z:
+            names = sorted(i.filename for i in z.infolist())
+            if names != sorted(f"{n}.npy" for n in shapes):
+                raise ScenecapError(f"{path}: holds {names}; expected {', '.join(f'{n}.npy' for n in shapes)}")
+            out = {}
+            for name, shape in shapes.items():
+                info = z.getinfo(f"{name}.npy")
+                if info.file_size > math.prod(shape) * 4 + NPY_HEADER_BYTES:
+                    raise ScenecapError(f"{path}: {name}.npy is {info.file_size} bytes; float32{list(shape)} "
+                                        "needs far less")
+                out[name] = _npy_array(z.read(info), shape, f"{path}: {name}.npy")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError, ValueError) as e:
+        raise ScenecapError(f"{path}: not a readable stats file ({str(e).splitlines()[0] if str(e) else e}); "
+                            "re-run 'scenecap calibrate'") from None
+    return out

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scenecap.edge.bundle import Bundle, TensorSpec, load_bundle, load_embedding
+from scenecap.edge import confidence as conf
+from scenecap.edge.bundle import Bundle, TensorSpec, load_bundle, load_confidence_arrays, load_embedding
 from scenecap.edge.decode import Hypothesis, Logits, beam_search, check_length_penalty, greedy
 from scenecap.edge.errors import ScenecapError
 from scenecap.edge.interpreter import TFLiteModel, dequantize, find_runtime, load_edgetpu_delegate, quantize
@@ -27,6 +28,11 @@ class Caption:
     invokes: int = 0  # decoder invokes used
     stopped: bool = False  # cut short by `stop`: the words so far, unfinished; never say or show it as a caption
     step_ms: list[float] = field(default_factory=list)  # each decoder step's milliseconds, in order
+    # How sure (edge/confidence.py): word probabilities x the image's familiarity (None: the bundle has no image
+    # statistics). `unsure`: below the threshold (the bundle's, or min_confidence): say so, not the caption.
+    familiarity: float | None = None
+    confidence: float = 0.0
+    unsure: bool = False
 
     @property
     def log_prob(self) -> float:
@@ -143,7 +149,7 @@ class Captioner:
     """
 
     def __init__(self, bundle: Bundle, threads: int | None = None, device: str = "cpu", beam: int = 1,
-                 length_penalty: float = 0.0, runtime: str | None = None):
+                 length_penalty: float = 0.0, runtime: str | None = None, min_confidence: float | None = None):
         self.bundle = bundle
         m = bundle.manifest
         self.runtime = find_runtime(runtime)
@@ -173,6 +179,7 @@ class Captioner:
         self.length_penalty = check_length_penalty(length_penalty)
         self.feature_names = [n for n in m.models["encoder"].outputs]
         self._lock = threading.RLock()  # one caption (or encode) at a time: the interpreters' tensors are shared
+        self.novelty, self.min_confidence = _novelty_stats(bundle), _threshold(bundle, min_confidence)
 
     @classmethod
     def load(cls, bundle_dir: str | Path, **kwargs) -> Captioner:
@@ -245,13 +252,27 @@ class Captioner:
                 hyp = greedy(session.raw_step, session.hidden0(), ids["start"], ids["end"], m.max_length - 1, stop,
                              lazy_log_prob=True)
             t3 = time.perf_counter()
-            return self._finish(hyp, session, {
+            cap = self._finish(hyp, session, {
                 "preprocess": preprocess_ms,
                 "encoder": (t2 - t1) * 1e3,
                 "decoder": (t3 - t2) * 1e3,
                 "decoder_invokes": sum(session.step_ms),
                 "total": preprocess_ms + (t3 - t1) * 1e3,
             })
+        self._judge(cap, feats)
+        return cap
+
+    def _judge(self, cap: Caption, feats: dict[str, np.ndarray]) -> None:
+        """Fill the caption's familiarity, confidence and unsure (timed as the 'confidence' stage)."""
+        t0 = time.perf_counter()
+        if self.novelty is not None:
+            d = conf.distance(self.novelty, conf.pooled_features(feats["features"]))
+            cap.familiarity = conf.familiarity(self.novelty, d)
+        word = conf.word_confidence(cap.log_prob, len(cap.hypothesis.tokens))
+        cap.confidence = conf.combine(word, cap.familiarity)
+        cap.unsure = cap.confidence < self.min_confidence
+        cap.timings["confidence"] = (time.perf_counter() - t0) * 1e3
+        cap.timings["total"] += cap.timings["confidence"]
 
     def _finish(self, hyp: Hypothesis, session: DecoderSession, timings: dict[str, float]) -> Caption:
         end = self.bundle.manifest.tokens["end"]
@@ -262,3 +283,22 @@ class Captioner:
             np.zeros((0, 0), np.float32)
         return Caption(" ".join(words), tokens, words, hyp, attn, timings, session.invokes, hyp.stopped,
                        session.step_ms)
+
+
+def _novelty_stats(bundle: Bundle) -> conf.NoveltyStats | None:
+    arrays = load_confidence_arrays(bundle)
+    if arrays is None:
+        return None
+    return conf.stats_from_arrays(arrays, str(bundle.file(bundle.manifest.confidence["file"])))
+
+
+def _threshold(bundle: Bundle, min_confidence: float | None) -> float:
+    """The unsure threshold: min_confidence if given, else the bundle's calibrated one, else 0 (never unsure:
+    an uncalibrated bundle has no measured threshold to apply)."""
+    if min_confidence is not None:
+        if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or \
+                not 0 <= min_confidence <= 1:
+            raise ScenecapError(f"min_confidence {min_confidence!r}; expected a number from 0 to 1")
+        return float(min_confidence)
+    section = bundle.manifest.confidence
+    return float(section["threshold"]) if section else 0.0

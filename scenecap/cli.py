@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "scenecap.convert.seed_cli",  # import-seed
     "scenecap.edge.caption_cli",  # caption
     "scenecap.edge.inspect_cli",  # inspect
+    "scenecap.edge.calibrate_cli",  # calibrate
     "scenecap.benchmarks.cli",  # bench
 ]
 

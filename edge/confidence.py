@@ -1,0 +1,138 @@
+"""How sure a caption is: the decoder's word probabilities combined with how familiar the image looks.
+
+A blind user acts on what the cane says, and a confident wrong description is worse than silence. The decoder's
+own word probabilities miss the worst case: an image unlike any it was trained on (a street, not a synthetic
+scene) still gets a fluent, probable caption. So each image's encoder features are also compared with those of
+in-distribution images, from small statistics `scenecap calibrate` stores in the bundle:
+
+  pooled   = per feature channel, the mean and the standard deviation over locations  [2 * feature_dim]
+  distance = sqrt(Mahalanobis^2 in a k-dim PCA subspace + residual energy / its mean on the fit set)
+  familiar = 2 ** -max(0, (distance - q50) / (q95 - q50))  (q50, q95: of the calibration images' distances)
+
+so an image as typical as half the calibration set is fully familiar, one at the 95th percentile half so, and a
+photograph tens of spreads away about 0. confidence = word confidence * familiarity, where word confidence is the
+geometric mean probability of the caption's tokens (<end> included): exp(log_prob / tokens).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from scenecap.edge.errors import ScenecapError
+
+MAX_COMPONENTS = 16
+MAX_REFERENCES = 100_000  # calibration distances kept in the stats file (a few thousand images is plenty)
+STATS_ARRAYS = ("mean", "components", "variances", "residual", "references")
+VARIANCE_FLOOR = 1e-6  # relative to the largest variance: a direction the fit set never moved in is not infinite
+
+
+@dataclass
+class NoveltyStats:
+    """The in-distribution features' Gaussian: mean [P], components [k, P] (orthonormal rows), variances [k],
+    residual (mean residual energy on the fit set), references (sorted calibration distances)."""
+
+    mean: np.ndarray
+    components: np.ndarray
+    variances: np.ndarray
+    residual: float
+    references: np.ndarray
+
+    @property
+    def q50(self) -> float:
+        return float(np.quantile(self.references, 0.5))
+
+    @property
+    def q95(self) -> float:
+        return float(np.quantile(self.references, 0.95))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """As stored in the bundle's stats file (float32, plain arrays: read back with allow_pickle=False)."""
+        return {"mean": self.mean.astype(np.float32), "components": self.components.astype(np.float32),
+                "variances": self.variances.astype(np.float32),
+                "residual": np.array([self.residual], np.float32),
+                "references": np.sort(self.references).astype(np.float32)}
+
+
+def pooled_features(features: np.ndarray) -> np.ndarray:
+    """Encoder features [1, locations, dim] (float) -> [2 * dim]: the mean and spread of each channel over the
+    image (the spread tells a plain synthetic background from a photograph's texture)."""
+    f = np.asarray(features, np.float32).reshape(-1, features.shape[-1])
+    return np.concatenate([f.mean(axis=0), f.std(axis=0)])
+
+
+def fit_stats(pooled: np.ndarray, components: int = MAX_COMPONENTS) -> NoveltyStats:
+    """The Gaussian of in-distribution pooled features [n, P]; references are filled by `with_references`."""
+    pooled = np.asarray(pooled, np.float64)
+    n, p = pooled.shape
+    k = min(int(components), MAX_COMPONENTS, n - 1, p)
+    if k < 1:
+        raise ScenecapError(f"{n} calibration image(s); need at least 2 to fit the image statistics")
+    mean = pooled.mean(axis=0)
+    centred = pooled - mean
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    variances = s[:k] ** 2 / (n - 1)
+    variances = np.maximum(variances, variances.max() * VARIANCE_FLOOR + 1e-12)
+    comps = vt[:k]
+    resid = centred - (centred @ comps.T) @ comps
+    residual = float(max((resid ** 2).sum(axis=1).mean(), 1e-12))
+    return NoveltyStats(mean, comps, variances, residual, np.zeros(1))
+
+
+def distance(stats: NoveltyStats, pooled: np.ndarray) -> float:
+    """How far one image's pooled features lie from the in-distribution Gaussian (about sqrt(k + 1) typically)."""
+    centred = np.asarray(pooled, np.float64) - stats.mean
+    proj = stats.components @ centred
+    maha2 = float((proj ** 2 / stats.variances).sum())
+    resid2 = float((centred ** 2).sum() - (proj ** 2).sum())
+    return math.sqrt(max(maha2 + max(resid2, 0.0) / stats.residual, 0.0))
+
+
+def with_references(stats: NoveltyStats, distances: np.ndarray) -> NoveltyStats:
+    """The same Gaussian with the calibration images' distances (held out from the fit) as its reference."""
+    refs = np.sort(np.asarray(distances, np.float64))
+    if refs.size < 2:
+        raise ScenecapError("need at least 2 validation images to place the familiarity scale")
+    return NoveltyStats(stats.mean, stats.components, stats.variances, stats.residual, refs)
+
+
+def familiarity(stats: NoveltyStats, d: float) -> float:
+    """In [0, 1]: 1 up to the calibration median distance, halving with each (q95 - q50) beyond it."""
+    q50, q95 = stats.q50, stats.q95
+    spread = max(q95 - q50, 1e-6 * max(q50, 1.0))
+    return float(2.0 ** -max(0.0, (d - q50) / spread))
+
+
+def word_confidence(log_prob: float, n_tokens: int) -> float:
+    """The geometric mean probability of a caption's tokens, in [0, 1] (0 for a caption with no tokens)."""
+    if n_tokens <= 0 or not math.isfinite(log_prob):
+        return 0.0
+    return float(min(1.0, math.exp(log_prob / n_tokens)))
+
+
+def combine(word: float, familiar: float | None) -> float:
+    """The caption's confidence: word confidence scaled by the image's familiarity (if the bundle has stats)."""
+    return float(word if familiar is None else word * familiar)
+
+
+def stats_from_arrays(arrays: dict[str, np.ndarray], where: str) -> NoveltyStats:
+    """The stats file's arrays (shapes already checked by the bundle loader) as NoveltyStats; finite values only."""
+    for name in STATS_ARRAYS:
+        if not np.all(np.isfinite(arrays[name])):
+            raise ScenecapError(f"{where}: {name} holds NaN or infinite values; re-run 'scenecap calibrate'")
+    variances = arrays["variances"].astype(np.float64)
+    residual = float(arrays["residual"][0])
+    if np.any(variances <= 0) or residual <= 0:
+        raise ScenecapError(f"{where}: variances must be > 0; re-run 'scenecap calibrate'")
+    return NoveltyStats(arrays["mean"].astype(np.float64), arrays["components"].astype(np.float64), variances,
+                        residual, np.sort(arrays["references"].astype(np.float64)))
+
+
+def threshold_at(confidences: np.ndarray, percentile: float) -> float:
+    """The `unsure` threshold: this percentile of in-distribution validation confidences (lower ones are unsure)."""
+    c = np.asarray(confidences, np.float64)
+    if c.size == 0:
+        raise ScenecapError("no validation captions to choose the threshold from")
+    return float(np.percentile(c, percentile, method="lower"))
