@@ -105,7 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "caption",
         help="caption images, videos, cameras or streams with a bundle (edge runtime, no TensorFlow)",
         description="Caption images, video frames, a camera or a network stream with a bundle, using LiteRT. "
-        "Prints 'source<TAB>caption' per caption on stdout (or JSON lines with --jsonl -). Unreadable files "
+        "Prints 'source<TAB>caption' per caption on stdout ('source<TAB>(unsure) caption' below the confidence "
+        "threshold) (or JSON lines with --jsonl -). Unreadable files "
         "and bad frames are reported on stderr, one line each, and skipped; for files the exit status is then 1. "
         "A summary (frames read, captions, median latency per stage) goes to stderr at the end.",
         epilog=EXAMPLES,
@@ -146,6 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "machine's cores only slows each caption)")
     m.add_argument("--device", choices=("cpu", "edgetpu"), default="cpu",
                    help="edgetpu: run the bundle's *_edgetpu.tflite models on a Coral through libedgetpu")
+    m.add_argument("--min-confidence", type=_float_in(0, 1, "a confidence is a number from 0 to 1"), default=None,
+                   metavar="X", help="mark captions below confidence X unsure (default: the threshold 'scenecap "
+                   "calibrate' stored in the bundle; a bundle without one marks none unsure)")
     m.add_argument("--camera-size", type=_size, default=None, metavar="WxH",
                    help="frame size to ask the camera for (picam low-res stream default 320x240)")
 
@@ -156,6 +160,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "frame looked at, with the latest caption drawn")
     o.add_argument("--attention", action="store_true",
                    help="with --save-annotated: also write each caption's attention heat-map per word (a grid)")
+    o.add_argument("--unsure", choices=("say", "silent", "caption"), default="say",
+                   help="what speech does with an unsure caption: say a short phrase in the bundle's language "
+                   "('not sure what is ahead'; default), stay silent, or say the caption anyway. On stdout an "
+                   "unsure caption is 'source<TAB>(unsure) caption'; JSON lines carry confidence and unsure")
     o.add_argument("--speak", action="store_true",
                    help="speak each caption with espeak-ng (voice from the bundle's language)")
     o.add_argument("--voice", help="espeak-ng voice instead of the bundle language's (see 'espeak-ng --voices')")
@@ -182,8 +190,10 @@ def run_caption(args: argparse.Namespace) -> int:
     live = bool(args.source) and describe_source(args.source) != "file"
 
     captioner = Captioner.load(args.bundle, threads=args.threads, device=args.device, beam=args.beam,
-                               length_penalty=args.length_penalty)
-    outputs = Outputs()
+                               length_penalty=args.length_penalty, min_confidence=args.min_confidence)
+    from scenecap.edge.speech import unsure_phrase
+
+    outputs = Outputs(unsure=args.unsure, unsure_phrase=unsure_phrase(captioner.bundle.manifest.language))
     try:
         if args.jsonl:
             outputs.jsonl = sys.stdout if args.jsonl == "-" else _open_append(args.jsonl)

@@ -5,13 +5,18 @@ own word probabilities miss the worst case: an image unlike any it was trained o
 scene) still gets a fluent, probable caption. So each image's encoder features are also compared with those of
 in-distribution images, from small statistics `scenecap calibrate` stores in the bundle:
 
-  pooled   = per feature channel, the mean and the standard deviation over locations  [2 * feature_dim]
-  distance = sqrt(Mahalanobis^2 in a k-dim PCA subspace + residual energy / its mean on the fit set)
+  pooled   = per channel of sqrt(features), the mean and the standard deviation over locations  [2 * feature_dim]
+  distance = sqrt(Mahalanobis^2 in a k-dim PCA subspace + residual energy / its per-dimension mean on the fit
+             set), probabilistic PCA's isotropic residual: about sqrt(pooled_dim) for a typical image
   familiar = 2 ** -max(0, (distance - q50) / (q95 - q50))  (q50, q95: of the calibration images' distances)
 
-so an image as typical as half the calibration set is fully familiar, one at the 95th percentile half so, and a
-photograph tens of spreads away about 0. confidence = word confidence * familiarity, where word confidence is the
-geometric mean probability of the caption's tokens (<end> included): exp(log_prob / tokens).
+(Measured on the demo bundle: sqrt and the spread separate photographs from synthetic scenes with AUROC 0.99
+against 0.95 for the plain mean and spread, and 0.68 for the mean alone; a residual weighted as one dimension
+instead of its 240 hid most of the difference.) So an image as typical as half the calibration set is fully
+familiar, one at the 95th percentile half so, and a photograph tens of spreads away about 0.
+
+confidence = word confidence * familiarity, where word confidence is the geometric mean
+probability of the caption's tokens (<end> included): exp(log_prob / tokens).
 """
 
 from __future__ import annotations
@@ -57,14 +62,16 @@ class NoveltyStats:
 
 
 def pooled_features(features: np.ndarray) -> np.ndarray:
-    """Encoder features [1, locations, dim] (float) -> [2 * dim]: the mean and spread of each channel over the
-    image (the spread tells a plain synthetic background from a photograph's texture)."""
-    f = np.asarray(features, np.float32).reshape(-1, features.shape[-1])
+    """Encoder features [1, locations, dim] (float) -> [2 * dim]: the mean and spread of each channel's square root
+    over the image (the spread tells a plain synthetic background from a photograph's texture; the root keeps a
+    few strong activations from drowning the many weak ones a photograph has)."""
+    f = np.sqrt(np.maximum(np.asarray(features, np.float32).reshape(-1, features.shape[-1]), 0.0))
     return np.concatenate([f.mean(axis=0), f.std(axis=0)])
 
 
 def fit_stats(pooled: np.ndarray, components: int = MAX_COMPONENTS) -> NoveltyStats:
-    """The Gaussian of in-distribution pooled features [n, P]; references are filled by `with_references`."""
+    """The Gaussian of in-distribution pooled features [n, P] (residual: mean energy outside the k components);
+    references are filled by `with_references`."""
     pooled = np.asarray(pooled, np.float64)
     n, p = pooled.shape
     k = min(int(components), MAX_COMPONENTS, n - 1, p)
@@ -82,12 +89,13 @@ def fit_stats(pooled: np.ndarray, components: int = MAX_COMPONENTS) -> NoveltySt
 
 
 def distance(stats: NoveltyStats, pooled: np.ndarray) -> float:
-    """How far one image's pooled features lie from the in-distribution Gaussian (about sqrt(k + 1) typically)."""
+    """How far one image's pooled features lie from the in-distribution Gaussian (about sqrt(pooled_dim))."""
     centred = np.asarray(pooled, np.float64) - stats.mean
     proj = stats.components @ centred
     maha2 = float((proj ** 2 / stats.variances).sum())
     resid2 = float((centred ** 2).sum() - (proj ** 2).sum())
-    return math.sqrt(max(maha2 + max(resid2, 0.0) / stats.residual, 0.0))
+    per_dim = stats.residual / max(stats.mean.size - stats.components.shape[0], 1)
+    return math.sqrt(max(maha2 + max(resid2, 0.0) / per_dim, 0.0))
 
 
 def with_references(stats: NoveltyStats, distances: np.ndarray) -> NoveltyStats:

@@ -35,7 +35,9 @@ from scenecap.edge.terminal import escape, jsonable
 
 log = logging.getLogger("scenecap.edge.live")
 
-STAGES = ("preprocess", "encoder", "decoder", "total", "gate", "output", "frame_age")
+STAGES = ("preprocess", "encoder", "decoder", "confidence", "total", "gate", "output", "frame_age")
+UNSURE_MODES = ("say", "silent", "caption")  # what speech does with an unsure caption
+UNSURE_MARK = "(unsure) "  # before an unsure caption on stdout: still one record a line, two columns
 LATENCY_SAMPLE = 1024
 
 
@@ -262,6 +264,8 @@ def record(item: Captioned) -> dict:
     cap, frame = item.caption, item.frame
     return {"time": round(time.time(), 3), "source": jsonable(frame.source), "frame": frame.index,
             "caption": jsonable(cap.text), "tokens": [int(t) for t in cap.tokens], "log_prob": round(cap.log_prob, 4),
+            "confidence": round(float(getattr(cap, "confidence", 0.0)), 4),
+            "unsure": bool(getattr(cap, "unsure", False)),
             "reason": item.reason, "scene_score": round(item.score, 2),
             "latency_ms": {k: round(v, 3) for k, v in cap.timings.items()}}
 
@@ -299,11 +303,15 @@ class Outputs:
     goes up and `run` ends quietly.
     """
 
-    def __init__(self, text: TextIO | None = None, jsonl: TextIO | None = None, annotated=None, speaker=None):
+    def __init__(self, text: TextIO | None = None, jsonl: TextIO | None = None, annotated=None, speaker=None,
+                 unsure: str = "say", unsure_phrase: str = "not sure what is ahead"):
         self.text = text
         self.jsonl = jsonl
         self.annotated = annotated
         self.speaker = speaker
+        if unsure not in UNSURE_MODES:
+            raise ScenecapError(f"unsure {unsure!r}; expected one of {', '.join(UNSURE_MODES)}")
+        self.unsure, self.unsure_phrase = unsure, unsure_phrase
         self.failed: list[str] = []  # outputs that stopped (a full disk), one line each, for the exit status
 
     def fail(self, message: str, at_end: bool = False) -> None:
@@ -324,11 +332,13 @@ class Outputs:
     def emit(self, item: Captioned) -> None:
         cap, frame = item.caption, item.frame
         t0 = time.perf_counter()
-        if self.speaker is not None:
-            self.speaker.say(cap.text)  # first: it only hands the text over, and speech is what the user waits for
+        unsure = bool(getattr(cap, "unsure", False))
+        spoken = self.spoken(cap.text, unsure)
+        if self.speaker is not None and spoken:
+            self.speaker.say(spoken)  # first: it only hands the text over, and speech is what the user waits for
         if self.text is not None:
             # Both fields escaped: a name or a vocabulary token with a tab or newline must not forge a record.
-            self._write_text(f"{escape(frame.source)}\t{escape(cap.text)}")
+            self._write_text(f"{escape(frame.source)}\t{UNSURE_MARK if unsure else ''}{escape(cap.text)}")
         if self.annotated is not None:
             try:
                 self.annotated.captioned(frame.source, frame.image, cap)
@@ -337,6 +347,12 @@ class Outputs:
         cap.timings["output"] = (time.perf_counter() - t0) * 1e3
         if self.jsonl is not None:
             self._write_jsonl(json_line(record(item)))
+
+    def spoken(self, text: str, unsure: bool) -> str | None:
+        """What speech says for a caption: the caption, or if unsure the phrase, nothing, or the caption anyway."""
+        if not unsure or self.unsure == "caption":
+            return text
+        return self.unsure_phrase if self.unsure == "say" else None
 
     def _write_text(self, line: str) -> None:
         try:

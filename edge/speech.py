@@ -21,6 +21,8 @@ log = logging.getLogger("scenecap.edge.speech")
 
 # Bundle language -> espeak-ng voice. Anything else is passed through if espeak-ng knows it.
 VOICES = {"en": "en-us", "ar": "ar"}
+# Said instead of a caption marked unsure (`--unsure say`): short, and plainly not a description.
+UNSURE_PHRASES = {"en": "not sure what is ahead", "ar": "لست متأكدا مما أمامك"}
 RATE_WPM = 165  # espeak-ng's default is 175; a little slower is easier to follow while walking
 ESPEAK_TIMEOUT_S = 30.0
 # Control characters, line separators, bidi overrides and lone surrogates (undecodable bytes): nothing to say, and
@@ -31,6 +33,12 @@ _UNSPEAKABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u
 def speakable(text: str) -> str:
     """`text` as plain words for espeak-ng: control and formatting characters gone, spaces collapsed."""
     return " ".join(_UNSPEAKABLE.sub(" ", text).split())
+
+
+def unsure_phrase(language: str) -> str:
+    """What to say for an unsure caption, in the bundle's language (English where there is no phrase for it)."""
+    lang = (language or "en").strip().lower()
+    return UNSURE_PHRASES.get(lang, UNSURE_PHRASES.get(lang.split("-")[0], UNSURE_PHRASES["en"]))
 
 
 def find_espeak() -> str:
