@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scenecap import ScenecapError
+from scenecap.edge.errors import first_line
 
 # Where keras_preprocessing's Tokenizer has lived: the standalone package (TF <= 2.8 pickles), tf.keras and Keras 2
 # (2.9-2.12), Keras 2.13+/tf_keras ("src"), and Keras 3's legacy module.
@@ -136,8 +137,7 @@ def restricted_loads(data: bytes, where: str = "pickle"):
         ) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
             MemoryError, RecursionError, UnicodeDecodeError, OverflowError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ScenecapError(f"{where}: not a readable pickle ({first}); expected a keras_preprocessing "
+        raise ScenecapError(f"{where}: not a readable pickle ({first_line(e)}); expected a keras_preprocessing "
                             "Tokenizer saved with pickle") from None
 
 

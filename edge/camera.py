@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from scenecap.edge.errors import ScenecapError
+from scenecap.edge.errors import ScenecapError, first_line
 from scenecap.edge.images import os_reason, over_limit
 from scenecap.edge.sources import Frame, FrameSource, array_frame, quiet_opencv, redact, redact_text
 
@@ -203,7 +203,7 @@ class PicamReader:
         try:
             yuv = self._cam.capture_array("lores")
         except Exception as e:  # a camera that fails mid-run is treated as lost, then reopened
-            log.warning("picam: capture failed (%s)", str(e).splitlines()[0] if str(e) else type(e).__name__)
+            log.warning("picam: capture failed (%s)", first_line(e))
             return None
         # The array is (h * 3/2, stride) I420 with any row padding kept: convert, then crop the padding.
         rgb = cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420)
@@ -298,7 +298,7 @@ class LiveSource(FrameSource):
             try:
                 image = self.reader.read()
             except Exception as e:  # a driver error is a lost source, never a dead thread
-                text = redact_text(str(e).splitlines()[0]) if str(e) else type(e).__name__
+                text = redact_text(first_line(e))
                 log.warning("%s: read failed (%s)", self.name, text)
                 image = None
             if image is None:

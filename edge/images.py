@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
-from scenecap.edge.errors import ScenecapError
+from scenecap.edge.errors import ScenecapError, first_line
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".jpe", ".jif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
                   ".ppm", ".pgm"}
@@ -111,11 +111,6 @@ def quiet_pil_warnings() -> Iterator[None]:
         yield
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open an image file reading only its header, or raise ScenecapError naming the file. An image whose header
     claims more than `max_pixels` is refused here, before a single pixel is decoded. The caller closes it."""
@@ -139,7 +134,7 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except (OSError, ValueError, SyntaxError) as e:
         if isinstance(e, OSError) and e.errno is not None:  # the system's (permission denied), not the decoder's
             raise ScenecapError(f"{path}: {os_reason(e)}") from None
-        raise ScenecapError(f"{path}: corrupt or truncated image ({_first_line(e)})") from None
+        raise ScenecapError(f"{path}: corrupt or truncated image ({first_line(e)})") from None
     w, h = im.size  # read from the header: nothing decoded yet
     if w * h > max_pixels:
         im.close()
@@ -155,7 +150,7 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             with im:
                 return pil_to_rgb(ImageOps.exif_transpose(im), path)
         except (OSError, ValueError, SyntaxError) as e:
-            raise ScenecapError(f"{path}: corrupt or truncated image ({_first_line(e)})") from None
+            raise ScenecapError(f"{path}: corrupt or truncated image ({first_line(e)})") from None
 
 
 def pil_to_rgb(im: Image.Image, where: object = "image") -> np.ndarray:

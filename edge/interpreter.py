@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from scenecap.edge.bundle import ModelSpec, TensorSpec
-from scenecap.edge.errors import ScenecapError
+from scenecap.edge.errors import ScenecapError, first_line
 from scenecap.edge.fileio import read_regular
 from scenecap.edge.modelinfo import MAX_MODEL_BYTES
 
@@ -116,8 +116,7 @@ def _explain_load_failure(path: Path, exc: Exception, runtime: Runtime) -> Scene
     if m:
         return ScenecapError(f"{path}: custom op {m.group(1)} is not in the runtime found ({runtime.name}); "
                              "convert without custom ops (scenecap convert only emits builtin ops)")
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return ScenecapError(f"{path}: {runtime.name} cannot load this model ({first})")
+    return ScenecapError(f"{path}: {runtime.name} cannot load this model ({first_line(exc)})")
 
 
 def load_edgetpu_delegate(runtime: Runtime) -> Any:
@@ -136,7 +135,7 @@ def load_edgetpu_delegate(runtime: Runtime) -> Any:
         return runtime.load_delegate(lib)
     except (ValueError, OSError) as e:
         raise ScenecapError(
-            f"Edge TPU delegate {lib} could not be loaded ({str(e).splitlines()[0] if str(e) else 'not found'}); "
+            f"Edge TPU delegate {lib} could not be loaded ({first_line(e) if str(e).strip() else 'not found'}); "
             "install libedgetpu1-std and plug in the Coral, or use --device cpu"
         ) from None
 

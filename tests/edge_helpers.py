@@ -15,8 +15,8 @@ from scenecap.train.synthetic import make_scene
 
 
 def scene(seed: int, size: int = 160) -> np.ndarray:
-    """One synthetic scene (RGB uint8), the kind the tiny model was trained on."""
-    return np.asarray(make_scene(np.random.default_rng(seed), size)[0])
+    """One synthetic scene (RGB uint8), the kind the tiny model was trained on (the classic style, see conftest)."""
+    return np.asarray(make_scene(np.random.default_rng(seed), size, style="classic")[0])
 
 
 def jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

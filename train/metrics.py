@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 
+from scenecap.edge.errors import first_line
 from scenecap.train.text import TextOptions, tokenize
 
 log = logging.getLogger("scenecap.metrics")
@@ -46,7 +47,7 @@ def caption_metrics(references: dict, hypotheses: dict, meteor: bool = True,
             try:
                 scores["METEOR"] = float(Meteor().compute_score(gts, res)[0])
             except Exception as e:  # the Java subprocess can fail in many ways; the other metrics still count
-                log.info("METEOR skipped: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
+                log.info("METEOR skipped: %s", first_line(e))
     return scores
 
 

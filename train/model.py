@@ -14,6 +14,7 @@ import numpy as np
 from keras import layers, ops
 
 from scenecap import ScenecapError
+from scenecap.edge.errors import first_line
 
 BACKBONES = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
 FEATURE_STRIDES = (8, 16, 32)
@@ -102,7 +103,7 @@ def load_local_weights(net: keras.Model, cut: keras.Model, path: str, cfg: Model
             target.load_weights(path)
             return
         except (ValueError, OSError, KeyError) as e:
-            why = str(e).strip().splitlines()[0][:160]
+            why = first_line(e, limit=160)
     raise ScenecapError(f"backbone weights {path}: do not fit {cfg.backbone} alpha={cfg.alpha} at "
                         f"{cfg.image_size} px, feature_stride {cfg.feature_stride} ({why})")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scenecap import ScenecapError
+from scenecap.edge.errors import first_line
 from scenecap.edge.images import open_image, quiet_pil_warnings
 from scenecap.train.datasets import Sample
 from scenecap.train.text import TextOptions, tokenize
@@ -71,7 +72,7 @@ def check_image(path) -> tuple[str | None, str | None]:
         except ScenecapError as e:
             return None, str(e).removeprefix(f"{Path(path)}: ")  # the report names the file itself
         except (OSError, ValueError, SyntaxError) as e:
-            return None, f"corrupt ({str(e).splitlines()[0][:60] if str(e) else type(e).__name__})"
+            return None, f"corrupt ({first_line(e, limit=60)})"
 
 
 def validate(samples: list[Sample], source: str, text: TextOptions, skip_missing: bool = False,
