@@ -66,6 +66,8 @@ done >"$CPUINFO"
 printf 'Hardware\t: BCM2835\nRevision\t: c03111\nModel\t\t: Raspberry Pi 4 Model B Rev 1.1\n' >>"$CPUINFO"
 mount --bind "$CPUINFO" "$ROOT/proc/cpuinfo" && mounted=("$ROOT/proc/cpuinfo" "${mounted[@]}")
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# sudo resets the environment; under emulation it must keep QEMU_CPU (see PI_CPU), or qemu falls back to 'max'.
+echo 'Defaults env_keep += "QEMU_CPU"' >"$ROOT/etc/sudoers.d/qemu-cpu" && chmod 0440 "$ROOT/etc/sudoers.d/qemu-cpu"
 grep -q "$(hostname)" "$ROOT/etc/hosts" 2>/dev/null || echo "127.0.1.1 $(hostname)" >>"$ROOT/etc/hosts"  # for sudo
 # A host behind a TLS-inspecting proxy trusts a local CA; the emulated Pi must trust it too to reach PyPI.
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
@@ -204,6 +206,8 @@ in_pi sh -c "rm -rf /opt/scenecap/bundle.new /opt/scenecap/bundle.old && \
 in_pi sudo -u scenecap sh -c "cd /opt/scenecap && venv/bin/scenecap caption demo/frames/scene_1.jpg --bundle bundle" \
   2>/dev/null | tee "$REPORT/after-update.tsv"
 [ -s "$REPORT/after-update.tsv" ] || die "the updated cane did not caption"
+grep -qxF "$(head -1 "$REPORT/after-update.tsv")" "$REPORT/captions-x86_64-default.tsv" \
+  || die "after the update, scene_1's caption differs from the x86-64 one"
 in_pi chown -R pi:pi /opt/scenecap  # back, so the next run's install steps run as written
 
 WALL=$(( $(date +%s) - START ))
