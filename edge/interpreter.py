@@ -11,6 +11,8 @@ import logging
 import os
 import platform
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from scenecap.edge.bundle import ModelSpec, TensorSpec
 from scenecap.edge.errors import ScenecapError, first_line
 from scenecap.edge.fileio import read_regular
 from scenecap.edge.modelinfo import MAX_MODEL_BYTES
+from scenecap.native_stderr import caught_fd2
 
 log = logging.getLogger("scenecap.edge")
 
@@ -150,6 +153,19 @@ def builtin_kernels() -> bool:
     return os.environ.get("SCENECAP_KERNELS", "").strip().lower() == "builtin"
 
 
+@contextmanager
+def native_notices_to_debug() -> Iterator[None]:
+    """The runtime's C++ notices while a model loads ('INFO: Created TensorFlow Lite XNNPACK delegate for CPU.')
+    become debug log lines (shown with -v); anything else it prints stays a warning."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    with caught_fd2() as lines:
+        yield
+    for line in lines:
+        (log.debug if line.startswith("INFO: ") else log.warning)("%s", line)
+
+
 class TFLiteModel:
     """One .tflite model, run by input/output name, (de)quantised per the manifest."""
 
@@ -175,8 +191,9 @@ class TFLiteModel:
         elif builtin_kernels() and self.runtime.op_resolver_type is not None:
             kwargs["experimental_op_resolver_type"] = self.runtime.op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self.interpreter = self.runtime.interpreter_cls(**kwargs)
-            self.interpreter.allocate_tensors()
+            with native_notices_to_debug():
+                self.interpreter = self.runtime.interpreter_cls(**kwargs)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise _explain_load_failure(self.path, e, self.runtime) from None
         runner = self.interpreter.get_signature_runner()

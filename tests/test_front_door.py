@@ -103,3 +103,12 @@ def test_an_install_without_any_runtime_says_so_in_one_line():
                 "--bundle", str(DEMO))
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("scenecap: error: no LiteRT runtime found; install one")
+
+
+def test_caption_prints_only_its_own_lines_unless_verbose():
+    # LiteRT's C++ notice ('INFO: Created TensorFlow Lite XNNPACK delegate for CPU.') reads as noise; -v shows it.
+    args = ["caption", str(ROOT / "demo" / "frames" / "scene_1.jpg"), "--bundle", str(DEMO)]
+    quiet, verbose = scenecap(*args), scenecap("-v", *args)
+    assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr
+    assert all(line.startswith(("INFO scenecap", "summary: ")) for line in quiet.stderr.splitlines()), quiet.stderr
+    assert "XNNPACK" in verbose.stderr or "SCENECAP_KERNELS" in os.environ
