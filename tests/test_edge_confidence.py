@@ -1,0 +1,253 @@
+"""Confidence on the device: the shipped demo bundle says 'not sure' to what it was never trained on (photographs,
+noise, text, gradients, textures), stays sure on fresh scenes like its training set, and fewer of its confident
+captions are wrong on a shifted style. Then the same through `scenecap caption` and `scenecap calibrate`."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from scenecap.edge.bundle import load_bundle
+from scenecap.edge.captioner import Captioner
+from scenecap.edge.errors import ScenecapError
+from scenecap.edge.images import load_image
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "demo" / "bundle"
+# Real photographs and micrographs scikit-image's wheel ships (no download at run time); each also as 4 corner crops.
+PHOTOS = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+          "hubble_deep_field.jpg", "retina.jpg", "coins.png", "moon.png", "ihc.png", "clock_motion.png",
+          "page.png", "horse.png", "cell.png", "microaneurysms.png"]
+PROCEDURAL = ("noise", "text", "gradient", "texture", "flat")
+
+
+def photographs() -> dict[str, np.ndarray]:
+    pytest.importorskip("skimage")
+    root = importlib.resources.files("skimage") / "data"
+    out = {}
+    for name in PHOTOS:
+        with importlib.resources.as_file(root / name) as p:
+            im = np.asarray(Image.open(p).convert("RGB"))
+        h, w = im.shape[:2]
+        s = min(h, w) // 2
+        out[name] = im
+        for i, (y, x) in enumerate([(0, 0), (0, w - s), (h - s, 0), (h - s, w - s)]):
+            out[f"{name}#crop{i}"] = im[y:y + s, x:x + s]
+    return out
+
+
+def procedural(n: int = 40, seed: int = 5) -> dict[str, np.ndarray]:
+    """Non-scenes: noise, rendered text, gradients, 1/f textures (natural-looking), flat colours."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(n):
+        kind = PROCEDURAL[i % len(PROCEDURAL)]
+        if kind == "noise":
+            im = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+        elif kind == "text":
+            img = Image.new("RGB", (96, 96), tuple(int(v) for v in rng.integers(150, 256, 3)))
+            draw = ImageDraw.Draw(img)
+            for line in range(6):
+                words = "".join(rng.choice(list("abcdefghij klmnop")) for _ in range(14))
+                draw.text((2, 2 + 15 * line), words, fill=tuple(int(v) for v in rng.integers(0, 100, 3)))
+            im = np.asarray(img)
+        elif kind == "gradient":
+            a, b = rng.integers(0, 256, (2, 3))
+            t = np.linspace(0, 1, 96)[None, :, None] if i % 2 else np.linspace(0, 1, 96)[:, None, None]
+            im = np.broadcast_to(a + (b - a) * t, (96, 96, 3)).astype(np.uint8)
+        elif kind == "texture":
+            f = np.fft.fft2(rng.normal(size=(96, 96, 3)), axes=(0, 1))
+            ky, kx = np.meshgrid(np.fft.fftfreq(96), np.fft.fftfreq(96), indexing="ij")
+            t = np.real(np.fft.ifft2(f / (np.sqrt(kx ** 2 + ky ** 2) + 0.02)[..., None] ** 1.2, axes=(0, 1)))
+            im = ((t - t.min()) / (t.max() - t.min()) * 255).astype(np.uint8)
+        else:
+            im = np.full((96, 96, 3), rng.integers(0, 256, 3), np.uint8)
+        out[f"{kind}_{i:02d}"] = im
+    return out
+
+
+def synth(tmp: Path, style: str, seed: int, n: int = 100) -> tuple[dict[int, np.ndarray], list[dict]]:
+    from scenecap.train.synthetic import generate
+
+    generate(tmp, 0, 0, n, seed=seed, img_size=96, style=style)
+    coco = json.loads((tmp / "captions_test.json").read_text())
+    images = {im["id"]: load_image(tmp / "images" / im["file_name"]) for im in coco["images"]}
+    return images, json.loads((tmp / "scenes_test.json").read_text())
+
+
+def auroc(familiar: list[float], novel: list[float]) -> float:
+    """P(a novel image looks less familiar than an in-distribution one), ties half."""
+    a, b = np.asarray(familiar)[:, None], np.asarray(novel)[None, :]
+    return float((a > b).mean() + 0.5 * (a == b).mean())
+
+
+def bounds_met(in_dist_unsure: list[bool], photo_unsure: list[bool]) -> bool:
+    """The issue's bounds: confident on >= 95% of in-distribution scenes, unsure on >= 95% of photographs."""
+    return 1 - np.mean(in_dist_unsure) >= 0.95 and np.mean(photo_unsure) >= 0.95
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return Captioner.load(DEMO, threads=1)
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    return synth(tmp_path_factory.mktemp("held"), "classic", seed=21)
+
+
+def test_the_demo_bundle_is_unsure_of_photographs_and_sure_of_fresh_scenes(demo, held_out):
+    scenes = [demo.caption(im) for im in held_out[0].values()]
+    photos = [demo.caption(im) for im in photographs().values()]
+    others = [demo.caption(im) for im in procedural().values()]
+    assert all(0 <= c.confidence <= 1 for c in scenes + photos + others)
+    assert bounds_met([c.unsure for c in scenes], [c.unsure for c in photos])
+    assert np.mean([c.unsure for c in others]) >= 0.95
+    # A do-nothing gate cannot pass the same bounds: always sure fails the photographs, always unsure the scenes.
+    assert not bounds_met([False] * len(scenes), [False] * len(photos))
+    assert not bounds_met([True] * len(scenes), [True] * len(photos))
+    assert auroc([c.familiarity for c in scenes], [c.familiarity for c in photos + others]) >= 0.95
+
+
+def test_on_a_shifted_style_fewer_confident_captions_are_wrong(demo, tmp_path):
+    from scenecap.train.synthetic import object_scores
+
+    images, scenes = synth(tmp_path, "shifted", seed=23)
+    caps = {i: demo.caption(im) for i, im in images.items()}
+    wrong = {s["image_id"]: object_scores({s["image_id"]: caps[s["image_id"]].text}, [s])["invented"] > 0
+             for s in scenes}
+    confident = [i for i in caps if not caps[i].unsure]
+    all_wrong = np.mean(list(wrong.values()))
+    confident_wrong = np.mean([wrong[i] for i in confident]) if confident else 0.0
+    assert all_wrong > 0.2  # the shift is real: the bundle invents objects here
+    assert 0.2 <= len(confident) / len(caps) <= 0.9  # it neither gives up nor keeps talking
+    # Measured (seed 23): 84% of all captions invent an object, 79% of confident ones: the gate helps only a
+    # little on this shift (issue 14: the style shift is not what image statistics see best). It must not hurt.
+    assert confident_wrong < all_wrong
+
+
+# -- through the command ------------------------------------------------------------------------------------------
+def _caption(*args):
+    return subprocess.run([sys.executable, "-m", "scenecap", "caption", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory, held_out):
+    """A folder with two fresh scenes and one photograph."""
+    d = tmp_path_factory.mktemp("mixed")
+    for k, im in list(held_out[0].items())[:2]:
+        Image.fromarray(im).save(d / f"scene_{k}.png")
+    Image.fromarray(photographs()["chelsea.png"]).save(d / "zz_cat.png")
+    return d
+
+
+def test_jsonl_and_stdout_say_which_captions_are_unsure(mixed, tmp_path):
+    out = tmp_path / "c.jsonl"
+    r = _caption(mixed, "--bundle", DEMO, "--jsonl", out)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3 and all(len(ln.split("\t")) == 2 for ln in lines)
+    assert [ln.split("\t")[1].startswith("(unsure) ") for ln in lines] == [False, False, True]
+    recs = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [rec["unsure"] for rec in recs] == [False, False, True]
+    assert recs[2]["confidence"] < recs[0]["confidence"] and all(0 <= rec["confidence"] <= 1 for rec in recs)
+    assert "confidence" in r.stderr.splitlines()[-1]  # its cost is in the summary's stages
+    strict = _caption(mixed, "--bundle", DEMO, "--min-confidence", "1")
+    assert [ln.split("\t")[1].startswith("(unsure) ") for ln in strict.stdout.splitlines()] == [True] * 3
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_speech_says_not_sure_stays_silent_or_says_the_caption(mixed, tmp_path):
+    # The photograph alone: speech keeps only the latest waiting caption, so a fast folder run may drop some.
+    from scenecap.edge.speech import unsure_phrase
+
+    assert unsure_phrase("en") == "not sure what is ahead" and unsure_phrase("ar") == "لست متأكدا مما أمامك"
+    sizes = {}
+    for mode in ("say", "silent", "caption"):
+        wavs = tmp_path / mode
+        r = _caption(mixed / "zz_cat.png", "--bundle", DEMO, "--speak-to", wavs, "--unsure", mode)
+        assert r.returncode == 0, r.stderr
+        sizes[mode] = sorted(p.stat().st_size for p in wavs.glob("*.wav"))
+    assert len(sizes["silent"]) == 0 and len(sizes["say"]) == len(sizes["caption"]) == 1
+    assert sizes["say"][0] < sizes["caption"][0] * 0.8  # the short phrase, not the photograph's long caption
+
+
+# -- bundles with and without the section -------------------------------------------------------------------------
+def _copy_demo(tmp_path: Path) -> Path:
+    dst = tmp_path / "bundle"
+    shutil.copytree(DEMO, dst)
+    return dst
+
+
+def _rewrite(bundle: Path, edit) -> None:
+    data = json.loads((bundle / "manifest.json").read_text())
+    edit(data)
+    (bundle / "manifest.json").write_text(json.dumps(data))
+
+
+def test_a_bundle_without_the_section_uses_word_probabilities_only(tmp_path, mixed):
+    b = _copy_demo(tmp_path)
+
+    def strip(d):
+        d["files"].pop(d.pop("confidence")["file"])
+        d["format_version"] = "1.1"
+
+    _rewrite(b, strip)
+    cap = Captioner.load(b).caption(photographs()["chelsea.png"])
+    assert cap.familiarity is None and not cap.unsure and 0 < cap.confidence <= 1
+    assert Captioner.load(b, min_confidence=1.0).caption(photographs()["chelsea.png"]).unsure
+    r = _caption(mixed, "--bundle", b)
+    assert r.returncode == 0 and "(unsure)" not in r.stdout
+
+
+def test_a_damaged_stats_file_is_one_line(tmp_path):
+    import hashlib
+
+    b = _copy_demo(tmp_path)
+    name = json.loads((b / "manifest.json").read_text())["confidence"]["file"]
+    (b / name).write_bytes(b"PK\x03\x04 not really a zip")
+    r = _caption(b / "vocab.json", "--bundle", b)
+    assert r.returncode != 0 and "was changed" in r.stderr and "Traceback" not in r.stderr
+    raw = (b / name).read_bytes()
+
+    def rehash(d):
+        d["files"][name] = {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+
+    _rewrite(b, rehash)  # hashed as it is now: the file itself must still be refused, in one line
+    with pytest.raises(ScenecapError, match="not a readable stats file"):
+        Captioner.load(b)
+    r = _caption(ROOT / "demo" / "frames", "--bundle", b)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if "stats file" in ln]) == 1
+
+
+def test_calibrate_writes_a_hashed_section_and_replaces_the_old_one(tmp_path, held_out):
+    b = _copy_demo(tmp_path)
+    old = json.loads((b / "manifest.json").read_text())["confidence"]["file"]
+    fit, val = tmp_path / "fit", tmp_path / "val"
+    fit.mkdir()
+    val.mkdir()
+    for k, im in held_out[0].items():
+        Image.fromarray(im).save((fit if k % 3 else val) / f"{k}.png")
+    r = subprocess.run([sys.executable, "-m", "scenecap", "calibrate", b, "--images", fit, "--val-images", val,
+                        "--components", "8"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    m = load_bundle(b).manifest
+    section = m.confidence
+    assert m.format_version == "1.2" and section["components"] == 8
+    assert section["val_images"] == len(list(val.iterdir()))
+    assert section["file"] in m.files and section["file"] != old and not (b / old).exists()
+    assert section["val_confident"] >= 0.95 and 0 < section["threshold"] < 1
+    assert "threshold" in r.stdout
+    few = subprocess.run([sys.executable, "-m", "scenecap", "calibrate", b, "--images", ROOT / "demo" / "frames"],
+                         capture_output=True, text=True, timeout=300)
+    assert few.returncode != 0 and "at least" in few.stderr and "Traceback" not in few.stderr
