@@ -163,4 +163,6 @@ def measure_baselines(spec: dict) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1:], "baselines", "baselines", measure_baselines))
+    from scenecap.cli import import_tensorflow_quietly  # its start-up noise would fill the bench's output
+
+    sys.exit(worker_main(sys.argv[1:], "baselines", "baselines", measure_baselines, before=import_tensorflow_quietly))
