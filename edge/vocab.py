@@ -101,16 +101,9 @@ class Vocab:
     def parse(cls, raw: bytes, path: str | Path) -> Vocab:
         """A vocabulary from the bytes of a vocab.json (already read, and verified when from a bundle); `path` names
         the file in messages."""
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise ScenecapError(f"{path}: not UTF-8 text (byte {e.start}); expected a JSON vocabulary") from None
-        except json.JSONDecodeError as e:
-            raise ScenecapError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-        except RecursionError:  # json gives up on deeply nested arrays this way, not with a JSONDecodeError
-            raise ScenecapError(f"{path}: JSON nested too deeply; expected a JSON vocabulary object") from None
-        except ValueError as e:  # not a JSONDecodeError: an integer past Python's 4300-digit limit
-            raise ScenecapError(f"{path}: invalid JSON: {str(e).split(':')[0]}") from None
+        from scenecap.edge.fileio import parse_json
+
+        data = parse_json(raw, path, "vocabulary object")
         if not isinstance(data, dict) or data.get("format") != VOCAB_FORMAT or not isinstance(
             data.get("tokens"), list
         ):
