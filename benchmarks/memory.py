@@ -114,8 +114,10 @@ def cold_start(kind: str, spec: dict, python: str, work: Path, env: dict | None 
     r = subprocess.run([python, "-m", "scenecap.benchmarks.memory", kind, str(spec_path), str(out_path)],
                        env=env, capture_output=True, text=True)
     if r.returncode != 0 or not out_path.is_file():
+        from scenecap import ScenecapError  # here: this module's imports are what it measures
+
         tail = (r.stderr or "").strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"{kind} cold-start process failed ({python}): {tail[0]}")
+        raise ScenecapError(f"{kind} cold-start process failed ({python}): {tail[0]}")
     res = json.loads(out_path.read_text(encoding="utf-8"))
     res["cold_start_s"] = res["done_at"] - t_spawn
     res["interpreter_start_s"] = res["started_at"] - t_spawn
