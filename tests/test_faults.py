@@ -156,6 +156,7 @@ def old_bundle(tmp_path) -> Path:
 def test_writer_killed_at_any_step_leaves_a_whole_bundle_and_nothing_else(old_bundle, where):
     step, expected = KILL_AT[where]
     old = _hashes(old_bundle)
+    calibration = (load_bundle(old_bundle).manifest.confidence or {}).get("file")
     _kill_writer_at(step, old_bundle)
     assert _only_the_bundle_is_left(old_bundle.parent, "B") == ["B"]
     manifest = load_bundle(old_bundle).manifest  # complete: every file there with its recorded hash
@@ -163,8 +164,10 @@ def test_writer_killed_at_any_step_leaves_a_whole_bundle_and_nothing_else(old_bu
         assert _hashes(old_bundle) == old
     else:
         assert manifest.provenance == {"rewritten": True}
+        # The writer is a new conversion: the confidence statistics of the old models are not carried over
+        # (scenecap calibrate makes them for the new ones).
         assert {k: v for k, v in _hashes(old_bundle).items() if k != "manifest.json"} == \
-            {k: v for k, v in old.items() if k != "manifest.json"}
+            {k: v for k, v in old.items() if k not in ("manifest.json", calibration)}
 
 
 def test_leftovers_of_a_writer_killed_with_its_janitor_are_repaired_by_the_next_write(old_bundle):
