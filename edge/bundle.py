@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from scenecap.edge.confidence import MAX_COMPONENTS  # the confidence section's PCA dimensions
 from scenecap.edge.errors import ScenecapError
 from scenecap.edge.fileio import read_regular
 from scenecap.edge.modelinfo import MAX_MODEL_BYTES
@@ -54,7 +55,6 @@ MAX_TENSOR_ELEMENTS = 1 << 28  # 1 GiB of float32: more than any input, output o
 VOCAB_BYTES_PER_TOKEN = 1024
 VOCAB_BYTES_OVERHEAD = 64 << 10
 NPY_HEADER_BYTES = 64 << 10  # an .npy header is ~128 bytes; room for any numpy version's padding
-MAX_STATS_COMPONENTS = 16  # the confidence section's PCA dimensions (edge/confidence.py: MAX_COMPONENTS)
 MAX_STATS_REFERENCES = 100_000  # calibration distances kept in the stats file
 ZIP_MEMBER_OVERHEAD = 1 << 10  # a zip member's local header, central entry and name
 
@@ -251,7 +251,7 @@ def _confidence_section(c: Any, feature_dim: int, where: str) -> None:
     _plain_name(c.get("file"), where, "confidence.file")
     if not str(c["file"]).endswith(".npz"):
         raise _err(where, f"confidence.file {c['file']!r}; expected a .npz stats file")
-    for key, low, high in (("components", 1, MAX_STATS_COMPONENTS), ("references", 2, MAX_STATS_REFERENCES)):
+    for key, low, high in (("components", 1, MAX_COMPONENTS), ("references", 2, MAX_STATS_REFERENCES)):
         if not _is_int(c.get(key)) or not low <= c[key] <= high:
             raise _err(where, f"confidence.{key} is {c.get(key)!r}; expected a whole number from {low} to {high}")
     if c.get("pooled_dim") != 2 * feature_dim:
@@ -613,7 +613,17 @@ def load_embedding(bundle: Bundle) -> np.ndarray | None:
     if not spec:
         return None
     path = bundle.file(spec["file"])
-    f = io.BytesIO(bundle.content(spec["file"]))
+    shape, fortran, dtype, body = _npy_header(bundle.content(spec["file"]), path)
+    if list(shape) != list(spec["shape"]) or dtype.name != spec["dtype"] or fortran:
+        raise ScenecapError(f"{path}: {dtype.name}{list(shape)}{' (Fortran order)' if fortran else ''}; the "
+                            f"manifest says {spec['dtype']}{spec['shape']}")
+    return _npy_data(body, shape, dtype, path)
+
+
+def _npy_header(raw: bytes, where: object) -> tuple[tuple[int, ...], bool, np.dtype, memoryview]:
+    """A .npy file's (shape, fortran order, dtype, data bytes), its header read without touching the data and
+    never unpickled: the caller checks them against the manifest before anything is allocated."""
+    f = io.BytesIO(raw)
     try:
         version = np.lib.format.read_magic(f)
         readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -621,15 +631,16 @@ def load_embedding(bundle: Bundle) -> np.ndarray | None:
             raise ValueError(f"format version {version[0]}.{version[1]}; expected 1.0 or 2.0")
         shape, fortran, dtype = readers[version](f, max_header_size=NPY_HEADER_BYTES)
     except (OSError, ValueError, SyntaxError, TypeError) as e:
-        raise ScenecapError(f"{path}: not a readable .npy array ({str(e).splitlines()[0] if str(e) else e})") from None
-    if list(shape) != list(spec["shape"]) or dtype.name != spec["dtype"] or fortran:
-        raise ScenecapError(f"{path}: {dtype.name}{list(shape)}{' (Fortran order)' if fortran else ''}; the "
-                            f"manifest says {spec['dtype']}{spec['shape']}")
-    body = memoryview(bundle.content(spec["file"]))[f.tell():]
-    if len(body) != math.prod(shape) * dtype.itemsize:
-        raise ScenecapError(f"{path}: {len(body)} bytes of data; {dtype.name}{list(shape)} needs "
-                            f"{math.prod(shape) * dtype.itemsize}")
-    return np.frombuffer(body, dtype=dtype).reshape(shape).copy()  # a copy: writable, and not tied to the bytes
+        raise ScenecapError(f"{where}: not a readable .npy array ({str(e).splitlines()[0] if str(e) else e})") from None
+    return tuple(shape), fortran, dtype, memoryview(raw)[f.tell():]
+
+
+def _npy_data(body: memoryview, shape: tuple[int, ...], dtype: np.dtype, where: object) -> np.ndarray:
+    """The array of a checked header: exactly the bytes it needs, copied (writable, not tied to the file's)."""
+    needed = math.prod(shape) * dtype.itemsize
+    if len(body) != needed:
+        raise ScenecapError(f"{where}: {len(body)} bytes of data; {dtype.name}{list(shape)} needs {needed}")
+    return np.frombuffer(body, dtype=dtype).reshape(shape).copy()
 
 
 def _stats_shapes(conf: dict) -> dict[str, tuple[int, ...]]:
@@ -642,21 +653,10 @@ def _stats_shapes(conf: dict) -> dict[str, tuple[int, ...]]:
 def _npy_array(raw: bytes, shape: tuple[int, ...], where: str) -> np.ndarray:
     """One float32 .npy array of this shape from bytes: header checked before the data is touched, never
     unpickled."""
-    f = io.BytesIO(raw)
-    try:
-        version = np.lib.format.read_magic(f)
-        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-        if version not in readers:
-            raise ValueError(f"format version {version[0]}.{version[1]}; expected 1.0 or 2.0")
-        got, fortran, dtype = readers[version](f, max_header_size=NPY_HEADER_BYTES)
-    except (OSError, ValueError, SyntaxError, TypeError) as e:
-        raise ScenecapError(f"{where}: not a readable .npy array ({str(e).splitlines()[0] if str(e) else e})") from None
-    if tuple(got) != tuple(shape) or dtype != np.dtype("<f4") or fortran:
+    got, fortran, dtype, body = _npy_header(raw, where)
+    if got != tuple(shape) or dtype != np.dtype("<f4") or fortran:
         raise ScenecapError(f"{where}: {dtype.name}{list(got)}; the manifest says float32{list(shape)}")
-    body = raw[f.tell():]
-    if len(body) != math.prod(shape) * 4:
-        raise ScenecapError(f"{where}: {len(body)} bytes of data; float32{list(shape)} needs {math.prod(shape) * 4}")
-    return np.frombuffer(body, dtype="<f4").reshape(shape).copy()
+    return _npy_data(body, shape, dtype, where)
 
 
 def load_confidence_arrays(bundle: Bundle) -> dict[str, np.ndarray] | None:

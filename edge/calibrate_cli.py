@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from scenecap.edge.arg_types import float_in, int_in
+from scenecap.edge.confidence import MAX_COMPONENTS
+
 log = logging.getLogger("scenecap.edge.calibrate")
 
 DEFAULT_PERCENTILE = 2.0  # 98% of validation captions confident: room for held-out images to land lower
@@ -57,36 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-images", metavar="DIR",
                    help="other in-distribution images to set the scale and threshold on (default: the last "
                    "quarter of --images, held out from the fit)")
-    p.add_argument("--components", type=_int_in(1, 16), default=16, metavar="K",
+    p.add_argument("--components", type=int_in(1, MAX_COMPONENTS, "the most the bundle format holds"),
+                   default=MAX_COMPONENTS, metavar="K",
                    help="PCA dimensions of the image Gaussian, 1-16 (default 16)")
-    p.add_argument("--percentile", type=_percent, default=DEFAULT_PERCENTILE, metavar="P",
+    p.add_argument("--percentile", type=float_in(0, 5, ">= 95% of in-distribution captions stay confident"),
+                   default=DEFAULT_PERCENTILE, metavar="P",
                    help=f"threshold at this percentile of validation confidences: P%% of in-distribution "
                    f"captions are marked unsure (default {DEFAULT_PERCENTILE:g}, at most 5)")
     p.set_defaults(func=run_calibrate)
-
-
-def _int_in(low: int, high: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
-        if not low <= v <= high:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {low} to {high}")
-        return v
-
-    return parse
-
-
-def _percent(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
-    if not 0 <= v <= 5:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected 0 to 5 (>= 95% of in-distribution captions "
-                                         "stay confident)")
-    return v
 
 
 def image_files(folder: str) -> list[Path]:
@@ -111,8 +92,7 @@ def measure(captioner, path: Path) -> Measured:
     frame = load_image(path)
     feats = captioner.encode(prepare(frame, captioner.bundle.manifest.preprocess))
     cap = captioner.caption(frame)
-    return Measured(conf.pooled_features(feats["features"]),
-                    conf.word_confidence(cap.log_prob, len(cap.hypothesis.tokens)))
+    return Measured(conf.pooled_features(feats["features"]), cap.word_confidence)
 
 
 def stats_bytes(stats) -> bytes:

@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from scenecap.edge.arg_types import float_in, int_in
+
 log = logging.getLogger("scenecap.edge.caption")
 
 # Option ranges. A beam of 10,000 or 10,000 threads is accepted by nothing useful: one caption took 88 s.
@@ -60,46 +62,6 @@ def _seconds(text: str) -> float:
     return v
 
 
-def _int_in(low: int, high: int, why: str):
-    """An argparse type: a whole number from `low` to `high` (the error says why the range)."""
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {low} or more")
-        if v > high:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected at most {high} ({why})")
-        return v
-
-    return parse
-
-
-def _float_in(low: float, high: float, why: str):
-    """An argparse type: a number from `low` to `high`."""
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
-        if not low <= v <= high:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a number from {low:g} to {high:g} ({why})")
-        return v
-
-    return parse
-
-
-def _non_negative(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
-    if not 0 <= v < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number >= 0")
-    return v
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "caption",
@@ -126,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "re-caption after SECONDS without a change (default: never)")
     g.add_argument("--min-interval", type=_seconds, default=2.0, metavar="SECONDS",
                    help="with --when change: at least SECONDS between captions (default 2)")
-    g.add_argument("--threshold", type=_float_in(0, 255, "the score is a mean difference of 0-255 values"),
+    g.add_argument("--threshold", type=float_in(0, 255, "the score is a mean difference of 0-255 values"),
                    default=27.0, metavar="SCORE",
                    help="scene-change score that counts as a new scene, as PySceneDetect's ContentDetector "
                    "(mean HSV difference, 0-255; default 27; lower = more sensitive)")
@@ -134,20 +96,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop after looking at N frames")
 
     m = p.add_argument_group("model")
-    m.add_argument("--beam", type=_int_in(1, MAX_BEAM, "wider beams stop changing the caption and only cost time"),
+    m.add_argument("--beam", type=int_in(1, MAX_BEAM, "wider beams stop changing the caption and only cost time"),
                    default=1, metavar="N", help=f"beam width, 1-{MAX_BEAM}; 1 = greedy (default). Each caption "
                    "costs about N times greedy's decoder time, and beyond ~8 the captions stop changing")
     m.add_argument("--length-penalty", default=0.0, metavar="ALPHA",
-                   type=_float_in(0, MAX_LENGTH_PENALTY, "0.6-1 is the useful range"),
+                   type=float_in(0, MAX_LENGTH_PENALTY, "0.6-1 is the useful range"),
                    help=f"GNMT length penalty alpha for beam search, 0-{MAX_LENGTH_PENALTY:g} (0 = raw "
                    "log-probability; 0.6-1 favours longer captions)")
     m.add_argument("--threads", default=None, metavar="N",
-                   type=_int_in(1, MAX_THREADS, "more threads than cores only adds contention"),
+                   type=int_in(1, MAX_THREADS, "more threads than cores only adds contention"),
                    help=f"interpreter threads, 1-{MAX_THREADS} (default: the runtime's choice; more than the "
                    "machine's cores only slows each caption)")
     m.add_argument("--device", choices=("cpu", "edgetpu"), default="cpu",
                    help="edgetpu: run the bundle's *_edgetpu.tflite models on a Coral through libedgetpu")
-    m.add_argument("--min-confidence", type=_float_in(0, 1, "a confidence is a number from 0 to 1"), default=None,
+    m.add_argument("--min-confidence", type=float_in(0, 1, "a confidence is a number from 0 to 1"), default=None,
                    metavar="X", help="mark captions below confidence X unsure (default: the threshold 'scenecap "
                    "calibrate' stored in the bundle; a bundle without one marks none unsure)")
     m.add_argument("--camera-size", type=_size, default=None, metavar="WxH",

@@ -34,10 +34,12 @@ class Caption:
     confidence: float = 0.0
     unsure: bool = False
 
+    word_confidence: float = 0.0  # the words' geometric-mean probability, before the image's familiarity
+
     @property
     def log_prob(self) -> float:
-        """Total log-probability of the words (and <end>); a greedy caption's is computed on first reading."""
-        return self.hypothesis.total_log_prob()
+        """Total log-probability of the words (and <end>)."""
+        return self.hypothesis.log_prob
 
 
 def _same_quantisation(a: TensorSpec, b: TensorSpec) -> bool:
@@ -248,9 +250,8 @@ class Captioner:
             if self.beam > 1:
                 hyp = beam_search(session.raw_step, session.hidden0(), ids["start"], ids["end"], m.max_length - 1,
                                   self.beam, self.length_penalty, stop)
-            else:  # the score is summed only if someone reads Caption.log_prob
-                hyp = greedy(session.raw_step, session.hidden0(), ids["start"], ids["end"], m.max_length - 1, stop,
-                             lazy_log_prob=True)
+            else:
+                hyp = greedy(session.raw_step, session.hidden0(), ids["start"], ids["end"], m.max_length - 1, stop)
             t3 = time.perf_counter()
             cap = self._finish(hyp, session, {
                 "preprocess": preprocess_ms,
@@ -268,8 +269,8 @@ class Captioner:
         if self.novelty is not None:
             d = conf.distance(self.novelty, conf.pooled_features(feats["features"]))
             cap.familiarity = conf.familiarity(self.novelty, d)
-        word = conf.word_confidence(cap.log_prob, len(cap.hypothesis.tokens))
-        cap.confidence = conf.combine(word, cap.familiarity)
+        cap.word_confidence = conf.word_confidence(cap.log_prob, len(cap.hypothesis.tokens))
+        cap.confidence = conf.combine(cap.word_confidence, cap.familiarity)
         cap.unsure = cap.confidence < self.min_confidence
         cap.timings["confidence"] = (time.perf_counter() - t0) * 1e3
         cap.timings["total"] += cap.timings["confidence"]

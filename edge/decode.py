@@ -34,15 +34,6 @@ class Hypothesis:
     log_prob: float  # total log-probability of `tokens`
     attention: list[np.ndarray] = field(default_factory=list)  # one [L] map per token
     stopped: bool = False  # cut short by `stop`: unfinished, not a caption
-    # greedy(lazy_log_prob=True): the logits each word was chosen from, scored on the first total_log_prob()
-    pending: list[tuple[Logits, int]] | None = field(default=None, repr=False)
-
-    def total_log_prob(self) -> float:
-        """`log_prob`, first summing any pending words (one log-sum-exp of each word's row)."""
-        if self.pending is not None:
-            self.log_prob = sum((word_log_prob(lg, 0, w) for lg, w in self.pending), 0.0)
-            self.pending = None
-        return self.log_prob
 
 
 @dataclass(frozen=True)
@@ -92,14 +83,11 @@ def _stopped(stop: threading.Event | None) -> bool:
 
 
 def greedy(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_steps: int,
-           stop: threading.Event | None = None, lazy_log_prob: bool = False) -> Hypothesis:
-    """Pick the most likely word each step until <end>, max_steps words or `stop`.
-
-    `lazy_log_prob`: keep each word's logits and score them only on hyp.total_log_prob() (a caller that may
-    never read the score saves one pass over the vocabulary per word)."""
+           stop: threading.Event | None = None) -> Hypothesis:
+    """Pick the most likely word each step until <end>, max_steps words or `stop`."""
     token = np.array([start], np.int32)
     hidden = hidden0[:1]
-    hyp = Hypothesis([], 0.0, pending=[] if lazy_log_prob else None)
+    hyp = Hypothesis([], 0.0)
     for _ in range(max_steps):
         if _stopped(stop):
             hyp.stopped = True
@@ -107,10 +95,7 @@ def greedy(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_steps: i
         logits, hidden, attn = step(token, hidden)
         lg = as_logits(logits)
         best = int(lg.raw[0].argmax())  # first maximum, as on the dequantised row (same order, same ties)
-        if hyp.pending is None:
-            hyp.log_prob += word_log_prob(lg, 0, best)
-        else:
-            hyp.pending.append((lg, best))
+        hyp.log_prob += word_log_prob(lg, 0, best)  # one log-sum-exp of the row, not a log-softmax array
         hyp.tokens.append(best)
         hyp.attention.append(attn[0])
         if best == end:
