@@ -4,6 +4,8 @@ expected, or on the command line exit status 2 with a single 'scenecap: error: .
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -125,3 +127,13 @@ def tflite_with_shared_inputs(operators: int, refs: int) -> bytes:
     model = b.EndObject()
     b.Finish(model, file_identifier=b"TFL3")
     return bytes(b.Output())
+
+
+def unprivileged(cmd: list[str]) -> list[str]:
+    """`cmd` as a process file permissions apply to: root keeps its uid but loses the capabilities that
+    override them, so a mode-000 file really is unreadable."""
+    if os.geteuid() != 0:
+        return cmd
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permission denied cannot be made real")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]

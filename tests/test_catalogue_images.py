@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from catalogue_helpers import one_line_error, scenecap
+from catalogue_helpers import one_line_error, scenecap, unprivileged
 from edge_helpers import scene
 from PIL import Image
 
@@ -354,14 +353,6 @@ def _special(d: Path, name: str) -> str:
     return str(d / name)
 
 
-def _file_modes_apply(cmd: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return cmd
-    if shutil.which("setpriv") is None:
-        pytest.skip("root without setpriv: permission denied cannot be made real")
-    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
-
-
 @pytest.fixture(scope="module")
 def specials(tmp_path_factory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("special_images")
@@ -373,10 +364,10 @@ def test_special_and_unreadable_files(specials, name):
     path, words = specials[name], SPECIAL[name]
     code = ("import sys\nfrom scenecap import ScenecapError\nfrom scenecap.edge.images import load_image\n"
             "try:\n    load_image(sys.argv[1])\nexcept ScenecapError as e:\n    print(e)\n")
-    r = subprocess.run(_file_modes_apply([sys.executable, "-c", code, path]), capture_output=True, text=True,
+    r = subprocess.run(unprivileged([sys.executable, "-c", code, path]), capture_output=True, text=True,
                        timeout=60, stdin=subprocess.PIPE)
     assert r.stdout.strip() == f"{path}: {words}", (r.stdout, r.stderr)
-    r = subprocess.run(_file_modes_apply([sys.executable, "-m", "scenecap", "caption", path, "--bundle",
+    r = subprocess.run(unprivileged([sys.executable, "-m", "scenecap", "caption", path, "--bundle",
                                           str(Path(__file__).resolve().parents[1] / "demo" / "bundle")]),
                        capture_output=True, text=True, timeout=60, stdin=subprocess.PIPE)
     lines = [line for line in r.stderr.splitlines() if line.startswith("scenecap:")]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from catalogue_helpers import cli_error, one_line_error, scenecap
+from catalogue_helpers import cli_error, one_line_error, scenecap, unprivileged
 from edge_helpers import MJPEGServer, scene
 from PIL import Image
 
@@ -35,16 +34,6 @@ from scenecap.edge.sources import FileSource, Frame, describe_source, open_sourc
 
 GOOD = scene(8)
 BUNDLE = str(Path(__file__).resolve().parents[1] / "demo" / "bundle")  # the shipped demo bundle
-
-
-def unprivileged(cmd: list[str]) -> list[str]:
-    """`cmd` as a process file permissions apply to: root keeps its uid but loses the capabilities that
-    override them, so a mode-000 file really is unreadable."""
-    if os.geteuid() != 0:
-        return cmd
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: permission denied cannot be made real")
-    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
 
 
 def caption(*args: str, unpriv: bool = False, stdin=None, timeout: float = 120) -> subprocess.CompletedProcess:
