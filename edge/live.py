@@ -9,10 +9,8 @@ the loop never dies on it.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import random
-import re
 import signal
 import statistics
 import sys
@@ -27,11 +25,11 @@ from typing import TextIO
 import cv2
 import numpy as np
 
-from scenecap.edge.errors import ScenecapError
+from scenecap.edge.errors import ScenecapError, first_line
 from scenecap.edge.fileio import LineFile, OutputError
 from scenecap.edge.gating import GateConfig, SceneGate
 from scenecap.edge.sources import Frame, FrameSource, open_source
-from scenecap.edge.terminal import escape, jsonable
+from scenecap.edge.terminal import escape, json_line, jsonable
 
 log = logging.getLogger("scenecap.edge.live")
 
@@ -249,16 +247,6 @@ def _one(captioner, gate: SceneGate, frame: Frame, report, stats: RunStats, dedu
 
 
 # -- outputs ----------------------------------------------------------------------------------------------------
-# What json.dumps(ensure_ascii=False) leaves raw that a terminal acts on when someone `cat`s the file: C1 controls,
-# line/paragraph separators and bidi overrides. Written as \uXXXX they are still the same JSON string.
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def json_line(rec: dict) -> str:
-    """One JSON record on one line, UTF-8-writable and safe to show on a terminal."""
-    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(rec, ensure_ascii=False))
-
-
 def record(item: Captioned) -> dict:
     """The JSON-lines record of one caption. File names may carry undecodable bytes: kept as the text \\xNN."""
     cap, frame = item.caption, item.frame
@@ -273,7 +261,7 @@ def record(item: Captioned) -> dict:
 def _why(e: BaseException) -> str:
     if isinstance(e, OSError):
         return (e.strerror or type(e).__name__).lower()
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
+    return f"{type(e).__name__}: {first_line(e, limit=200)}" if str(e).strip() else type(e).__name__
 
 
 def _is_stdout(stream) -> bool:

@@ -3,19 +3,24 @@
 A file name, a URL, a manifest string or a vocabulary token can carry a newline (forging a tab-separated
 record), an ANSI/OSC escape (clearing or retitling the terminal), a bidi override (showing `gpj.exe` as
 `exe.jpg`) or bytes that are not UTF-8 (a name made elsewhere). Every human-facing stream — stdout's
-tab-separated records, log lines, error messages, `scenecap inspect` — passes through `escape`. JSONL needs
-none of this: `json.dumps` already escapes, and `jsonable` keeps undecodable bytes as `\\xNN` text.
+tab-separated records, log lines, error messages, `scenecap inspect` — passes through `escape`. JSON lines go
+through `json_line` (json.dumps escapes C0; it writes the rest as \\uXXXX), and `jsonable` keeps undecodable
+bytes as `\\xNN` text.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
-# C0 and C1 controls, DEL, the bidi embeddings/overrides/isolates (U+202A-202E, U+2066-2069), the line and
-# paragraph separators that some terminals and editors break on, and lone surrogates, which is how Python
-# carries a file name's non-UTF-8 bytes (os.fsdecode's surrogateescape).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# What a terminal acts on beyond the C0 controls (which json.dumps escapes itself): DEL and C1 controls, the line
+# and paragraph separators that some terminals and editors break on, the bidi embeddings/overrides/isolates
+# (U+202A-202E, U+2066-2069). escape() adds C0 and lone surrogates, which is how Python carries a file name's
+# non-UTF-8 bytes (os.fsdecode's surrogateescape).
+_TERMINAL_ACTS_ON = "\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(f"[\x00-\x1f{_TERMINAL_ACTS_ON}\ud800-\udfff]")
+_JSON_UNSAFE = re.compile(f"[{_TERMINAL_ACTS_ON}]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -49,3 +54,9 @@ def jsonable(text: str) -> str:
     if not re.search("[\ud800-\udfff]", text):
         return text
     return re.sub("[\ud800-\udfff]", _escape_char, text)
+
+
+def json_line(record: dict) -> str:
+    """One JSON record on one line, UTF-8-writable and safe to show on a terminal: what json.dumps leaves raw that
+    a terminal acts on when someone `cat`s the file is written as \\uXXXX (still the same JSON string)."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(record, ensure_ascii=False))
