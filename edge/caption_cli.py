@@ -180,11 +180,7 @@ def run_caption(args: argparse.Namespace) -> int:
         when = args.when or ("change" if args.source else "every")
         stats = run(captioner, source, outputs, when=when, every=args.every, min_interval=args.min_interval,
                     threshold=args.threshold, camera_size=args.camera_size, max_frames=args.max_frames)
-    except BrokenPipeError:
-        # The reader of stdout has gone (`| head -1`): stop, as cat does, without a traceback or a summary.
-        _discard_stdout()
-        return 141  # 128 + SIGPIPE, what a shell reports for cat in the same place
-    finally:
+    finally:  # a reader of stdout that has gone (`| head -1`) ends the run in the front door, quietly, as cat does
         if outputs.jsonl is not None and outputs.jsonl is not sys.stdout:
             outputs.jsonl.close()
         _settle_stdout()
@@ -195,9 +191,9 @@ def run_caption(args: argparse.Namespace) -> int:
 
 
 def stdout_closed() -> bool:
-    """True when there is no stdout to write to: started with fd 1 closed (`>&-`; Python then has no
-    sys.stdout, or the command's front door put /dev/null there and said so in SCENECAP_STDOUT_CLOSED)."""
-    if sys.stdout is None or os.environ.get("SCENECAP_STDOUT_CLOSED") == "1":
+    """True when there is no stdout to write to: started with fd 1 closed (`>&-`; Python then has no sys.stdout,
+    and the front door holds fd 1 with /dev/null)."""
+    if sys.stdout is None:
         return True
     try:
         os.fstat(sys.stdout.fileno())
