@@ -83,8 +83,7 @@ def quiet_tensorflow(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")  # absl's C++ logging (XLA's 'failed call to cuInit')
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-        for pattern in (".*tf.lite.Interpreter is deprecated.*", ".*tf.lite.*deprecated.*",
-                        ".*np.bool8.*", ".*`tf.keras.*"):
+        for pattern in (".*tf.lite.*deprecated.*", ".*np.bool8.*", ".*`tf.keras.*"):
             warnings.filterwarnings("ignore", message=pattern)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"tensorflow(\..*)?")
         warnings.filterwarnings("ignore", category=UserWarning, module=r"tensorflow(\..*)?")
