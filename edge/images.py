@@ -135,10 +135,10 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         if isinstance(e, OSError) and e.errno is not None:  # the system's (permission denied), not the decoder's
             raise ScenecapError(f"{path}: {os_reason(e)}") from None
         raise ScenecapError(f"{path}: corrupt or truncated image ({first_line(e)})") from None
-    w, h = im.size  # read from the header: nothing decoded yet
-    if w * h > max_pixels:
+    too_big = over_limit(*im.size, max_pixels)  # the size is read from the header: nothing decoded yet
+    if too_big:
         im.close()
-        raise ScenecapError(f"{path}: {w}x{h} pixels is over the limit of {max_pixels}; refusing to decode")
+        raise ScenecapError(f"{path}: {too_big}; refusing to decode")
     return im
 
 
