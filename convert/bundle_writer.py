@@ -21,9 +21,11 @@ from scenecap import ScenecapError, __version__
 from scenecap.convert import janitor
 from scenecap.convert.compat import runtime_claims
 from scenecap.convert.janitor import DONE, recover
-from scenecap.edge.bundle import FORMAT_VERSION, MANIFEST, Manifest, ModelSpec, TensorSpec, load_bundle
+from scenecap.edge.bundle import load_bundle
 from scenecap.edge.fileio import atomic_write_text, default_mode, sha256_file
 from scenecap.edge.interpreter import find_runtime
+from scenecap.edge.manifest import FORMAT_VERSION, MANIFEST, DecoderSpec, FileEntry, Manifest, ModelDims
+from scenecap.edge.manifest_models import ModelSpec, TensorSpec
 from scenecap.edge.modelinfo import read_ops
 from scenecap.edge.preprocess import PreprocessSpec
 from scenecap.edge.vocab import Vocab
@@ -88,16 +90,16 @@ def _fill(tmp: Path, models: dict[str, tuple], vocab: Vocab, export_info: dict, 
     vocab.save(tmp / "vocab.json")
     for name, data in (extra_files or {}).items():
         _write_synced(tmp / name, data)
-    files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-             for p in sorted(tmp.iterdir()) if p.is_file()}
+    files = {p.name: FileEntry(sha256_file(p), p.stat().st_size) for p in sorted(tmp.iterdir()) if p.is_file()}
+    where = str(tmp / MANIFEST)  # the export's model and decoder facts, checked as they will be read back
+    decoder = {"state": export_info.get("decoder_state", "carry"), "batch": decoder_batch, **(decoder_extra or {})}
     manifest = Manifest(
         language=export_info["language"],
         preprocess=PreprocessSpec(**export_info["preprocess"]),
         tokens=vocab.ids,
         max_length=int(export_info["max_length"]),
-        model=dict(export_info["model"]),
-        decoder={"state": export_info.get("decoder_state", "carry"), "batch": decoder_batch,
-                 **(decoder_extra or {})},
+        model=ModelDims.from_json(dict(export_info["model"]), f"{where}: model"),
+        decoder=DecoderSpec.from_json(decoder, f"{where}: decoder"),
         models=specs,
         files=files,
         scenecap_version=__version__,

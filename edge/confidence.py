@@ -125,6 +125,12 @@ def combine(word: float, familiar: float | None) -> float:
     return float(word if familiar is None else word * familiar)
 
 
+def stats_shapes(components: int, pooled_dim: int, references: int) -> dict[str, tuple[int, ...]]:
+    """The stats file's arrays (STATS_ARRAYS, float32 each) and their shapes: what the bundle loader expects."""
+    return {"mean": (pooled_dim,), "components": (components, pooled_dim), "variances": (components,),
+            "residual": (1,), "references": (references,)}
+
+
 def stats_from_arrays(arrays: dict[str, np.ndarray], where: str) -> NoveltyStats:
     """The stats file's arrays (shapes already checked by the bundle loader) as NoveltyStats; finite values only."""
     for name in STATS_ARRAYS:

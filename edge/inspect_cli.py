@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scenecap.edge.terminal import escape
+
+if TYPE_CHECKING:
+    from scenecap.edge.bundle import Bundle
+    from scenecap.edge.manifest import Manifest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,14 +78,29 @@ def run_inspect(args: argparse.Namespace) -> int:
         _model_report(path, edgetpu=True, all_ops=args.ops, indent="")
         return 0
     bundle = load_bundle(path)  # validates the manifest, shapes and every file's hash
-    m = bundle.manifest
     if args.json:
         # ASCII: a manifest string's bidi override or C1 control (which JSON leaves raw) reaches the terminal as \uXXXX.
-        print(json.dumps(m.to_json(), indent=2, ensure_ascii=True))
+        print(json.dumps(bundle.manifest.to_json(), indent=2, ensure_ascii=True))
         return 0
+    _summary(bundle, path)
+    total = sum(_models_report(bundle, args.ops))
+    if bundle.manifest.embedding:
+        total += _size(bundle.manifest, bundle.manifest.embedding.file)
+    print(f"  total model size: {_kib(total)}")
+    return 0
+
+
+def _size(m: Manifest, name: str) -> int:
+    entry = m.files.get(name)
+    return (entry.bytes or 0) if entry else 0
+
+
+def _summary(bundle: Bundle, path: Path) -> None:
+    """The manifest's facts: format, language, dimensions, input, vocabulary, decoder, how it was converted."""
+    m = bundle.manifest
     print(f"bundle {escape(path)} (format {escape(m.format_version)}, scenecap {escape(m.scenecap_version)}, "
           f"language {escape(m.language)}; files verified)")
-    dims = ", ".join(f"{escape(k)}={escape(v)}" for k, v in m.model.items())
+    dims = ", ".join(f"{escape(k)}={escape(v)}" for k, v in m.model.to_json().items())
     print(f"  model: {dims}")
     print(f"  input: {m.preprocess.height}x{m.preprocess.width} {m.preprocess.color}, resize={m.preprocess.resize}, "
           f"keep_aspect={m.preprocess.keep_aspect}")
@@ -89,9 +108,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     print(f"  vocabulary: {len(bundle.vocab)} tokens {{{tokens}}}, max_length {m.max_length}")
     print(f"  decoder: state {m.decoder_state}, batch {m.decoder_batch} (beam width one invoke advances)")
     if m.embedding:
-        e = m.embedding  # validated: file, shape, dtype; scale and zero_point optional
-        print(f"  embedding table: {escape(e['file'])} {e['dtype']}{e['shape']} scale={e.get('scale', 0.0):.6g} "
-              f"zero_point={e.get('zero_point', 0)} (looked up on the CPU; the Edge TPU has no GATHER)")
+        e = m.embedding
+        print(f"  embedding table: {escape(e.file)} {e.dtype}{e.shape} scale={e.scale:.6g} "
+              f"zero_point={e.zero_point} (looked up on the CPU; the Edge TPU has no GATHER)")
     prov = m.provenance
     if prov.get("target_runtime"):
         calibrated = prov.get("calibration_count")
@@ -99,12 +118,15 @@ def run_inspect(args: argparse.Namespace) -> int:
               + (f"; calibrated on {escape(calibrated)} images" if calibrated else ""))
     for change in _items(prov.get("changes")):
         print(f"  changed: {escape(change)}")
-    total = 0
+
+
+def _models_report(bundle: Bundle, all_ops: bool) -> list[int]:
+    """Each model's file, tensors, runtimes and ops; its size in bytes, one per model."""
+    m, sizes = bundle.manifest, []
     for name, spec in m.models.items():
-        size = m.files.get(spec.file, {}).get("bytes", 0)
-        total += size
+        sizes.append(_size(m, spec.file))
         opts = f", {', '.join(map(escape, spec.options))}" if spec.options else ""
-        print(f"  {escape(name)}: {escape(spec.file)} [{spec.quant}{opts}] {_kib(size)}")
+        print(f"  {escape(name)}: {escape(spec.file)} [{spec.quant}{opts}] {_kib(sizes[-1])}")
         for kind, tensors in (("in ", spec.inputs), ("out", spec.outputs)):
             for t in tensors.values():
                 q = f" scale={t.scale:.6g} zero_point={t.zero_point}" if t.quantized else ""
@@ -112,11 +134,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         if spec.runtimes:
             print("    loads on: " + "; ".join(f"{escape(k)}: {escape(v)}" for k, v in spec.runtimes.items()))
         _model_report(bundle.file(spec.file), edgetpu=spec.quant in ("edgetpu", "int8") and (
-            spec.quant == "edgetpu" or args.ops), all_ops=args.ops, content=bundle.content(spec.file))
+            spec.quant == "edgetpu" or all_ops), all_ops=all_ops, content=bundle.content(spec.file))
         if spec.edgetpu_file:
-            print(f"    compiled for the Edge TPU: {escape(spec.edgetpu_file)} "
-                  f"{_kib(m.files.get(spec.edgetpu_file, {}).get('bytes', 0))}")
-    if m.embedding:
-        total += m.files.get(m.embedding["file"], {}).get("bytes", 0)
-    print(f"  total model size: {_kib(total)}")
-    return 0
+            print(f"    compiled for the Edge TPU: {escape(spec.edgetpu_file)} {_kib(_size(m, spec.edgetpu_file))}")
+    return sizes

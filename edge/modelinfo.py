@@ -212,26 +212,8 @@ def parse_model(buf: bytes, path: str | Path = "<bytes>") -> ModelInfo:
 
 def _parse(path: Path, buf: bytes) -> ModelInfo:
     model = _Table(buf, struct.unpack_from("<I", buf, 0)[0])
-    codes = []
-    for oc in model.tables(1):
-        code = max(oc.scalar(0, "b", 0), oc.scalar(3, "i", 0))
-        name = op_name(code)
-        if name == "CUSTOM":
-            name = f"CUSTOM({oc.string(1) or '?'})"
-        codes.append((name, oc.scalar(2, "i", 1)))
+    codes = _op_codes(model)
     buffers = model.tables(4)
-
-    def buffer_bytes(idx: int) -> int:
-        if not 0 < idx < len(buffers):
-            return 0
-        b = buffers[idx]
-        return b.vector_len(0) or b.scalar(2, "Q", 0)  # inline data, or size of data stored after the flatbuffer
-
-    def small_ints(idx: int, dtype: str) -> list[int] | None:
-        if dtype != "int32" or not 0 < idx < len(buffers) or not 0 < buffers[idx].vector_len(0) <= 64:
-            return None
-        return list(struct.unpack("<" + "i" * (buffers[idx].vector_len(0) // 4), bytes(buffers[idx].vector(0, "B"))))
-
     counts: Counter = Counter()
     subgraphs = model.tables(2)
     main_ops, tensors, ins, outs = [], [], [], []
@@ -243,21 +225,56 @@ def _parse(path: Path, buf: bytes) -> ModelInfo:
             ops.append(Operator(name, version, op.vector(1, "i"), op.vector(2, "i")))
         if si == 0:
             main_ops, ins, outs = ops, sg.vector(1, "i"), sg.vector(2, "i")
-            for t in sg.tables(0):
-                q = t.table(4)
-                shape = t.vector(0, "i")
-                code = t.scalar(1, "b", 0)
-                dtype = _TYPES[code] if 0 <= code < len(_TYPES) else "?"
-                tensors.append(TensorInfo(
-                    name=t.string(3) or "",
-                    shape=shape,
-                    shape_signature=t.vector(7, "i") or shape,
-                    dtype=dtype,
-                    scales=[float(s) for s in q.vector(2, "f")] if q else [],
-                    zero_points=[int(z) for z in q.vector(3, "q")] if q else [],
-                    buffer_bytes=buffer_bytes(t.scalar(2, "I", 0)),
-                    values=small_ints(t.scalar(2, "I", 0), dtype),
-                ))
+            tensors = [_tensor_info(t, buffers) for t in sg.tables(0)]
+    signatures = _signatures(model)
+    _check_indices(main_ops, ins, outs, len(tensors))
+    all_ops = [OpInfo(n, v, c) for (n, v), c in sorted(counts.items())]
+    return ModelInfo(path, len(buf), main_ops, tensors, ins, outs, signatures, len(subgraphs), all_ops)
+
+
+def _op_codes(model: _Table) -> list[tuple[str, int]]:
+    """(name, version) of each operator code: "CUSTOM(name)" for a custom op."""
+    codes = []
+    for oc in model.tables(1):
+        code = max(oc.scalar(0, "b", 0), oc.scalar(3, "i", 0))  # deprecated_builtin_code, or builtin_code
+        name = op_name(code)
+        if name == "CUSTOM":
+            name = f"CUSTOM({oc.string(1) or '?'})"
+        codes.append((name, oc.scalar(2, "i", 1)))
+    return codes
+
+
+def _tensor_info(t: _Table, buffers: list[_Table]) -> TensorInfo:
+    q = t.table(4)
+    shape = t.vector(0, "i")
+    code = t.scalar(1, "b", 0)
+    dtype = _TYPES[code] if 0 <= code < len(_TYPES) else "?"
+    return TensorInfo(
+        name=t.string(3) or "",
+        shape=shape,
+        shape_signature=t.vector(7, "i") or shape,
+        dtype=dtype,
+        scales=[float(s) for s in q.vector(2, "f")] if q else [],
+        zero_points=[int(z) for z in q.vector(3, "q")] if q else [],
+        buffer_bytes=_buffer_bytes(buffers, t.scalar(2, "I", 0)),
+        values=_small_ints(buffers, t.scalar(2, "I", 0), dtype),
+    )
+
+
+def _buffer_bytes(buffers: list[_Table], idx: int) -> int:
+    if not 0 < idx < len(buffers):
+        return 0
+    b = buffers[idx]
+    return b.vector_len(0) or b.scalar(2, "Q", 0)  # inline data, or size of data stored after the flatbuffer
+
+
+def _small_ints(buffers: list[_Table], idx: int, dtype: str) -> list[int] | None:
+    if dtype != "int32" or not 0 < idx < len(buffers) or not 0 < buffers[idx].vector_len(0) <= 64:
+        return None
+    return list(struct.unpack("<" + "i" * (buffers[idx].vector_len(0) // 4), bytes(buffers[idx].vector(0, "B"))))
+
+
+def _signatures(model: _Table) -> dict[str, dict[str, dict[str, int]]]:
     signatures = {}
     for sd in model.tables(7):
         key = sd.string(2) or "serving_default"
@@ -265,9 +282,7 @@ def _parse(path: Path, buf: bytes) -> ModelInfo:
             "inputs": {m.string(0) or "": m.scalar(1, "I", 0) for m in sd.tables(0)},
             "outputs": {m.string(0) or "": m.scalar(1, "I", 0) for m in sd.tables(1)},
         }
-    _check_indices(main_ops, ins, outs, len(tensors))
-    all_ops = [OpInfo(n, v, c) for (n, v), c in sorted(counts.items())]
-    return ModelInfo(path, len(buf), main_ops, tensors, ins, outs, signatures, len(subgraphs), all_ops)
+    return signatures
 
 
 def _check_indices(ops: list[Operator], ins: list[int], outs: list[int], n: int) -> None:
