@@ -1,9 +1,18 @@
-"""`scenecap synth`, `scenecap train`, `scenecap export`. TensorFlow is imported only when a command runs."""
+"""`scenecap synth`, `scenecap train`, `scenecap export`. TensorFlow is imported only when a command runs.
+
+`scenecap train`'s options are the training settings, read from the config dataclasses (config_fields.py): each
+is typed, defaulted and given its choices there; this file names, groups and explains them."""
 
 from __future__ import annotations
 
 import argparse
 import textwrap
+from dataclasses import MISSING
+
+from scenecap.train.config_fields import CHOICES, Setting, settings
+from scenecap.train.scene_captions import LEXICON
+from scenecap.train.scene_drawing import DEFAULT_STYLE, STYLES
+from scenecap.train.text import MAX_LENGTH_CAP, MAX_LENGTH_PERCENTILE
 
 TRAIN_EPILOG = textwrap.dedent("""\
     examples:
@@ -29,27 +38,107 @@ TRAIN_EPILOG = textwrap.dedent("""\
                   "task": {"type": "worker", "index": 0}}' scenecap train --config train.toml
       (index 1 on hostB). --batch-size is per replica.""")
 
-# CLI option -> config key (dotted for nested tables).
-OPTION_KEYS = {
-    "train": "train", "val": "val", "images": "images", "out": "out", "lang": "language", "epochs": "epochs",
-    "batch_size": "batch_size", "lr": "learning_rate", "seed": "seed", "backbone": "model.backbone",
-    "alpha": "model.alpha", "image_size": "model.image_size", "weights": "model.weights",
-    "feature_stride": "model.feature_stride",
-    "embed_dim": "model.embed_dim", "attention_units": "model.attention_units", "max_length": "model.max_length",
-    "min_count": "min_count", "max_vocab": "max_vocab", "dataset_format": "dataset_format",
-    "train_list": "train_list", "val_list": "val_list", "skip_missing": "skip_missing",
-    "check_images": "check_images", "cache_images": "cache_images", "mode": "mode",
-    "freeze_epochs": "freeze_epochs", "finetune_lr": "finetune_learning_rate", "feature_cache": "feature_cache",
-    "strategy": "strategy", "mixed_precision": "mixed_precision", "jit_compile": "jit_compile",
-    "monitor": "monitor", "early_stopping": "early_stopping", "val_caption_images": "val_caption_images",
-    "checkpoint_every_steps": "checkpoint_every_steps", "tensorboard": "tensorboard",
-    "normalization": "text.normalization", "lowercase": "text.lowercase",
-    "strip_diacritics": "text.strip_arabic_diacritics", "strip_tatweel": "text.strip_tatweel",
-    "augment_colour": "augment.colour", "augment_crop": "augment.crop", "augment_flip": "augment.flip",
+S = argparse.SUPPRESS  # an option not given does not override the config file
+DATA, MODEL, AUGMENT, TRAINING = "data", "model", "augmentation (off by default; finetune mode only)", "training"
+
+# Each option's help, by the setting it sets, per group in the order --help lists them. The type, the default and
+# the choices come from the setting. A setting missing here is still an option, listed in its table's group.
+HELP = {
+    DATA: {
+        "val": "validation annotations",
+        "images": "image folder",
+        "dataset_format": "annotation format; auto: detected from the file",
+        "train_list": "only these images (a file of names, e.g. Flickr_8k.trainImages.txt)",
+        "val_list": "only these validation images",
+        "skip_missing": "train without missing or unreadable images instead of stopping",
+        "check_images": "skip decoding every image before training (faster start, later failures)",
+        "cache_images": "keep decoded images in RAM; auto: when under 1 GiB",
+        "language": "caption language code recorded in the bundle; it picks the speech voice",
+        "text.normalization": "Unicode normalisation of captions",
+        "text.lowercase": "do not lower-case (only scripts with case are affected anyway)",
+        "text.strip_arabic_diacritics": "keep Arabic diacritics (harakat); by default they are removed",
+        "text.strip_tatweel": "keep Arabic tatweel (kashida); by default it is removed",
+        "model.max_length": f"caption tokens incl. <start>/<end>; 0: what {MAX_LENGTH_PERCENTILE}%% of the training "
+                            f"captions need, at most {MAX_LENGTH_CAP}, logged; longer captions are cut and counted",
+        "min_count": "drop words seen fewer times",
+        "max_vocab": "keep at most this many tokens",
+    },
+    MODEL: {
+        "model.backbone": "the image encoder, a MobileNet",
+        "model.alpha": "backbone width multiplier, 0.35 to 1.4",
+        "model.image_size": "input side in pixels: a multiple of 32; 96 to 224 recommended for photos, 64 is enough "
+                            "for the synthetic scenes, with ImageNet weights 96, 128, 160, 192 or 224",
+        "model.weights": "backbone weights: none, imagenet, or a local .h5 path",
+        "model.feature_stride": "attend over the backbone's feature map at this stride: 32 is its last layer, 8 and "
+                                "16 earlier, finer ones; from scratch on small images 8 learns shapes much faster",
+        "model.embed_dim": "feature and word-embedding size",
+        "model.units": "GRU state and output layer size",
+        "model.attention_units": "attention layer size",
+        "model.output_rank": "factor the output layer through this rank: Dense(r) then Dense(vocabulary), far "
+                             "fewer weights with a large vocabulary; 0: one full layer",
+    },
+    AUGMENT: {
+        "augment.colour": "jitter hue by at most 0.02 of the colour circle (about 7 degrees: small enough that no "
+                          "colour word becomes wrong), brightness by 0.1, saturation by 15%%",
+        "augment.crop": "random crop of 85-100%% of each side, resized back (objects shift a little)",
+        "augment.flip": "mirror half the images and swap left/right in their captions (en: left/right, ar: "
+                        "اليسار/اليمين); a language without such a lexicon is not flipped (logged)",
+    },
+    TRAINING: {
+        "out": "run folder",
+        "epochs": "passes over the training data",
+        "batch_size": "images a step, per replica",
+        "learning_rate": "Adam learning rate",
+        "seed": "random seed: initial weights and the order of the data",
+        "mode": "finetune: the backbone trains; cached: backbone frozen, its feature maps extracted once to disk "
+                "(resumable) and streamed: much faster epochs",
+        "freeze_epochs": "finetune: backbone frozen for the first N epochs",
+        "finetune_learning_rate": "learning rate once the backbone unfreezes",
+        "feature_cache": "cached mode: feature folder, shareable between runs",
+        "strategy": "tf.distribute strategy; auto: TF_CONFIG workers, else all GPUs",
+        "mixed_precision": "float16 compute with float32 variables and loss scaling (for GPUs)",
+        "jit_compile": "XLA-compile the training step",
+        "monitor": "metric for the best checkpoint and early stopping; auto: val_cider with --val, else loss",
+        "early_stopping": "stop after N epochs without improvement; 0: never",
+        "val_caption_images": "validation images captioned each epoch for BLEU/CIDEr",
+        "checkpoint_every_steps": "also save a resumable state every N steps; 0: each epoch only",
+        "tensorboard": "do not write TensorBoard logs",
+    },
 }
+# What an unset (None) setting means, shown as its default.
+UNSET = {
+    "images": "images/, Images/ ... beside the annotations",
+    "language": "from the captions' script: Arabic ar, Latin en, Hebrew he ...; asked for when several languages "
+                "share the script, refused when it contradicts the captions",
+    "max_vocab": "no limit",
+    "model.weights": "none",
+    "finetune_learning_rate": "the same as --lr",
+    "feature_cache": "OUT/features",
+}
+# Settings a config file or --set changes, but no option.
+NOT_OPTIONS = {
+    "train",  # the positional argument
+    "model.vocab_size",  # counted from the captions
+    "model.fc_units",  # --units sets it with model.units
+    "resize", "clipnorm", "log_every_steps", "model.decoder_state", "model.bn_momentum", "text.keep_apostrophes",
+}
+ALSO_SETS = {"model.units": ("model.fc_units",)}  # one --units sizes the GRU and the layer before the words
+# Options not named after their setting's last part (--no-NAME for a setting that is on by default).
+FLAGS = {"language": "--lang", "learning_rate": "--lr", "finetune_learning_rate": "--finetune-lr",
+         "text.lowercase": "--keep-case", "text.strip_arabic_diacritics": "--keep-diacritics",
+         "text.strip_tatweel": "--keep-tatweel"}
+PREFIXED_TABLES = ("augment",)  # --augment-flip: 'flip' alone would not say what is flipped
+TABLE_GROUPS = {"": TRAINING, "model": MODEL, "text": DATA, "augment": AUGMENT}  # for settings missing from HELP
+METAVARS = {"early_stopping": "N", "checkpoint_every_steps": "N"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _add_synth(sub)
+    _add_train(sub)
+    _add_export(sub)
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="generate a synthetic-scenes captioning dataset (COCO format)",
                        description="Coloured shapes on textured backgrounds with 5 captions each, written as "
                        "images/ + captions_{train,val,test}.json (COCO captions format) + scenes_{split}.json (what "
@@ -65,17 +154,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "  scenecap synth data/shifted --train 0 --val 0 --test 200 --seed 9 --style shifted",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="output folder")
-    p.add_argument("--train", type=int, default=2000, help="training images (default 2000)")
-    p.add_argument("--val", type=int, default=200, help="validation images (default 200)")
-    p.add_argument("--test", type=int, default=200, help="test images (default 200)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lang", default="en", choices=["en", "ar"], help="caption language")
-    p.add_argument("--size", type=int, default=160, help="image side in pixels (default 160)")
-    p.add_argument("--style", default="varied", choices=["varied", "shifted", "classic"],
-                   help="how scenes are drawn (default varied; see below)")
+    p.add_argument("--train", type=int, default=2000, help="training images (default %(default)s)")
+    p.add_argument("--val", type=int, default=200, help="validation images (default %(default)s)")
+    p.add_argument("--test", type=int, default=200, help="test images (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed draws the same scenes (default %(default)s)")
+    p.add_argument("--lang", default="en", choices=list(LEXICON), help="caption language")
+    p.add_argument("--size", type=int, default=160, help="image side in pixels (default %(default)s)")
+    p.add_argument("--style", default=DEFAULT_STYLE, choices=STYLES,
+                   help="how scenes are drawn (default %(default)s; see below)")
     p.set_defaults(func=run_synth)
 
-    S = argparse.SUPPRESS  # unset options do not override the config file
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a Show-Attend-Tell captioner (TensorFlow)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train a MobileNet + Bahdanau attention + GRU captioner on your captioned "
@@ -83,94 +173,63 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "vocab.json, checkpoints (last, best, resumable state), history.csv and TensorBoard logs.",
                        epilog=TRAIN_EPILOG)
     t.add_argument("train", nargs="?", default=S, help="training annotations (any supported format)")
-    g = t.add_argument_group("data")
-    g.add_argument("--val", default=S, help="validation annotations")
-    g.add_argument("--images", default=S, help="image folder (default: images/, Images/ ... beside the annotations)")
-    g.add_argument("--dataset-format", default=S, choices=["auto", "coco", "karpathy", "flickr", "csv", "jsonl"],
-                   help="annotation format (default: detected from the file)")
-    g.add_argument("--train-list", default=S,
-                   help="only these images (a file of names, e.g. Flickr_8k.trainImages.txt)")
-    g.add_argument("--val-list", default=S, help="only these validation images")
-    g.add_argument("--skip-missing", action="store_true", default=S,
-                   help="train without missing or unreadable images instead of stopping")
-    g.add_argument("--no-check-images", dest="check_images", action="store_false", default=S,
-                   help="skip decoding every image before training (faster start, later failures)")
-    g.add_argument("--cache-images", default=S, choices=["auto", "memory", "none"],
-                   help="keep decoded images in RAM (default auto: when under 1 GiB)")
-    g.add_argument("--lang", default=S, help="caption language code recorded in the bundle; it picks the speech "
-                   "voice (default: from the captions' script: Arabic ar, Latin en, Hebrew he ...; asked for when "
-                   "several languages share the script, refused when it contradicts the captions)")
-    g.add_argument("--normalization", default=S, choices=["NFKC", "NFC", "NFKD", "NFD", "none"],
-                   help="Unicode normalisation of captions (default NFKC)")
-    g.add_argument("--keep-case", dest="lowercase", action="store_false", default=S,
-                   help="do not lower-case (only scripts with case are affected anyway)")
-    g.add_argument("--keep-diacritics", dest="strip_diacritics", action="store_false", default=S,
-                   help="keep Arabic diacritics (harakat); by default they are removed")
-    g.add_argument("--keep-tatweel", dest="strip_tatweel", action="store_false", default=S,
-                   help="keep Arabic tatweel (kashida); by default it is removed")
-    g.add_argument("--max-length", type=int, default=S, help="caption tokens incl. <start>/<end> (default: what "
-                   "99%% of the training captions need, at most 64, logged); longer captions are cut and counted")
-    g.add_argument("--min-count", type=int, default=S, help="drop words seen fewer times (default 1)")
-    g.add_argument("--max-vocab", type=int, default=S, help="keep at most this many tokens")
-
-    m = t.add_argument_group("model")
-    m.add_argument("--backbone", default=S, choices=["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"])
-    m.add_argument("--alpha", type=float, default=S, help="backbone width multiplier (0.35 to 1.4; default 0.35)")
-    m.add_argument("--image-size", type=int, default=S,
-                   help="input side in pixels: a multiple of 32 (default 96; 96 to 224 recommended for photos, 64 "
-                   "is enough for the synthetic scenes; with ImageNet weights 96, 128, 160, 192 or 224)")
-    m.add_argument("--weights", default=S, help="backbone weights: none (default), imagenet, or a local .h5 path")
-    m.add_argument("--feature-stride", type=int, default=S, choices=[8, 16, 32],
-                   help="attend over the backbone's feature map at this stride: 32 (default, its last layer) or an "
-                        "earlier, finer one; from scratch on small images 8 learns shapes much faster")
-    m.add_argument("--embed-dim", type=int, default=S, help="feature and word-embedding size (default 256)")
-    m.add_argument("--units", type=int, default=S, help="GRU state and output layer size (default 512)")
-    m.add_argument("--attention-units", type=int, default=S, help="(default 512)")
-
-    a = t.add_argument_group("augmentation (off by default; finetune mode only)")
-    a.add_argument("--augment-colour", action="store_true", default=S,
-                   help="jitter hue by at most 0.02 of the colour circle (about 7 degrees: small enough that no "
-                   "colour word becomes wrong), brightness by 0.1, saturation by 15%%")
-    a.add_argument("--augment-crop", action="store_true", default=S,
-                   help="random crop of 85-100%% of each side, resized back (objects shift a little)")
-    a.add_argument("--augment-flip", action="store_true", default=S,
-                   help="mirror half the images and swap left/right in their captions (en: left/right, ar: "
-                   "اليسار/اليمين); a language without such a lexicon is not flipped (logged)")
-
-    r = t.add_argument_group("training")
-    r.add_argument("--config", help="TOML or YAML file of settings (keys as in the run's config.json)")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any setting, e.g. --set model.units=256 --set text.lowercase=false")
-    r.add_argument("--out", default=S, help="run folder (default runs/latest)")
-    r.add_argument("--epochs", type=int, default=S, help="(default 10)")
-    r.add_argument("--batch-size", type=int, default=S, help="per replica (default 32)")
-    r.add_argument("--lr", type=float, default=S, help="Adam learning rate (default 1e-3)")
-    r.add_argument("--seed", type=int, default=S)
-    r.add_argument("--mode", default=S, choices=["finetune", "cached"],
-                   help="finetune (default): the backbone trains; cached: backbone frozen, its feature maps "
-                   "extracted once to disk (resumable) and streamed: much faster epochs")
-    r.add_argument("--freeze-epochs", type=int, default=S, help="finetune: backbone frozen for the first N epochs")
-    r.add_argument("--finetune-lr", type=float, default=S, help="learning rate once the backbone unfreezes")
-    r.add_argument("--feature-cache", default=S, help="cached mode: feature folder, shareable between runs "
-                   "(default OUT/features)")
-    r.add_argument("--strategy", default=S, choices=["auto", "default", "mirrored", "multi-worker"],
-                   help="tf.distribute strategy (default auto: TF_CONFIG workers, else all GPUs)")
-    r.add_argument("--mixed-precision", action="store_true", default=S,
-                   help="float16 compute with float32 variables and loss scaling (for GPUs)")
-    r.add_argument("--jit-compile", action="store_true", default=S, help="XLA-compile the training step")
-    r.add_argument("--monitor", default=S, choices=["auto", "loss", "val_loss", "val_bleu4", "val_cider"],
-                   help="metric for the best checkpoint and early stopping (default: val_cider with --val)")
-    r.add_argument("--early-stopping", type=int, default=S, metavar="N",
-                   help="stop after N epochs without improvement (default 0: never)")
-    r.add_argument("--val-caption-images", type=int, default=S,
-                   help="validation images captioned each epoch for BLEU/CIDEr (default 200)")
-    r.add_argument("--checkpoint-every-steps", type=int, default=S, metavar="N",
-                   help="also save a resumable state every N steps (default: each epoch)")
-    r.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=S)
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state")
-    r.add_argument("--force", action="store_true", help="start over in an --out that already holds a run")
+    groups = {title: t.add_argument_group(title) for title in HELP}
+    run = groups[TRAINING]
+    for title, options in train_options().items():  # group by group: the usage line keeps the order added
+        if title == TRAINING:
+            run.add_argument("--config", help="TOML or YAML file of settings (keys as in the run's config.json)")
+            run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                             help="override any setting, e.g. --set model.units=256 --set text.lowercase=false")
+        for setting, text in options:
+            _add_option(groups[title], setting, text)
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state")
+    run.add_argument("--force", action="store_true", help="start over in an --out that already holds a run")
     t.set_defaults(func=run_train)
 
+
+def train_options() -> dict[str, list[tuple[Setting, str]]]:
+    """Group -> (setting, help) of each `scenecap train` option in it, in the order --help lists them."""
+    left = {s.key: s for s in settings() if s.key not in NOT_OPTIONS}
+    options: dict[str, list[tuple[Setting, str]]] = {group: [] for group in HELP}
+    for group, helps in HELP.items():
+        for key in [key for key in helps if key in left]:
+            options[group].append((left.pop(key), helps[key]))
+    for setting in left.values():  # a setting added to a dataclass but not yet worded here
+        options[TABLE_GROUPS[setting.key.rpartition(".")[0]]].append((setting, f"sets {setting.key}"))
+    return options
+
+
+def _add_option(group: argparse._ArgumentGroup, setting: Setting, text: str) -> None:
+    flag = _flag(setting)
+    if setting.type is bool:  # the option turns the default over
+        action = "store_false" if setting.default else "store_true"
+        group.add_argument(flag, dest=setting.key, action=action, default=S, help=text)
+        return
+    choices = CHOICES.get(setting.key)
+    metavar = None if choices else METAVARS.get(setting.key, flag[2:].upper().replace("-", "_"))
+    group.add_argument(flag, dest=setting.key, type=setting.type, choices=choices, metavar=metavar, default=S,
+                       help=text + _default_text(setting))
+
+
+def _flag(setting: Setting) -> str:
+    if setting.key in FLAGS:
+        return FLAGS[setting.key]
+    table, _, name = setting.key.rpartition(".")
+    if table in PREFIXED_TABLES:
+        name = f"{table}_{name}"
+    if setting.type is bool and setting.default is True:
+        name = f"no_{name}"
+    return "--" + name.replace("_", "-")
+
+
+def _default_text(setting: Setting) -> str:
+    shown = UNSET.get(setting.key) if setting.default is None else setting.default
+    if shown is None or shown is MISSING:
+        return ""
+    return f" (default: {shown})".replace("%", "%%")  # help text is a %-format
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("export", help="export a trained run as a SavedModel with encode/decode_step signatures",
                        description="Write a SavedModel with fixed signatures: encode(image uint8[1,H,W,3]) and "
                        "decode_step(token, hidden, features, keys), plus vocab.json and scenecap_export.json.",
@@ -211,13 +270,11 @@ def resolve_train_config(args: argparse.Namespace):
         saved.get("model", {}).pop("vocab_size", None)
         d = _merge(d, saved)
         source = str(Path(out) / "config.json")
-    given = vars(args)
-    for opt, key in OPTION_KEYS.items():
-        if opt in given:
-            _put(d, key, given[opt])
-    if "units" in given:
-        _put(d, "model.units", given["units"])
-        _put(d, "model.fc_units", given["units"])
+    given = vars(args)  # options and the positional argument: each dest is its setting's key
+    for setting in settings():
+        if setting.key in given:
+            for key in (setting.key, *ALSO_SETS.get(setting.key, ())):
+                _put(d, key, given[setting.key])
     for assignment in args.set:
         apply_override(d, assignment)
     if "train" not in d:

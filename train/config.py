@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
+import functools
 import math
 import types
 import typing
@@ -26,15 +26,12 @@ from pathlib import Path
 
 from scenecap import ScenecapError, __version__
 from scenecap.edge.bundle import DECODER_STATES
+from scenecap.edge.fileio import parse_json
 from scenecap.edge.preprocess import RESIZE_METHODS, PreprocessSpec
+from scenecap.train.config_fields import CHOICES
 from scenecap.train.datasets import FORMATS
-from scenecap.train.model import BACKBONES, FEATURE_STRIDES, ModelConfig
+from scenecap.train.model import ModelConfig
 from scenecap.train.text import TextOptions
-
-MODES = ("finetune", "cached")
-STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
-MONITORS = ("auto", "loss", "val_loss", "val_bleu4", "val_cider")
-CACHE_IMAGES = ("auto", "memory", "none")
 
 
 @dataclass
@@ -151,10 +148,7 @@ def _parse(path: Path, suffix: str, text: str) -> typing.Any:
             where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
             raise ScenecapError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     elif suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ScenecapError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        data = parse_json(text.encode("utf-8"), path, "table of settings")  # re-encoded: the BOM is off
     else:
         raise ScenecapError(f"{path}: unknown config file type {suffix!r}; expected .toml, .yaml or .yml")
     return data
@@ -210,98 +204,133 @@ def _typed(cls, d: dict, source: str, prefix: str) -> dict:
 
 
 def _coerce(value, tp, source: str, key: str):
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None or (isinstance(value, _FromText) and value.lower() in ("none", "null", "")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], source, key)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return _coerce_optional(value, typing.get_args(tp), source, key)
     if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        return tp(**_typed(tp, value, source, key + "."))
+        return value if isinstance(value, tp) else tp(**_typed(tp, value, source, key + "."))
+    if tp not in _SCALARS:
+        return value
+    parse, want = _SCALARS[tp]
     text = isinstance(value, _FromText)
     try:
-        if tp is bool:
-            if isinstance(value, bool):
-                return value
-            if text and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-                return value.lower() in ("true", "yes", "on", "1")
-        elif tp is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            if text:
-                return int(value)
-        elif tp is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if text:
-                return float(value)
-        elif tp is str:
-            if isinstance(value, str):
-                return str(value)
-        else:
-            return value
+        return parse(value, text)
     except ValueError:
-        pass
-    want = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
-    raise ScenecapError(f"{source}: '{key}' must be {want}, got {str(value) if text else repr(value)}")
+        raise ScenecapError(f"{source}: '{key}' must be {want}, got {str(value) if text else repr(value)}") from None
+
+
+def _coerce_optional(value, args: tuple, source: str, key: str):
+    unset = value is None or (isinstance(value, _FromText) and value.lower() in ("none", "null", ""))
+    if unset and type(None) in args:
+        return None
+    inner = [a for a in args if a is not type(None)]
+    return _coerce(value, inner[0], source, key)
+
+
+# Each parser takes a value from a file (already typed: 3, true) or typed on the command line (text: '3', 'true'),
+# and raises ValueError for anything else. A bool is never taken for a number, nor a number for text.
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _as_bool(value, text: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if text and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    raise ValueError(value)
+
+
+def _as_int(value, text: bool) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if text:
+        return int(value)
+    raise ValueError(value)
+
+
+def _as_float(value, text: bool) -> float:
+    if (isinstance(value, (int, float)) and not isinstance(value, bool)) or text:
+        return float(value)
+    raise ValueError(value)
+
+
+def _as_str(value, text: bool) -> str:
+    if isinstance(value, str):
+        return str(value)  # a plain str, not the _FromText marker
+    raise ValueError(value)
+
+
+_SCALARS = {bool: (_as_bool, "true or false"), int: (_as_int, "an integer"), float: (_as_float, "a number"),
+            str: (_as_str, "a string")}
+
+
+# --- values -------------------------------------------------------------------------------------------------
+
+def _one_of(allowed) -> typing.Callable[[typing.Any], bool]:
+    return lambda value: value in allowed
+
+
+def _positive(value) -> bool:
+    return 0 < value < math.inf
+
+
+def _at_least(low: int) -> typing.Callable[[typing.Any], bool]:
+    return lambda value: value >= low
+
+
+def _choice(key: str) -> tuple:
+    return key, _one_of(CHOICES[key]), f"one of {CHOICES[key]}"
+
+
+# (key, test, what is expected), in the order checked: the first that fails is reported. Checked here, before
+# any data is read, rather than where they are used: dataset_format when the file is read; resize, min_count and
+# max_vocab only after validation has decoded every image (hours for a big dataset); the model's settings only
+# when the model is built.
+CHECKS: list[tuple[str, typing.Callable[[typing.Any], bool], str]] = [
+    *map(_choice, ("mode", "strategy", "monitor", "cache_images")),
+    ("dataset_format", _one_of(CHOICES["dataset_format"]), f"auto or one of {FORMATS}"),
+    ("resize", _one_of(RESIZE_METHODS), f"one of {tuple(RESIZE_METHODS)}"),
+    ("min_count", _at_least(1), "1 or more"),
+    ("max_vocab", lambda v: v is None or v > 4, "more than the 4 special tokens"),
+    *((key, _at_least(1), "a positive integer") for key in ("epochs", "batch_size")),
+    ("val_caption_images", _at_least(0), "a positive integer"),
+    ("log_every_steps", _at_least(1), "a positive integer"),
+    *((key, _at_least(0), "0 or more") for key in ("freeze_epochs", "early_stopping", "checkpoint_every_steps")),
+    ("learning_rate", _positive, "a positive number"),
+    ("finetune_learning_rate", lambda v: v is None or _positive(v), "a positive number"),
+    # Keras silently ignores a negative or NaN clipnorm; inf gives NaN gradients.
+    ("clipnorm", lambda v: 0 <= v < math.inf, "0 (no clipping) or a positive number"),
+    _choice("model.backbone"),
+    ("model.decoder_state", _one_of(DECODER_STATES), f"one of {DECODER_STATES}"),
+    _choice("model.feature_stride"),
+    ("model.max_length", lambda v: v == 0 or v >= 3, "3 or more (<start>, a word, <end>), or 0 to fit the captions"),
+    # The backbone halves the image five times.
+    ("model.image_size", lambda v: v >= 32 and v % 32 == 0,
+     "a multiple of 32, 32 or more (96 to 224 recommended for photos)"),
+    *((f"model.{key}", _at_least(1), "a positive integer")
+      for key in ("embed_dim", "units", "attention_units", "fc_units")),
+]
+MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+IMAGENET_SIZES = (96, 128, 160, 192, 224)
 
 
 def check_values(cfg: TrainConfig) -> None:
     """Values every later stage relies on, checked before any data is read."""
-    def bad(key, value, want):
-        raise ScenecapError(f"config: {key} = {value!r}; expected {want}")
+    for key, ok, want in CHECKS:
+        value = functools.reduce(getattr, key.split("."), cfg)
+        if not ok(value):
+            _bad(key, value, want)
+    _check_backbone(cfg.model)
 
-    if cfg.mode not in MODES:
-        bad("mode", cfg.mode, f"one of {MODES}")
-    if cfg.strategy not in STRATEGIES:
-        bad("strategy", cfg.strategy, f"one of {STRATEGIES}")
-    if cfg.monitor not in MONITORS:
-        bad("monitor", cfg.monitor, f"one of {MONITORS}")
-    if cfg.cache_images not in CACHE_IMAGES:
-        bad("cache_images", cfg.cache_images, f"one of {CACHE_IMAGES}")
-    # Checked here, before any data is read, rather than later: dataset_format when the file is read; resize,
-    # min_count and max_vocab only after validation has decoded every image (hours for a big dataset).
-    if cfg.dataset_format not in ("auto", *FORMATS):
-        bad("dataset_format", cfg.dataset_format, f"auto or one of {FORMATS}")
-    if cfg.resize not in RESIZE_METHODS:
-        bad("resize", cfg.resize, f"one of {tuple(RESIZE_METHODS)}")
-    if cfg.min_count < 1:
-        bad("min_count", cfg.min_count, "1 or more")
-    if cfg.max_vocab is not None and cfg.max_vocab <= 4:
-        bad("max_vocab", cfg.max_vocab, "more than the 4 special tokens")
-    for key in ("epochs", "batch_size", "val_caption_images", "log_every_steps"):
-        if getattr(cfg, key) < (0 if key in ("val_caption_images",) else 1):
-            bad(key, getattr(cfg, key), "a positive integer")
-    for key in ("freeze_epochs", "early_stopping", "checkpoint_every_steps"):
-        if getattr(cfg, key) < 0:
-            bad(key, getattr(cfg, key), "0 or more")
-    if not 0 < cfg.learning_rate < math.inf:
-        bad("learning_rate", cfg.learning_rate, "a positive number")
-    if cfg.finetune_learning_rate is not None and not 0 < cfg.finetune_learning_rate < math.inf:
-        bad("finetune_learning_rate", cfg.finetune_learning_rate, "a positive number")
-    if not 0 <= cfg.clipnorm < math.inf:  # Keras silently ignores a negative or NaN one; inf gives NaN gradients
-        bad("clipnorm", cfg.clipnorm, "0 (no clipping) or a positive number")
-    m = cfg.model
-    if m.backbone not in BACKBONES:  # else found only when the model is built, after validation
-        bad("model.backbone", m.backbone, f"one of {BACKBONES}")
-    if m.decoder_state not in DECODER_STATES:
-        bad("model.decoder_state", m.decoder_state, f"one of {DECODER_STATES}")
-    if m.feature_stride not in FEATURE_STRIDES:
-        bad("model.feature_stride", m.feature_stride, f"one of {FEATURE_STRIDES}")
-    if m.max_length != 0 and m.max_length < 3:
-        bad("model.max_length", m.max_length, "3 or more (<start>, a word, <end>), or 0 to fit the captions")
-    if m.image_size < 32 or m.image_size % 32:  # the backbone halves the image five times
-        bad("model.image_size", m.image_size, "a multiple of 32, 32 or more (96 to 224 recommended for photos)")
-    for key in ("embed_dim", "units", "attention_units", "fc_units"):
-        if getattr(m, key) < 1:
-            bad(f"model.{key}", getattr(m, key), "a positive integer")
-    if m.backbone == "mobilenet_v2" and m.alpha not in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4):
-        bad("model.alpha", m.alpha, "0.35, 0.5, 0.75, 1.0, 1.3 or 1.4 for mobilenet_v2")
+
+def _check_backbone(m: ModelConfig) -> None:
+    """The settings that depend on the backbone or its weights."""
+    if m.backbone == "mobilenet_v2" and m.alpha not in MOBILENET_V2_ALPHAS:
+        _bad("model.alpha", m.alpha, "0.35, 0.5, 0.75, 1.0, 1.3 or 1.4 for mobilenet_v2")
     if m.backbone.startswith("mobilenet_v3") and not 0.1 <= m.alpha <= 1.5:
-        bad("model.alpha", m.alpha, "0.75 or 1.0 (with ImageNet weights) for MobileNetV3")
-    if m.weights == "imagenet" and m.image_size not in (96, 128, 160, 192, 224):
-        bad("model.image_size", m.image_size, "96, 128, 160, 192 or 224 with ImageNet weights")
+        _bad("model.alpha", m.alpha, "0.75 or 1.0 (with ImageNet weights) for MobileNetV3")
+    if m.weights == "imagenet" and m.image_size not in IMAGENET_SIZES:
+        _bad("model.image_size", m.image_size, "96, 128, 160, 192 or 224 with ImageNet weights")
+
+
+def _bad(key: str, value, want: str) -> typing.NoReturn:
+    raise ScenecapError(f"config: {key} = {value!r}; expected {want}")
