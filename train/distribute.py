@@ -15,11 +15,11 @@ Each step all-reduces gradients across every GPU of every worker; --batch-size i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
 from scenecap import ScenecapError
+from scenecap.edge.fileio import parse_json
 
 log = logging.getLogger("scenecap.train")
 
@@ -29,10 +29,7 @@ def tf_config() -> dict | None:
     raw = os.environ.get("TF_CONFIG", "").strip()
     if not raw:
         return None
-    try:
-        cfg = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ScenecapError(f"TF_CONFIG: invalid JSON at column {e.colno}: {e.msg}") from None
+    cfg = parse_json(raw.encode("utf-8", "surrogateescape"), "TF_CONFIG", "cluster description")
     cluster = cfg.get("cluster") if isinstance(cfg, dict) else None
     task = cfg.get("task") if isinstance(cfg, dict) else None
     if not isinstance(cluster, dict) or not isinstance(task, dict):

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from scenecap import ScenecapError
-from scenecap.edge.fileio import atomic_write_text
+from scenecap.edge.fileio import atomic_write_text, read_json
 from scenecap.edge.preprocess import PreprocessSpec
 
 log = logging.getLogger("scenecap.train")
@@ -102,29 +102,13 @@ def _example(index: int, fmap: np.ndarray) -> bytes:
 def extract(model, paths: list[str], spec: PreprocessSpec, cache_root: str | Path, name: str,
             batch_size: int = 32, shard_size: int = 1024, progress: bool = True) -> FeatureCache:
     """Feature maps of `paths` through `model.feature_map` (the frozen backbone), cached under cache_root."""
-    from scenecap.train.pipeline import image_dataset
-
-    key = cache_key(model.backbone, spec, paths, model.backbone.compute_dtype)
-    folder = Path(cache_root) / key
-    folder.mkdir(parents=True, exist_ok=True)
-    shape = (model.locations, model.backbone_channels)
-    meta = {"format": CACHE_FORMAT, "version": 1, "key": key, "count": len(paths), "shape": list(shape),
-            "shard_size": shard_size, "dtype": "float16", "split": name, "preprocess": spec.to_json(),
-            "backbone": {"name": model.cfg.backbone, "alpha": model.cfg.alpha, "weights": model.cfg.weights}}
-    meta_path = folder / "meta.json"
-    if meta_path.is_file():
-        old = json.loads(meta_path.read_text(encoding="utf-8"))
-        if old.get("key") != key or old.get("shard_size") != shard_size or old.get("count") != len(paths):
-            raise ScenecapError(f"{folder}: feature cache of other images or shard size; delete it to rebuild")
-    else:
-        atomic_write_text(meta_path, json.dumps(meta, indent=2, ensure_ascii=False))
-    cache = FeatureCache(folder, len(paths), shape, shard_size)
+    cache = _open(model, paths, spec, Path(cache_root), name, shard_size)
     missing = [i for i, p in enumerate(cache.shards) if not p.is_file()]
     done = len(paths) - sum(min(shard_size, len(paths) - i * shard_size) for i in missing)
     if not missing:
-        log.info("%s features: reusing %s (%d images)", name, folder, len(paths))
+        log.info("%s features: reusing %s (%d images)", name, cache.folder, len(paths))
         return cache
-    log.info("%s features: extracting %d images into %s%s", name, len(paths) - done, folder,
+    log.info("%s features: extracting %d images into %s%s", name, len(paths) - done, cache.folder,
              f" (resuming: {done} already done)" if done else "")
 
     @tf.function(reduce_retracing=True)
@@ -137,25 +121,53 @@ def extract(model, paths: list[str], spec: PreprocessSpec, cache_root: str | Pat
 
         bar = tqdm(total=len(paths), initial=done, desc=f"{name} features", unit="img", disable=None)
     for shard in missing:
-        lo, hi = shard * shard_size, min(len(paths), (shard + 1) * shard_size)
-        images = image_dataset(paths[lo:hi], spec).batch(batch_size).prefetch(2)
-        target = cache.shards[shard]
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        try:
-            index = lo
-            with tf.io.TFRecordWriter(tmp) as writer:
-                for batch in images:
-                    fmaps = features(batch).numpy()
-                    for fmap in fmaps:
-                        writer.write(_example(index, fmap))
-                        index += 1
-                    if bar:
-                        bar.update(len(fmaps))
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_shard(cache, shard, paths, spec, batch_size, features, bar)
     if bar:
         bar.close()
     return cache
+
+
+def _open(model, paths: list[str], spec: PreprocessSpec, cache_root: Path, name: str, shard_size: int) -> FeatureCache:
+    """The cache folder of these images through this backbone: its meta.json checked, or written when new."""
+    key = cache_key(model.backbone, spec, paths, model.backbone.compute_dtype)
+    folder = cache_root / key
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = (model.locations, model.backbone_channels)
+    meta_path = folder / "meta.json"
+    if meta_path.is_file():
+        old = read_json(meta_path, "feature cache description")
+        want = {"key": key, "shard_size": shard_size, "count": len(paths)}
+        if not isinstance(old, dict) or any(old.get(k) != v for k, v in want.items()):
+            raise ScenecapError(f"{folder}: feature cache of other images or shard size; delete it to rebuild")
+    else:
+        meta = {"format": CACHE_FORMAT, "version": 1, "key": key, "count": len(paths), "shape": list(shape),
+                "shard_size": shard_size, "dtype": "float16", "split": name, "preprocess": spec.to_json(),
+                "backbone": {"name": model.cfg.backbone, "alpha": model.cfg.alpha, "weights": model.cfg.weights}}
+        atomic_write_text(meta_path, json.dumps(meta, indent=2, ensure_ascii=False))
+    return FeatureCache(folder, len(paths), shape, shard_size)
+
+
+def _write_shard(cache: FeatureCache, shard: int, paths: list[str], spec: PreprocessSpec, batch_size: int,
+                 features, bar) -> None:
+    """One shard's feature maps into a temporary file, renamed into place only when complete."""
+    from scenecap.train.pipeline import image_dataset
+
+    lo, hi = shard * cache.shard_size, min(len(paths), (shard + 1) * cache.shard_size)
+    images = image_dataset(paths[lo:hi], spec).batch(batch_size).prefetch(2)
+    target = cache.shards[shard]
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache.folder)
+    os.close(fd)
+    try:
+        index = lo
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for batch in images:
+                fmaps = features(batch).numpy()
+                for fmap in fmaps:
+                    writer.write(_example(index, fmap))
+                    index += 1
+                if bar:
+                    bar.update(len(fmaps))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

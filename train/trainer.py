@@ -17,17 +17,23 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from scenecap import ScenecapError
-from scenecap.edge.fileio import atomic_write_text
+from scenecap.edge.fileio import atomic_write_text, read_json
 from scenecap.edge.vocab import Vocab
 from scenecap.train.config import TrainConfig, check_values
 from scenecap.train.datasets import Sample, detect_format, karpathy_splits, load_dataset
 from scenecap.train.language import caption_language
 from scenecap.train.model import ModelConfig  # noqa: F401  (re-exported: callers build TrainConfig with it)
+from scenecap.train.run_state import Checkpointer, RunState, record_epoch, resolve_monitor, write_history
 from scenecap.train.text import (
     MAX_LENGTH_CAP,
     MAX_LENGTH_PERCENTILE,
@@ -36,6 +42,14 @@ from scenecap.train.text import (
     fitting_max_length,
     tokenize,
 )
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from scenecap.train.inputs import RunInputs
+    from scenecap.train.model import ShowAttendTell
+    from scenecap.train.run_logs import CaptionScorer, EpochProgress, TensorBoardLog
+    from scenecap.train.steps import Steps
 
 log = logging.getLogger("scenecap.train")
 
@@ -95,8 +109,6 @@ def _decide_max_length(cfg: TrainConfig, lengths: list[int]) -> None:
 
 def _already_finished(out: Path, cfg: TrainConfig) -> str | None:
     """The one line for --resume on a run with nothing left to train, or None if there is."""
-    from scenecap.train.callbacks import Checkpointer
-
     state = Checkpointer(out, chief=False).load_state()
     if state is None:
         return None
@@ -162,259 +174,188 @@ def run(cfg: TrainConfig, resume: bool = False, force: bool = False, progress: b
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
+@dataclass
+class _Run:
+    """What the epoch loop works on; `steps` is rebuilt when the backbone unfreezes."""
+    cfg: TrainConfig
+    out: Path
+    chief: bool
+    strategy: tf.distribute.Strategy
+    model: ShowAttendTell
+    ckpt: Checkpointer
+    state: RunState
+    steps: Steps
+    inputs: RunInputs
+    scorer: CaptionScorer | None
+    monitor: str
+    global_batch: int
+    pad: int
+    tb: TensorBoardLog
+    bar: EpochProgress
+
+
 def _train(cfg: TrainConfig, strategy, chief: bool, out: Path, resume: bool, progress: bool) -> Path:
     import keras
-    import numpy as np
-    import tensorflow as tf
 
-    from scenecap.train.callbacks import (
-        CaptionScorer,
-        Checkpointer,
-        EpochProgress,
-        RunState,
-        TensorBoardLog,
-        improved,
-        resolve_monitor,
-        write_history,
-    )
+    from scenecap.train.inputs import prepare_inputs
     from scenecap.train.model import build
-    from scenecap.train.pipeline import CaptionData, encode_captions, flipped_captions, image_source, load_prepared
+    from scenecap.train.run_logs import CaptionScorer, EpochProgress, TensorBoardLog
+    from scenecap.train.steps import steps_for
 
     ckpt = Checkpointer(out, chief)
     state = ckpt.load_state() if resume else None
     if resume and state is None:
         log.info("%s: no saved state to resume from; starting at epoch 1", out)
     keras.utils.set_random_seed(cfg.seed)
-
     train_samples, val_samples = _load_data(cfg, progress and chief)
+    vocab = _prepare_vocab(cfg, out, chief, train_samples, len(val_samples), resumed=state is not None)
+    global_batch, drop = _global_batch(cfg, strategy, len(train_samples))
+    with strategy.scope():
+        model = build(cfg.model)
+    if state:
+        ckpt.restore_model(model)
+    inputs = prepare_inputs(cfg, model, vocab, train_samples, val_samples, global_batch, drop, out, progress)
+    scorer = (CaptionScorer(model, vocab, inputs.scored, inputs.references, cfg.mode == "cached", cfg.text)
+              if inputs.scored is not None else None)
+    monitor = resolve_monitor(cfg.monitor, inputs.has_val_loss, scorer is not None)
+    log.info("mode %s, global batch %d (%d per replica x %d), %d steps per epoch, monitoring %s", cfg.mode,
+             global_batch, cfg.batch_size, strategy.num_replicas_in_sync, inputs.train.steps, monitor)
+    state = state or RunState()
+    run = _Run(cfg, out, chief, strategy, model, ckpt, state, steps_for(model, strategy, cfg, state.epoch, vocab.pad),
+               inputs, scorer, monitor, global_batch, vocab.pad, tb=TensorBoardLog(out, cfg.tensorboard and chief),
+               bar=EpochProgress(cfg.epochs, chief, bars=progress))
+    _resume_optimizer(run)
+    if state.history and chief:
+        write_history(out, state.history)
+    _epochs(run)
+    if chief and not (out / "checkpoints" / "best.weights.h5").exists():
+        ckpt.save_weights(model, "best")  # e.g. every monitored value was NaN: best = last
+    return out
+
+
+def _prepare_vocab(cfg: TrainConfig, out: Path, chief: bool, train: list[Sample], n_val: int, resumed: bool) -> Vocab:
+    """max_length and the vocabulary (a resumed run keeps its own), written to the run folder with the config."""
     vocab_path = out / "vocab.json"
-    train_words = [tokenize(c, cfg.text) for s in train_samples for c in s.captions]
-    _decide_max_length(cfg, [len(words) + 2 for words in train_words])  # + <start> and <end>
-    if state and vocab_path.is_file():
-        vocab = Vocab.load(vocab_path)  # a resumed run keeps its vocabulary: the embedding rows depend on it
+    words = [tokenize(c, cfg.text) for s in train for c in s.captions]
+    _decide_max_length(cfg, [len(w) + 2 for w in words])  # + <start> and <end>
+    if resumed and vocab_path.is_file():
+        vocab = Vocab.load(vocab_path)  # the embedding rows depend on it
     else:
-        vocab = build_vocab(train_words, cfg.min_count, cfg.max_vocab)
+        vocab = build_vocab(words, cfg.min_count, cfg.max_vocab)
     cfg.model.vocab_size = len(vocab)
     if chief:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         vocab.save(vocab_path)
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False))
     log.info("%d training images, %d validation images; vocabulary %d tokens covering %.1f%% of training words",
-             len(train_samples), len(val_samples), len(vocab), 100 * coverage(train_words, vocab))
+             len(train), n_val, len(vocab), 100 * coverage(words, vocab))
+    return vocab
 
-    enc = encode_captions(train_samples, vocab, cfg.model.max_length, cfg.text)
-    venc = encode_captions(val_samples, vocab, cfg.model.max_length, cfg.text) if val_samples else None
 
+def _global_batch(cfg: TrainConfig, strategy, n_train: int) -> tuple[int, bool]:
+    """(the global batch, whether to drop each epoch's last partial batch: with several replicas, so that every
+    replica and worker runs the same number of steps)."""
     replicas = strategy.num_replicas_in_sync
     global_batch = cfg.batch_size * replicas
-    drop = replicas > 1  # equal steps on every replica and worker
-    if drop and len(train_samples) < global_batch:
-        raise ScenecapError(f"{len(train_samples)} training images is fewer than one global batch of {global_batch}")
-    with strategy.scope():
-        model = build(cfg.model)
-    if state:
-        ckpt.restore_model(model)
-    spec = cfg.preprocess
-    cached = cfg.mode == "cached"
+    drop = replicas > 1
+    if drop and n_train < global_batch:
+        raise ScenecapError(f"{n_train} training images is fewer than one global batch of {global_batch}")
+    return global_batch, drop
 
-    # --- data -----------------------------------------------------------------------------------------------
-    n_show = min(cfg.val_caption_images, len(val_samples))
-    show_idx = list(range(n_show))
-    if cached:
-        from scenecap.train.feature_cache import extract
 
-        if not cfg.model.weights or cfg.model.weights in ("none", "None"):
-            log.warning("cached mode freezes the backbone, and --weights none leaves it random: its feature maps "
-                        "carry almost nothing of the image. Use --weights imagenet or a .h5 file, or --mode finetune")
-
-        root = Path(cfg.feature_cache) if cfg.feature_cache else out / "features"
-        bs = max(8, cfg.batch_size)
-        tr_feats = extract(model, [str(s.image) for s in train_samples], spec, root, "train", bs,
-                           progress=progress)
-        train_data = CaptionData(len(train_samples), enc, global_batch, cfg.seed, True, drop, features=tr_feats)
-        val_data = None
-        if val_samples:
-            va_feats = extract(model, [str(s.image) for s in val_samples], spec, root, "val", bs,
-                               progress=progress)
-            val_data = CaptionData(len(val_samples), venc, global_batch, cfg.seed, False, drop, features=va_feats)
-        score_inputs = va_feats.read(show_idx) if n_show else None
-    else:
-        images, paths = image_source(train_samples, spec, cfg.cache_images)
-        # Augmentation (off by default) draws on the training images only; a mirrored image gets the captions
-        # with left and right swapped, where the language's lexicon says how.
-        flipped = flipped_captions(train_samples, vocab, cfg.model.max_length, cfg.text, cfg.augment, cfg.language)
-        train_data = CaptionData(len(train_samples), enc, global_batch, cfg.seed, True, drop, images=images,
-                                 paths=paths, spec=spec, augment=cfg.augment, flipped=flipped)
-        val_data = None
-        if val_samples:
-            vimages, vpaths = image_source(val_samples, spec, cfg.cache_images)
-            val_data = CaptionData(len(val_samples), venc, global_batch, cfg.seed, False, drop, images=vimages,
-                                   paths=vpaths, spec=spec)
-        score_inputs = np.stack([load_prepared(str(val_samples[i].image), spec) for i in show_idx]) if n_show else None
-    if val_data is not None and val_data.steps == 0:
-        log.warning("validation split smaller than one global batch (%d): no validation loss", global_batch)
-    refs = [val_samples[i].captions for i in show_idx]
-    scorer = CaptionScorer(model, vocab, score_inputs, refs, cached, cfg.text) if n_show else None
-    sample_images = None
-    if n_show:
-        k = min(4, n_show)
-        sample_images = (np.stack([load_prepared(str(val_samples[i].image), spec) for i in range(k)]) if cached
-                         else score_inputs[:k])
-    monitor = resolve_monitor(cfg.monitor, val_data is not None and val_data.steps > 0, scorer is not None)
-    log.info("mode %s, global batch %d (%d per replica x %d), %d steps per epoch, monitoring %s", cfg.mode,
-             global_batch, cfg.batch_size, replicas, train_data.steps, monitor)
-
-    # --- steps ------------------------------------------------------------------------------------------------
-    pad = vocab.pad
-
-    def loss_and_acc(target, logits):
-        logits = tf.cast(logits, tf.float32)
-        ce = keras.losses.sparse_categorical_crossentropy(target, logits, from_logits=True)
-        mask = tf.cast(tf.not_equal(target, pad), tf.float32)
-        denom = tf.maximum(tf.reduce_sum(mask), 1.0)
-        hit = tf.cast(tf.equal(target, tf.cast(tf.argmax(logits, -1), target.dtype)), tf.float32)
-        return tf.reduce_sum(ce * mask) / denom, tf.reduce_sum(hit * mask) / denom
-
-    def forward(x, tokens, training):
-        if cached:
-            features, keys = model.project(x)
-            return model.unroll(tokens, features, keys)
-        return model((x, tokens), training=training)
-
-    def make_steps(optimizer):
-        variables = model.trainable_variables
-
-        def train_fn(batch):
-            (x, tokens), target = batch
-            with tf.GradientTape() as tape:
-                loss, acc = loss_and_acc(target, forward(x, tokens, True))
-                scaled = optimizer.scale_loss(loss / replicas)
-            grads = tape.gradient(scaled, variables)
-            optimizer.apply(grads, variables)
-            return loss, acc
-
-        def val_fn(batch):
-            (x, tokens), target = batch
-            return loss_and_acc(target, forward(x, tokens, False))
-
-        if cfg.jit_compile:
-            train_fn = tf.function(train_fn, jit_compile=True)
-            val_fn = tf.function(val_fn, jit_compile=True)
-
-        def reduced(fn):
-            @tf.function
-            def step(iterator):
-                loss, acc = strategy.run(fn, args=(next(iterator),))
-                return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
-                        strategy.reduce(tf.distribute.ReduceOp.MEAN, acc, axis=None))
-
-            return step
-
-        return reduced(train_fn), reduced(val_fn)
-
-    def new_optimizer(lr):
-        with strategy.scope():
-            opt = keras.optimizers.Adam(lr, clipnorm=cfg.clipnorm)
-            if cfg.mixed_precision:
-                opt = keras.optimizers.LossScaleOptimizer(opt)
-            opt.build(model.trainable_variables)
-        return opt
-
-    def set_phase(epoch):
-        frozen = cached or epoch < cfg.freeze_epochs
-        model.backbone.trainable = not frozen
-        lr = cfg.learning_rate if frozen or cfg.freeze_epochs == 0 else (cfg.finetune_learning_rate or
-                                                                          cfg.learning_rate)
-        return ("frozen" if frozen else "trainable"), lr
-
-    # --- the loop -------------------------------------------------------------------------------------------
-    state = state or RunState()
-    phase, lr = set_phase(state.epoch)
-    optimizer = new_optimizer(lr)
-    if state.global_step and state.phase == phase:
-        with strategy.scope():
-            ckpt.restore_optimizer(optimizer, model.trainable_variables)
+def _resume_optimizer(run: _Run) -> None:
+    """A run resumed in the phase it was saved in continues with its optimizer's state (Adam's moments)."""
+    state = run.state
+    if state.global_step and state.phase == run.steps.phase:
+        with run.strategy.scope():
+            run.ckpt.restore_optimizer(run.steps.optimizer, run.model.trainable_variables)
         log.info("resumed at epoch %d step %d (optimizer at iteration %d)", state.epoch + 1, state.step,
-                 int(optimizer.iterations.numpy()))
-    train_step, val_step = make_steps(optimizer)
-    tb = TensorBoardLog(out, cfg.tensorboard and chief)
-    bar = EpochProgress(cfg.epochs, chief, bars=progress)
-    if state.history and chief:
-        write_history(out, state.history)
+                 int(run.steps.optimizer.iterations.numpy()))
 
-    def save_state():
-        state.phase = phase
-        state.optimizer_iterations = int(optimizer.iterations.numpy())
-        ckpt.save_state(model, optimizer, state)
 
+def _epochs(run: _Run) -> None:
+    """Train, validate, caption, report and checkpoint each epoch left, until the last or early stopping."""
+    from scenecap.train.steps import phase_at, steps_for
+
+    cfg, state = run.cfg, run.state
     while state.epoch < cfg.epochs and not state.stopped_early:
         epoch = state.epoch
-        new_phase, lr = set_phase(epoch)
-        if new_phase != phase:
+        phase, lr = phase_at(cfg, epoch)
+        if phase != run.steps.phase:
             log.info("epoch %d: unfreezing the backbone (learning rate %g)", epoch + 1, lr)
-            phase = new_phase
-            optimizer = new_optimizer(lr)
-            train_step, val_step = make_steps(optimizer)
-        skip = state.step
-        steps = train_data.steps - skip
-        iterator = iter(strategy.experimental_distribute_dataset(train_data.epoch(epoch, skip)))
-        bar.start(epoch, train_data.steps, skip)
-        t0 = time.perf_counter()
-        tot_loss = tot_acc = 0.0
-        for i in range(steps):
-            loss, acc = train_step(iterator)
-            loss, acc = float(loss), float(acc)
-            if not np.isfinite(loss) and not cfg.mixed_precision:
-                raise ScenecapError(f"epoch {epoch + 1} step {skip + i + 1}: loss is {loss}; lower the learning rate")
-            tot_loss += loss
-            tot_acc += acc
-            state.step += 1
-            state.global_step += 1
-            bar.update(tot_loss / (i + 1), tot_acc / (i + 1))
-            if state.global_step % cfg.log_every_steps == 0:
-                tb.step(state.global_step, loss, float(optimizer.learning_rate.numpy()))
-            if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0 and i + 1 < steps:
-                save_state()
-        seconds = time.perf_counter() - t0
-        logs = {"epoch": epoch + 1, "loss": tot_loss / max(steps, 1), "word_acc": tot_acc / max(steps, 1),
-                "learning_rate": float(optimizer.learning_rate.numpy())}
-        if val_data is not None and val_data.steps:
-            vit = iter(strategy.experimental_distribute_dataset(val_data.epoch(0)))
-            vals = [tuple(map(float, val_step(vit))) for _ in range(val_data.steps)]
-            logs["val_loss"] = float(np.mean([v[0] for v in vals]))
-            logs["val_word_acc"] = float(np.mean([v[1] for v in vals]))
+            run.steps = steps_for(run.model, run.strategy, cfg, epoch, run.pad)
+        logs, seconds, images = _train_epoch(run, epoch)
+        logs.update(_validate(run))
         generated = []
-        if scorer is not None:
-            caption_logs, generated = scorer()
+        if run.scorer is not None:
+            caption_logs, generated = run.scorer()
             logs.update(caption_logs)
-        logs["images_per_second"] = steps * global_batch / max(seconds, 1e-9)
-        bar.end(epoch, {k: v for k, v in logs.items() if k not in ("epoch", "learning_rate")}, seconds,
-                steps * global_batch)
-        tb.epoch(epoch, logs)
-        if generated and chief:
-            tb.samples(epoch, sample_images, generated[: len(sample_images)], refs[: len(sample_images)])
-            log.info("sample caption: %s", generated[0])
+        logs["images_per_second"] = images / max(seconds, 1e-9)
+        _report(run, epoch, logs, generated, seconds, images)
+        _end_epoch(run, epoch, logs)
 
-        value = logs.get(monitor)
-        ckpt.save_weights(model, "last")
-        if improved(value, state.best, monitor):
-            state.best, state.best_epoch, state.wait = value, epoch, 0
-            ckpt.save_weights(model, "best")
-        else:
-            state.wait += 1
-            if cfg.early_stopping and state.wait >= cfg.early_stopping:
-                state.stopped_early = True
-                log.info("early stopping: %s has not improved for %d epochs (best %.4g at epoch %d)", monitor,
-                         state.wait, state.best, state.best_epoch + 1)
-        state.history.append(logs)
-        state.epoch, state.step = epoch + 1, 0
-        state.finished = state.epoch >= cfg.epochs or state.stopped_early
-        save_state()
-        if chief:
-            write_history(out, state.history)
-    if chief and not (out / "checkpoints" / "best.weights.h5").exists():
-        ckpt.save_weights(model, "best")  # e.g. every monitored value was NaN: best = last
-    return out
+
+def _train_epoch(run: _Run, epoch: int) -> tuple[dict, float, int]:
+    """One epoch's training steps, from state.step on when resumed mid-epoch: (logs, seconds, images seen)."""
+    cfg, state, steps, data = run.cfg, run.state, run.steps, run.inputs.train
+    skip = state.step
+    n = data.steps - skip
+    iterator = iter(run.strategy.experimental_distribute_dataset(data.epoch(epoch, skip)))
+    run.bar.start(epoch, data.steps, skip)
+    t0 = time.perf_counter()
+    tot_loss = tot_acc = 0.0
+    for i in range(n):
+        loss, acc = (float(v) for v in steps.train(iterator))
+        if not math.isfinite(loss) and not cfg.mixed_precision:  # loss scaling skips the step and lowers its scale
+            raise ScenecapError(f"epoch {epoch + 1} step {skip + i + 1}: loss is {loss}; lower the learning rate")
+        tot_loss += loss
+        tot_acc += acc
+        state.step += 1
+        state.global_step += 1
+        run.bar.update(tot_loss / (i + 1), tot_acc / (i + 1))
+        if state.global_step % cfg.log_every_steps == 0:
+            run.tb.step(state.global_step, loss, float(steps.optimizer.learning_rate.numpy()))
+        if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0 and i + 1 < n:
+            _save_state(run)  # the epoch's end saves it anyway
+    seconds = time.perf_counter() - t0
+    logs = {"epoch": epoch + 1, "loss": tot_loss / max(n, 1), "word_acc": tot_acc / max(n, 1),
+            "learning_rate": float(steps.optimizer.learning_rate.numpy())}
+    return logs, seconds, n * run.global_batch
+
+
+def _validate(run: _Run) -> dict:
+    """val_loss and val_word_acc over the whole validation split, or nothing without one global batch of it."""
+    if not run.inputs.has_val_loss:
+        return {}
+    data = run.inputs.val
+    iterator = iter(run.strategy.experimental_distribute_dataset(data.epoch(0)))
+    vals = [[float(v) for v in run.steps.validate(iterator)] for _ in range(data.steps)]
+    return {"val_loss": float(np.mean([v[0] for v in vals])), "val_word_acc": float(np.mean([v[1] for v in vals]))}
+
+
+def _report(run: _Run, epoch: int, logs: dict, generated: list[str], seconds: float, images: int) -> None:
+    run.bar.end(epoch, {k: v for k, v in logs.items() if k not in ("epoch", "learning_rate")}, seconds, images)
+    run.tb.epoch(epoch, logs)
+    if generated and run.chief:
+        shown = run.inputs.sample_images
+        run.tb.samples(epoch, shown, generated[: len(shown)], run.inputs.references[: len(shown)])
+        log.info("sample caption: %s", generated[0])
+
+
+def _end_epoch(run: _Run, epoch: int, logs: dict) -> None:
+    """Checkpoints (last, and best when the monitor improved), early stopping, the resume state and history."""
+    run.ckpt.save_weights(run.model, "last")
+    if record_epoch(run.state, epoch, logs, run.monitor, run.cfg.early_stopping, run.cfg.epochs):
+        run.ckpt.save_weights(run.model, "best")
+    _save_state(run)
+    if run.chief:
+        write_history(run.out, run.state.history)
+
+
+def _save_state(run: _Run) -> None:
+    run.state.phase = run.steps.phase
+    run.state.optimizer_iterations = int(run.steps.optimizer.iterations.numpy())
+    run.ckpt.save_state(run.model, run.steps.optimizer, run.state)
 
 
 def load_trained(run_dir: str | Path, checkpoint: str = "best"):
@@ -425,11 +366,7 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best"):
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise ScenecapError(f"{run_dir}: no config.json; expected a training run folder from 'scenecap train'")
-    try:
-        data = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ScenecapError(f"{cfg_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-    cfg = TrainConfig.from_dict(data, str(cfg_path))
+    cfg = TrainConfig.from_dict(read_json(cfg_path, "training configuration"), str(cfg_path))
     vocab = Vocab.load(run_dir / "vocab.json")
     ckpt = run_dir / "checkpoints" / f"{checkpoint}.weights.h5"
     if not ckpt.is_file():
