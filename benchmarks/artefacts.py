@@ -5,7 +5,8 @@ Two model sets ("dims"), each a Keras model for the baselines plus one bundle pe
             in minutes (800 scenes, 3 epochs) at the demo model's dimensions (MobileNetV2 alpha 1.0 at 96 px, GRU 256)
   original  the replaced system's dimensions (MobileNetV2 alpha 1.4 at 224 px, 49x1792 features, embedding 256,
             GRU 512, vocabulary 26556) with random weights in its original file layout, imported with
-            `scenecap import-seed`'s code and converted with `scenecap convert`'s
+            `scenecap import-seed`'s code and converted with `scenecap convert`'s (`scenecap bench --vocab-limit N`:
+            imported with `--vocab-limit N`, in a folder of its own)
 
 Each set's folder holds recipe.json (everything that determines its contents); a later run with the same recipe
 reuses the folder, so the slow conversions happen once, and the folder can be copied to a Raspberry Pi to measure
@@ -219,51 +220,67 @@ def _arabic_words(n: int, seed: int = 0) -> list[str]:
 
 
 def original_set(work: Path, variants: list[str], tokenizer: str | None = None, rebuild: bool = False,
-                 calibration_count: int = 32) -> ModelSet:
+                 calibration_count: int = 32, vocab_limit: int | None = None) -> ModelSet:
+    """The original's dimensions with random weights; `vocab_limit` imports them with `--vocab-limit N` (a
+    folder of its own, original-vocabN)."""
     from scenecap.convert.seed_layout import SeedDims
 
     dims = SeedDims()
-    folder = work / "original"
+    folder = work / ("original" if vocab_limit is None else f"original-vocab{vocab_limit}")
     recipe = {"dims": "original", "scenecap": __version__, "seed_dims": dims.__dict__,
               "tokenizer": str(Path(tokenizer).resolve()) if tokenizer else "synthetic (26555 Arabic-letter words)",
               "weights": "random, seed 11", "backbone": "random MobileNetV2 1.4 with BatchNorm statistics, seed 12",
               "calibration_images": calibration_count}
+    if vocab_limit is not None:  # only then: the full set's recipe, and so its folder, stays as it was
+        recipe["vocab_limit"] = vocab_limit
     weights, backbone = folder / "canesee" / "weights", folder / "mobilenet_v2_1.4_224.weights.h5"
     tok = Path(tokenizer) if tokenizer else folder / "canesee" / "tokenizer.pickle"
     cal, export_dir = folder / "calibration", folder / "export"
-    ms = ModelSet("original", folder, _bundle_dirs(folder, variants),
-                  {"kind": "seed", "weights": str(weights.resolve()), "backbone": str(backbone.resolve()),
-                   "tokenizer": str(tok.resolve())}, folder / "frame.jpg")
+    # The TensorFlow baselines rebuild the full model from the seed files: with a limit they would measure
+    # another model than the bundles, so they do not run.
+    keras = None if vocab_limit is not None else {"kind": "seed", "weights": str(weights.resolve()),
+                                                  "backbone": str(backbone.resolve()), "tokenizer": str(tok.resolve())}
+    ms = ModelSet("original", folder, _bundle_dirs(folder, variants), keras, folder / "frame.jpg")
     if not _base_ready(folder, recipe, rebuild):
         from scenecap.convert.seed_import import SeedImportOptions, import_seed
-        from scenecap.convert.seed_layout import (
-            random_seed_arrays,
-            write_npy_tree,
-            write_random_backbone,
-            write_seed_tokenizer,
-        )
 
         t0 = time.perf_counter()
         write_frame(ms.frame, seed=1)
-        if not tokenizer:
-            specials = ["<unk>", "<start>", "<end>"]
-            words = specials + _arabic_words(dims.vocab_size - 1 - len(specials))
-            write_seed_tokenizer(tok, {i + 1: w for i, w in enumerate(words)})
-        write_npy_tree(folder / "canesee", random_seed_arrays(dims, seed=11))
-        log.info("original: writing a random MobileNetV2 alpha 1.4 backbone (BatchNorm statistics from images)")
-        write_random_backbone(backbone, dims, seed=12, images=4)
+        _write_original_seed(folder, dims, None if tokenizer else tok, backbone)
         for k in range(calibration_count):
             write_frame(cal / f"scene_{k:03d}.jpg", seed=100 + k, size=(dims.image_size, dims.image_size))
         log.info("original: importing the seed layout at full size: float32 bundle and SavedModel (minutes)")
         import_seed(SeedImportOptions(
             weights=str(weights), tokenizer=str(tok), out=str(folder / "bundles" / "float32"),
-            backbone_weights=str(backbone), keep_export=str(export_dir), force=True))
+            backbone_weights=str(backbone), keep_export=str(export_dir), force=True, vocab_limit=vocab_limit))
         (folder / DONE).touch()
         log.info("original: model ready in %.0f s", time.perf_counter() - t0)
     ensure_variants(folder, export_dir, variants, str(cal), calibration_count)
     ms.notes = [f"{k}: {v}" for k, v in _notes(folder).items() if k in variants]
+    if vocab_limit is not None:
+        ms.notes.append(f"baselines: not run (the Keras rebuild has the full vocabulary, the bundles --vocab-limit "
+                        f"{vocab_limit})")
     ms.files["keras"] = sorted(p for p in weights.rglob("*.npy")) + [backbone]
     return ms
+
+
+def _write_original_seed(folder: Path, dims, write_tok: Path | None, backbone: Path) -> None:
+    """The seed's files at the original dimensions: random arrays, a random backbone, a made-up tokenizer
+    (write_tok) unless the real one is given."""
+    from scenecap.convert.seed_layout import (
+        random_seed_arrays,
+        write_npy_tree,
+        write_random_backbone,
+        write_seed_tokenizer,
+    )
+
+    if write_tok is not None:
+        specials = ["<unk>", "<start>", "<end>"]
+        words = specials + _arabic_words(dims.vocab_size - 1 - len(specials))
+        write_seed_tokenizer(write_tok, {i + 1: w for i, w in enumerate(words)})
+    write_npy_tree(folder / "canesee", random_seed_arrays(dims, seed=11))
+    log.info("original: writing a random MobileNetV2 alpha 1.4 backbone (BatchNorm statistics from images)")
+    write_random_backbone(backbone, dims, seed=12, images=4)
 
 
 # --- bundles the user gives ------------------------------------------------------------------------------------

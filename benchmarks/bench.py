@@ -51,6 +51,7 @@ class BenchOptions:
     synth_export: str | None = None
     bundles: list[str] = field(default_factory=list)  # [NAME=]DIR: measure these as the synth set, no conversion
     seed_tokenizer: str | None = None
+    vocab_limit: int | None = None  # original dims imported with --vocab-limit N; None: the full vocabulary
     work: str = "build/bench"
     out: str = "benchmarks/results"  # the committed full-run results; quick runs write to QUICK_OUT
     name: str = "bench"
@@ -274,7 +275,8 @@ def run_bench(opts: BenchOptions) -> dict:
             sets.append(artefacts.synth_set(work, variants, opts.quick, opts.synth_run, opts.synth_export,
                                             opts.rebuild))
         else:
-            sets.append(artefacts.original_set(work, variants, opts.seed_tokenizer, opts.rebuild))
+            sets.append(artefacts.original_set(work, variants, opts.seed_tokenizer, opts.rebuild,
+                                               vocab_limit=opts.vocab_limit))
     results: dict = {"format": "scenecap-bench", "version": 1, "machine": machine, "options": asdict(opts),
                      "edgetpu": {"attached": tpu, "why_not": tpu_why}, "dims": {}}
     if opts.prepare_only:

@@ -73,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed-tokenizer", metavar="PICKLE",
                    help="the original's tokenizer.pickle for the original-dims vocabulary (default: 26555 made-up "
                    "Arabic words, the same count)")
+    p.add_argument("--vocab-limit", type=int, metavar="N",
+                   help="build the original dims with 'import-seed --vocab-limit N' (the N most frequent ids; its own "
+                   "folder in --work; no TensorFlow baselines) to time a cheaper output layer (default: every id)")
     p.add_argument("--work", default=full.work, help=f"folder for the models and worker files (default {full.work})")
     p.add_argument("--out", help=f"results folder (default {full.out}; --quick: {quick.out})")
     p.add_argument("--name", help=f"results file name stem (default {full.name}; --quick: {quick.name})")
@@ -93,9 +96,9 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
         "warmup": args.warmup, "cold_runs": args.cold_runs, "name": args.name, "out": args.out}.items()
         if v is not None}
     opts_kw = dict(beam=args.beam, synth_run=args.synth_run, synth_export=args.synth_export, bundles=args.bundle,
-                   seed_tokenizer=args.seed_tokenizer, work=args.work, rebuild=args.rebuild,
-                   prepare_only=args.prepare_only, baselines=not args.no_baselines, memory=not args.no_memory,
-                   edge_python=args.edge_python, **given)
+                   seed_tokenizer=args.seed_tokenizer, vocab_limit=args.vocab_limit, work=args.work,
+                   rebuild=args.rebuild, prepare_only=args.prepare_only, baselines=not args.no_baselines,
+                   memory=not args.no_memory, edge_python=args.edge_python, **given)
     return BenchOptions.quick_defaults(**opts_kw) if args.quick else BenchOptions(**opts_kw)
 
 

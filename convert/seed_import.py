@@ -21,7 +21,14 @@ import numpy as np
 
 from scenecap import ScenecapError
 from scenecap.convert.safe_pickle import SeedTokenizer, load_tokenizer
-from scenecap.convert.seed_layout import ArraySpec, FoundArray, SeedDims, locate_weights, seed_layout
+from scenecap.convert.seed_layout import (
+    ArraySpec,
+    FoundArray,
+    SeedDims,
+    keep_vocab_ids,
+    locate_weights,
+    seed_layout,
+)
 from scenecap.edge.bundle import QUANTS
 from scenecap.edge.errors import first_line
 from scenecap.edge.fileio import sha256_file
@@ -161,6 +168,60 @@ def build_seed_model(dims: SeedDims, arrays: dict[str, np.ndarray], backbone_wei
     return model
 
 
+# --- --vocab-limit ------------------------------------------------------------------------------------------
+
+
+def check_vocab_limit(limit, vocab: Vocab) -> int:
+    """--vocab-limit N as an int from (specials + 1) to the vocabulary's size, or one line saying so."""
+    specials = len(set(vocab.ids.values()))
+    if isinstance(limit, bool) or not isinstance(limit, int) or not specials < limit <= len(vocab):
+        raise ScenecapError(f"--vocab-limit {limit!r}: expected a whole number from {specials + 1} (the {specials} "
+                            f"special tokens and one word) to {len(vocab)} (the tokenizer's ids)")
+    return limit
+
+
+def _word_counts(tok: SeedTokenizer) -> dict[str, int]:
+    counts = tok.extra.get("word_counts")
+    if not isinstance(counts, dict):
+        return {}
+    return {w: c for w, c in counts.items() if isinstance(c, int) and not isinstance(c, bool)}
+
+
+def kept_ids(tok: SeedTokenizer, vocab: Vocab, limit: int) -> list[int]:
+    """The ids --vocab-limit keeps, in id order: the special tokens and the most frequent other ids.
+
+    Keras numbers words by descending word_counts, so for a Keras tokenizer (the seed's: checked, no exception)
+    these are the lowest ids; the counts decide should they disagree, ties and uncounted ids go by id.
+    """
+    check_vocab_limit(limit, vocab)
+    specials = set(vocab.ids.values())
+    counts = _word_counts(tok)
+    others = sorted((i for i in range(len(vocab)) if i not in specials),
+                    key=lambda i: (-counts.get(vocab.tokens[i], 0), i))
+    return sorted(specials | set(others[: limit - len(specials)]))
+
+
+def limit_vocab(tok: SeedTokenizer, vocab: Vocab, arrays: dict[str, np.ndarray], dims: SeedDims,
+                limit: int) -> tuple[Vocab, dict[str, np.ndarray], SeedDims]:
+    """(vocabulary, arrays, dims) with only the `limit` most frequent ids; a word left out reads as <unk>."""
+    ids = kept_ids(tok, vocab, limit)
+    arrays = keep_vocab_ids(arrays, ids, dims)
+    log.info("vocabulary limited to the %d most frequent ids of %d: %s", limit, len(vocab),
+             _coverage(tok, vocab, ids))
+    return Vocab([vocab.tokens[i] for i in ids], dict(vocab.specials)), arrays, replace(dims, vocab_size=len(ids))
+
+
+def _coverage(tok: SeedTokenizer, vocab: Vocab, ids: list[int]) -> str:
+    """How much of the tokenizer's running text (word_counts, special tokens left out) the kept ids cover."""
+    counts, specials = _word_counts(tok), set(vocab.specials.values())
+    words = {w: c for w, c in counts.items() if w not in specials}
+    total = sum(words.values())
+    if not total:
+        return "the tokenizer has no word_counts to tell how many running words that covers"
+    kept = sum(words.get(vocab.tokens[i], 0) for i in ids)
+    return f"{100 * kept / total:.1f}% of the running words its word_counts hold"
+
+
 # --- the whole import --------------------------------------------------------------------------------------
 
 
@@ -180,46 +241,36 @@ class SeedImportOptions:
     seed: int = 0
     force: bool = False
     dims: SeedDims | None = None  # None: the original's; tests pass smaller ones (vocab_size comes from tokenizer)
+    vocab_limit: int | None = None  # keep only the N most frequent ids (specials always); None: every id
+
+
+@dataclass
+class _Seed:
+    """What the import read and checked: the vocabulary, dimensions and arrays the model is built from."""
+
+    vocab: Vocab
+    dims: SeedDims
+    arrays: dict[str, np.ndarray]
+    weights_format: str
 
 
 def import_seed(opts: SeedImportOptions) -> Path:
     """Seed weights + tokenizer -> bundle at `opts.out`. Returns the bundle folder."""
     _check_options(opts)
-    out = Path(opts.out)
     backbone = _backbone_weights(opts.backbone_weights)
-
     t0 = time.perf_counter()
-    tok = load_tokenizer(opts.tokenizer)
-    vocab = seed_vocab(tok, opts.tokenizer)
-    dims = replace(opts.dims or SeedDims(), vocab_size=len(vocab))
-    log.info("tokenizer %s: %d words, %d ids (%s=%d, %s=%d, %s=%d)", opts.tokenizer, tok.size, len(vocab),
-             vocab.specials["unk"], vocab.unk, vocab.specials["start"], vocab.start, vocab.specials["end"], vocab.end)
-    desc, arrays = read_seed_weights(opts.weights, dims)
-    log.info("weights %s: %d arrays, names and shapes as the original", desc, len(arrays))
+    seed = read_seed(opts)
 
     # TensorFlow only now: every check above answers in a second.
     from scenecap.convert.bundle_writer import guarded_folder
-    from scenecap.convert.run import ConvertOptions, convert
     from scenecap.train.export import export_model
 
-    model = build_seed_model(dims, arrays, backbone)
+    dims = seed.dims
+    model = build_seed_model(dims, seed.arrays, backbone)
     log.info("model built: MobileNetV2 alpha %s at %d px, %dx%d features, vocabulary %d, decoder legacy-zero "
              "(%.1f s)", dims.alpha, dims.image_size, dims.locations, dims.backbone_channels, dims.vocab_size,
              time.perf_counter() - t0)
-    info = {
-        "language": opts.language,
-        "preprocess": PreprocessSpec(dims.image_size, dims.image_size, resize=SEED_RESIZE, keep_aspect=False).to_json(),
-        "training": {
-            "imported_from": "seed (canesee Show-Attend-Tell)",
-            "weights": str(Path(opts.weights).resolve()),
-            "weights_format": desc,
-            "tokenizer": str(Path(opts.tokenizer).resolve()),
-            "tokenizer_sha256": sha256_file(opts.tokenizer),
-            "backbone_weights": opts.backbone_weights if backbone is not None else "none (random: not for use)",
-        },
-        "calibration": {},
-    }
-    janitor = ExitStack()
+    out, janitor = Path(opts.out), ExitStack()
     if opts.keep_export:
         export_dir, tmp = Path(opts.keep_export), None
     else:
@@ -229,22 +280,65 @@ def import_seed(opts: SeedImportOptions) -> Path:
         tmp, _ = janitor.enter_context(guarded_folder(out, "seed-export.", where))
         export_dir = tmp / "export"
     try:
-        export_model(model, vocab, export_dir, info, decoder_batches=(opts.decoder_batch,), force=opts.force)
+        export_model(model, seed.vocab, export_dir, _export_info(opts, seed, backbone),
+                     decoder_batches=(opts.decoder_batch,), force=opts.force)
         del model
         log.info("exported SavedModel (%.1f s)", time.perf_counter() - t0)
-        recipe = (f"scenecap import-seed --weights {opts.weights} --tokenizer {opts.tokenizer} --out {opts.out} "
-                  f"--encoder-quant {opts.encoder_quant} --decoder-quant {opts.decoder_quant} "
-                  f"--backbone-weights {opts.backbone_weights}")
-        bundle = convert(ConvertOptions(
-            export=str(export_dir), out=str(out), encoder_quant=opts.encoder_quant, decoder_quant=opts.decoder_quant,
-            decoder_batch=opts.decoder_batch, calibration_images=opts.calibration_images,
-            calibration_count=opts.calibration_count, seed=opts.seed, force=opts.force, recipe=recipe))
+        bundle = _convert(opts, export_dir)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         janitor.close()  # tells it we are done
     log.info("bundle %s written (%.1f s)", bundle, time.perf_counter() - t0)
     return bundle
+
+
+def read_seed(opts: SeedImportOptions) -> _Seed:
+    """Tokenizer and weights read and checked against each other (and --vocab-limit applied): no TensorFlow."""
+    tok = load_tokenizer(opts.tokenizer)
+    vocab = seed_vocab(tok, opts.tokenizer)
+    if opts.vocab_limit is not None:
+        check_vocab_limit(opts.vocab_limit, vocab)  # before the weights: a wrong number answers at once
+    dims = replace(opts.dims or SeedDims(), vocab_size=len(vocab))
+    log.info("tokenizer %s: %d words, %d ids (%s=%d, %s=%d, %s=%d)", opts.tokenizer, tok.size, len(vocab),
+             vocab.specials["unk"], vocab.unk, vocab.specials["start"], vocab.start, vocab.specials["end"], vocab.end)
+    desc, arrays = read_seed_weights(opts.weights, dims)
+    log.info("weights %s: %d arrays, names and shapes as the original", desc, len(arrays))
+    if opts.vocab_limit is not None:
+        vocab, arrays, dims = limit_vocab(tok, vocab, arrays, dims, opts.vocab_limit)
+    return _Seed(vocab, dims, arrays, desc)
+
+
+def _export_info(opts: SeedImportOptions, seed: _Seed, backbone: str | None) -> dict:
+    """The export's sidecar facts: language, preprocessing and where the model came from (the manifest's
+    training section)."""
+    size = seed.dims.image_size
+    training = {
+        "imported_from": "seed (canesee Show-Attend-Tell)",
+        "weights": str(Path(opts.weights).resolve()),
+        "weights_format": seed.weights_format,
+        "tokenizer": str(Path(opts.tokenizer).resolve()),
+        "tokenizer_sha256": sha256_file(opts.tokenizer),
+        "backbone_weights": opts.backbone_weights if backbone is not None else "none (random: not for use)",
+    }
+    if opts.vocab_limit is not None:
+        training["vocab_limit"] = opts.vocab_limit
+    return {"language": opts.language, "training": training, "calibration": {},
+            "preprocess": PreprocessSpec(size, size, resize=SEED_RESIZE, keep_aspect=False).to_json()}
+
+
+def _convert(opts: SeedImportOptions, export_dir: Path) -> Path:
+    from scenecap.convert.run import ConvertOptions, convert
+
+    recipe = (f"scenecap import-seed --weights {opts.weights} --tokenizer {opts.tokenizer} --out {opts.out} "
+              f"--encoder-quant {opts.encoder_quant} --decoder-quant {opts.decoder_quant} "
+              f"--backbone-weights {opts.backbone_weights}")
+    if opts.vocab_limit is not None:
+        recipe += f" --vocab-limit {opts.vocab_limit}"
+    return convert(ConvertOptions(
+        export=str(export_dir), out=opts.out, encoder_quant=opts.encoder_quant, decoder_quant=opts.decoder_quant,
+        decoder_batch=opts.decoder_batch, calibration_images=opts.calibration_images,
+        calibration_count=opts.calibration_count, seed=opts.seed, force=opts.force, recipe=recipe))
 
 
 def _check_options(opts: SeedImportOptions) -> None:

@@ -97,6 +97,21 @@ def seed_layout(dims: SeedDims = SeedDims()) -> list[ArraySpec]:
     ]
 
 
+def keep_vocab_ids(arrays: dict[str, np.ndarray], ids: list[int], dims: SeedDims) -> dict[str, np.ndarray]:
+    """The arrays with only these vocabulary ids: embedding rows, fc2 kernel columns and bias entries.
+
+    Id i is the embedding's row i and fc2's last axis entry i (kernel column, bias); every other array is the
+    same object as before.
+    """
+    take = np.asarray(ids, dtype=np.int64)
+    out = dict(arrays)
+    for spec in seed_layout(dims):
+        if spec.layer in ("embedding", "fc2"):
+            axis = 0 if spec.layer == "embedding" else len(spec.shape) - 1
+            out[spec.key] = np.ascontiguousarray(np.take(arrays[spec.key], take, axis=axis))
+    return out
+
+
 # --- reading ----------------------------------------------------------------------------------------------
 
 
@@ -317,12 +332,13 @@ def write_random_backbone(path: str | Path, dims: SeedDims = SeedDims(), seed: i
 
 
 def write_seed_tokenizer(path: str | Path, index_word: dict[int, str], oov_token: str = "<unk>",
-                         num_words: int | None = 8000, module: str = "keras_preprocessing.text") -> Path:
+                         num_words: int | None = 8000, module: str = "keras_preprocessing.text",
+                         counts: dict[str, int] | None = None) -> Path:
     """A pickled Tokenizer as the original wrote it, without Keras: the same globals and attributes.
 
     The pickle is assembled from opcodes (protocol 2): GLOBAL `module.Tokenizer`, NEWOBJ, then BUILD with the
     attribute dict, which is how pickle saves a Tokenizer. Tests use it for small vocabularies and other module
-    paths; nothing ever loads it with `pickle.load`.
+    paths; nothing ever loads it with `pickle.load`. `counts` are its word_counts (default: 1 for every word).
     """
     import collections
     import pickle
@@ -330,7 +346,7 @@ def write_seed_tokenizer(path: str | Path, index_word: dict[int, str], oov_token
     word_index = {w: i for i, w in index_word.items()}
     words = [w for _, w in sorted(index_word.items()) if w not in ("<pad>", oov_token)]
     state = {
-        "word_counts": collections.OrderedDict((w, 1) for w in words),
+        "word_counts": collections.OrderedDict((w, (counts or {}).get(w, 1)) for w in words),
         "word_docs": collections.defaultdict(int, {w: 1 for w in words}),
         "filters": '!"#$%&()*+.,-/:;=?@[\\]^_`{|}~ ',
         "split": " ",

@@ -61,12 +61,15 @@ def _decoder_step(model: ShowAttendTell, batch: int, embedded: bool) -> keras.Mo
 
 def model_dims(model: ShowAttendTell) -> dict:
     cfg = model.cfg
-    return {
+    dims = {
         "backbone": cfg.backbone, "alpha": cfg.alpha, "image_size": cfg.image_size,
         "locations": model.locations, "backbone_channels": model.backbone_channels,
         "feature_dim": cfg.embed_dim, "embed_dim": cfg.embed_dim, "attention_dim": cfg.attention_units,
         "units": cfg.units, "fc_units": cfg.fc_units, "vocab_size": cfg.vocab_size,
     }
+    if cfg.output_rank:  # only when set, so a full output layer's manifest stays as it was
+        dims["output_rank"] = cfg.output_rank
+    return dims
 
 
 # Closures, not default arguments nor bound methods: every argument of an endpoint becomes a signature input,
@@ -146,7 +149,7 @@ def export_model(model: ShowAttendTell, vocab, out: str | Path, info: dict, deco
 def epochs_trained(run_dir: str | Path, planned: int) -> int:
     """The epochs the run really trained (a run stopped early or by hand trains fewer than it planned); the
     bundle records these, so its training section repeats the run."""
-    from scenecap.train.callbacks import Checkpointer
+    from scenecap.train.run_state import Checkpointer
 
     state = Checkpointer(Path(run_dir), chief=False).load_state()
     return state.epoch if state is not None else planned

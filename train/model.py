@@ -38,6 +38,9 @@ class ModelConfig:
     # an earlier one. From scratch on small images, stride 8 learns shapes several times faster (measured on the
     # synthetic scenes: colour+shape 20% vs 6% after 200 steps at 64 px) and gives finer attention locations.
     feature_stride: int = 32
+    # The output layer at a large vocabulary is most of a decoder step's weights (26,556 words x 512: 13.6 MB int8,
+    # memory-bound). r > 0 factors it as Dense(r, no bias) then Dense(vocab): fc_units*r + r*vocab weights.
+    output_rank: int = 0  # 0: the usual Dense(vocab)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
@@ -122,9 +125,18 @@ def cut_at_stride(net: keras.Model, cfg: ModelConfig) -> keras.Model:
     return keras.Model(net.input, at_stride[-1].output, name=f"{net.name}_stride{cfg.feature_stride}")
 
 
+def check_output_rank(rank) -> int:
+    """output_rank as an int >= 0, or one line saying what it must be."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ScenecapError(f"model.output_rank {rank!r}: expected 0 (a full output layer) or a positive integer "
+                            "rank r (Dense(r) then Dense(vocabulary))")
+    return rank
+
+
 class ShowAttendTell(keras.Model):
     def __init__(self, cfg: ModelConfig, **kwargs):
         super().__init__(**kwargs)
+        rank = check_output_rank(cfg.output_rank)  # before the backbone: a bad value answers at once
         self.cfg = cfg
         self.backbone = make_backbone(cfg)
         fmap = self.backbone.output_shape  # (None, h, w, c)
@@ -137,6 +149,7 @@ class ShowAttendTell(keras.Model):
         self.embedding = layers.Embedding(cfg.vocab_size, cfg.embed_dim, name="embedding")
         self.gru = layers.GRUCell(cfg.units, recurrent_initializer="glorot_uniform", name="gru")
         self.fc1 = layers.Dense(cfg.fc_units, name="fc1")
+        self.fc_rank = layers.Dense(rank, use_bias=False, name="fc_rank") if rank else None
         self.fc2 = layers.Dense(cfg.vocab_size, name="fc2")
 
     # --- per image -------------------------------------------------------------------------------------
@@ -169,8 +182,10 @@ class ShowAttendTell(keras.Model):
         x = ops.concatenate([context, embedded], axis=-1)
         state = ops.zeros_like(hidden) if self.cfg.decoder_state == "legacy-zero" else hidden
         new_hidden, _ = self.gru(x, [state])
-        logits = self.fc2(self.fc1(new_hidden))
-        return logits, new_hidden, ops.squeeze(attention, -1)
+        out = self.fc1(new_hidden)
+        if self.fc_rank is not None:  # the low-rank output projection: units -> r -> vocab
+            out = self.fc_rank(out)
+        return self.fc2(out), new_hidden, ops.squeeze(attention, -1)
 
     def call(self, inputs, training=False):
         """Teacher forcing: (images, input tokens [B, T]) -> logits [B, T, V]."""
