@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scenecap import ScenecapError
+from scenecap.edge.fileio import parse_json
 
 
 @dataclass
@@ -51,15 +52,10 @@ def _read_text(path: Path, what: str = "annotation file") -> str:
         raise ScenecapError(f"{path}: not UTF-8 text (byte {e.start}); save the annotations as UTF-8") from None
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(_read_text(path))
-    except json.JSONDecodeError as e:
-        raise ScenecapError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except ValueError as e:  # not a JSONDecodeError: an integer past Python's 4300-digit limit
-        raise ScenecapError(f"{path}: invalid JSON: {str(e).split(':')[0]}") from None
-    except RecursionError:  # json gives up on deeply nested arrays this way, not with a JSONDecodeError
-        raise ScenecapError(f"{path}: JSON nested too deeply; expected annotation objects") from None
+def _read_json(path: Path, text: str | None = None):
+    """The annotation file's JSON value; `text` when it was read already (by _read_text: UTF-8 checked, BOM off)."""
+    text = _read_text(path) if text is None else text
+    return parse_json(text.encode("utf-8"), path, "annotation file")
 
 
 def _is_id(x) -> bool:
@@ -93,7 +89,7 @@ def detect_format(path: str | Path) -> str:
     if head == "{" and path.suffix.lower() == ".jsonl" or _looks_like_jsonl(text):
         return "jsonl"
     if head in "{[":
-        data = _read_json(path)
+        data = _read_json(path, text)
         if isinstance(data, dict) and isinstance(data.get("annotations"), list):
             return "coco"
         if isinstance(data, dict) and isinstance(data.get("images"), list):
@@ -293,42 +289,53 @@ def _csv_problem(e: csv.Error, delimiter: str) -> str:
 def load_jsonl(path: str | Path, images_dir: str | Path | None = None, split: str = "train") -> list[Sample]:
     """One object a line (or a JSON list of objects): {"image": ..., "caption": "..."} or "captions": [...]."""
     path = Path(path)
+    rows = [row for where, record in _json_records(path) for row in _record_rows(path, where, record)]
+    return _group(path, _root(path, images_dir), rows, split)
+
+
+def _json_records(path: Path) -> list[tuple[str, object]]:
+    """(where, value) of each record, all parsed before any is checked: a JSON list's items, or one value a line."""
     text = _read_text(path)
     if text.lstrip().startswith("["):
-        records = [(f"item {i}", r) for i, r in enumerate(_read_json(path))]
-    else:
-        records = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append((f"line {lineno}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise ScenecapError(f"{path}: line {lineno}: invalid JSON: {e.msg}") from None
-            except ValueError as e:  # not a JSONDecodeError: an integer past Python's 4300-digit limit
-                raise ScenecapError(f"{path}: line {lineno}: invalid JSON: {str(e).split(':')[0]}") from None
-            except RecursionError:
-                raise ScenecapError(f"{path}: line {lineno}: JSON nested too deeply; expected an object") from None
-    rows = []
-    for where, rec in records:
-        if not isinstance(rec, dict):
-            raise ScenecapError(f"{path}: {where}: expected a JSON object with 'image' and 'caption'")
-        img_key = next((k for k in IMAGE_KEYS if isinstance(rec.get(k), str)), None)
-        cap_key = next((k for k in CAPTION_KEYS if k in rec), None)
-        if img_key is None and any(k in rec for k in IMAGE_KEYS):
-            k = next(k for k in IMAGE_KEYS if k in rec)
-            raise ScenecapError(f"{path}: {where}: '{k}' is {rec[k]!r}; expected the image file name (a string)")
-        if img_key is None or cap_key is None:
-            missing = "image" if img_key is None else "caption"
-            raise ScenecapError(f"{path}: {where}: no {missing} key; expected one of "
-                                f"{IMAGE_KEYS if img_key is None else CAPTION_KEYS}")
-        caps = rec[cap_key]
-        caps = [caps] if isinstance(caps, str) else caps
-        if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
-            raise ScenecapError(f"{path}: {where}: '{cap_key}' must be a string or a list of strings")
-        for c in caps:
-            rows.append((where, rec[img_key], c))
-    return _group(path, _root(path, images_dir), rows, split)
+        return [(f"item {i}", r) for i, r in enumerate(_read_json(path, text))]
+    lines = enumerate(text.splitlines(), start=1)
+    return [(f"line {n}", _json_line(path, n, line)) for n, line in lines if line.strip()]
+
+
+def _json_line(path: Path, lineno: int, line: str):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ScenecapError(f"{path}: line {lineno}: invalid JSON: {e.msg}") from None
+    except ValueError as e:  # not a JSONDecodeError: an integer past Python's 4300-digit limit
+        raise ScenecapError(f"{path}: line {lineno}: invalid JSON: {str(e).split(':')[0]}") from None
+    except RecursionError:
+        raise ScenecapError(f"{path}: line {lineno}: JSON nested too deeply; expected an object") from None
+
+
+def _record_rows(path: Path, where: str, rec) -> list[tuple[str, str, str]]:
+    """(where, image name, caption) for each caption of one record."""
+    if not isinstance(rec, dict):
+        raise ScenecapError(f"{path}: {where}: expected a JSON object with 'image' and 'caption'")
+    img_key = _image_key(path, where, rec)
+    cap_key = next((k for k in CAPTION_KEYS if k in rec), None)
+    if cap_key is None:
+        raise ScenecapError(f"{path}: {where}: no caption key; expected one of {CAPTION_KEYS}")
+    caps = [rec[cap_key]] if isinstance(rec[cap_key], str) else rec[cap_key]
+    if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+        raise ScenecapError(f"{path}: {where}: '{cap_key}' must be a string or a list of strings")
+    return [(where, rec[img_key], c) for c in caps]
+
+
+def _image_key(path: Path, where: str, rec: dict) -> str:
+    """The record's image key: the first of IMAGE_KEYS holding a string."""
+    key = next((k for k in IMAGE_KEYS if isinstance(rec.get(k), str)), None)
+    if key is not None:
+        return key
+    given = next((k for k in IMAGE_KEYS if k in rec), None)
+    if given is not None:
+        raise ScenecapError(f"{path}: {where}: '{given}' is {rec[given]!r}; expected the image file name (a string)")
+    raise ScenecapError(f"{path}: {where}: no image key; expected one of {IMAGE_KEYS}")
 
 
 LOADERS = {"coco": load_coco, "karpathy": load_karpathy, "flickr": load_flickr, "csv": load_csv,
