@@ -6,8 +6,10 @@ Set SCENECAP_TEST_CACHE=DIR to keep these artefacts between local runs (CI never
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -86,13 +88,40 @@ def _bundle(tiny_export, tmp_path_factory, quant: str, batch: int = 1) -> Path:
 
 
 @pytest.fixture(scope="session")
-def float_bundle(tiny_export, tmp_path_factory) -> Path:
-    return _bundle(tiny_export, tmp_path_factory, "float32")
+def make_bundle(tiny_export, tmp_path_factory) -> Callable[..., Path]:
+    """make_bundle(quant, batch=1): the tiny model as a bundle of that quantisation and decoder batch, converted
+    once per session (or once per cache)."""
+    return functools.partial(_bundle, tiny_export, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def int8_bundle(tiny_export, tmp_path_factory) -> Path:
-    return _bundle(tiny_export, tmp_path_factory, "int8")
+def float_bundle(make_bundle) -> Path:
+    return make_bundle("float32")
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(make_bundle) -> Path:
+    return make_bundle("int8")
+
+
+@pytest.fixture(scope="session")
+def float_bundle_b3(make_bundle) -> Path:
+    """float32 with a batch-3 decoder: three beams advance in one invoke."""
+    return make_bundle("float32", batch=3)
+
+
+@pytest.fixture
+def copy_bundle(tmp_path) -> Callable[..., Path]:
+    """copy_bundle(source, name="bundle"): a copy of a bundle folder at tmp_path/name, for a test to change
+    (the session's bundles and the shipped demo are shared by every test)."""
+
+    def copy(source: Path, name: str = "bundle") -> Path:
+        dst = tmp_path / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source, dst)
+        return dst
+
+    return copy
 
 
 @pytest.fixture(scope="session")

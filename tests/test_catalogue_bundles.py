@@ -33,13 +33,6 @@ from scenecap.edge.captioner import Captioner
 MANIFEST = "manifest.json"
 
 
-@pytest.fixture()
-def bundle(float_bundle, tmp_path):
-    b = tmp_path / "bundle"
-    shutil.copytree(float_bundle, b)
-    return b
-
-
 def _set(*keys_value):
     """A case that changes one manifest key (see manifest_set)."""
     change = manifest_set(*keys_value)
@@ -292,8 +285,9 @@ CASES: dict[str, tuple] = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_captioner_load(bundle, demo_bundle, case):
+def test_captioner_load(copy_bundle, float_bundle, demo_bundle, case):
     damage, named, expected = CASES[case]
+    bundle = copy_bundle(float_bundle)
     folder = damage(bundle, demo_bundle) or bundle
     path = folder if named == folder.name else folder / named
     one_line_error(lambda: Captioner.load(folder), str(path), expected)
@@ -305,9 +299,10 @@ CLI_CASES = ["no manifest", "model hash wrong", "newer major", "other model's tf
 
 
 @pytest.mark.parametrize("case", CLI_CASES)
-def test_caption_command(bundle, demo_bundle, tmp_path, case):
+def test_caption_command(copy_bundle, float_bundle, demo_bundle, tmp_path, case):
     """`scenecap caption ... --bundle BAD`: exit 2, one 'scenecap: error:' line naming the file, no traceback."""
     damage, named, expected = CASES[case]
+    bundle = copy_bundle(float_bundle)
     folder = damage(bundle, demo_bundle) or bundle
     r = scenecap("caption", str(tmp_path / "x.jpg"), "--bundle", str(folder))
     line = cli_error(r, named, expected)
@@ -349,8 +344,9 @@ INSPECT_CASES: dict[str, tuple] = {
 
 
 @pytest.mark.parametrize("case", sorted(INSPECT_CASES))
-def test_inspect_command(bundle, demo_bundle, case):
+def test_inspect_command(copy_bundle, float_bundle, demo_bundle, case):
     damage, status, expected = INSPECT_CASES[case]
+    bundle = copy_bundle(float_bundle)
     target = damage(bundle, demo_bundle) or bundle
     r = scenecap("inspect", str(target))
     if status == 2:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -153,9 +152,8 @@ CLI_CASES = ["duplicate tokens", "no <end>"]
 
 
 @pytest.mark.parametrize("case", CLI_CASES)
-def test_caption_command_with_a_bad_bundle_vocabulary(float_bundle, tmp_path, case):
-    b = tmp_path / "bundle"
-    shutil.copytree(float_bundle, b)
+def test_caption_command_with_a_bad_bundle_vocabulary(float_bundle, copy_bundle, tmp_path, case):
+    b = copy_bundle(float_bundle)
     real = json.loads((b / "vocab.json").read_text(encoding="utf-8"))
     tokens = real["tokens"] + [real["tokens"][5]] if case == "duplicate tokens" else \
         [t for t in real["tokens"] if t != "<end>"]

@@ -107,9 +107,8 @@ def test_bad_calibration_images_are_named(tiny_export, tmp_path, capsys, case):
     _nothing_written(out)
 
 
-def test_existing_bundle_is_kept_without_force(float_bundle, tiny_export, tmp_path, capsys):
-    target = tmp_path / "bundle"
-    shutil.copytree(float_bundle, target)
+def test_existing_bundle_is_kept_without_force(float_bundle, copy_bundle, tiny_export, capsys):
+    target = copy_bundle(float_bundle)
     before = (target / "manifest.json").read_bytes()
     assert main(["convert", str(tiny_export), "--out", str(target)]) == 2
     assert "already exists; pass --force" in _one_line_error(capsys.readouterr().err)

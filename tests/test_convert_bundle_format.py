@@ -21,18 +21,12 @@ from scenecap import ScenecapError
 from scenecap.edge.bundle import FORMAT_VERSION, load_bundle, parse_manifest
 from scenecap.edge.captioner import Captioner
 
-
-@pytest.fixture()
-def bundle(float_bundle, tmp_path):
-    b = tmp_path / "bundle"
-    shutil.copytree(float_bundle, b)
-    return b
-
-
 # Damaged bundles and manifests: tests/test_catalogue_bundles.py.
 
 
-def test_newer_minor_version_loads_and_keeps_unknown_keys(bundle):
+def test_newer_minor_version_loads_and_keeps_unknown_keys(float_bundle, copy_bundle):
+    bundle = copy_bundle(float_bundle)
+
     def change(d):
         d["format_version"] = "1.9"
         d["future_feature"] = {"x": 1}
@@ -54,15 +48,13 @@ def test_a_written_manifest_round_trips_exactly(float_bundle):
     assert parse_manifest(data).to_json() == data
 
 
-def test_edgetpu_embedding_table_is_validated(variant_bundles, tmp_path):
-    b = tmp_path / "coral"
-    shutil.copytree(variant_bundles["edgetpu"], b)
+def test_edgetpu_embedding_table_is_validated(variant_bundles, copy_bundle):
+    b = copy_bundle(variant_bundles["edgetpu"], "coral")
     load_bundle(b)
     edit_manifest(b, manifest_set("decoder", "embedding", "scale", 0.5))
     with pytest.raises(ScenecapError, match="decoder.embedding dtype/scale/zero_point differ"):
         load_bundle(b)
-    shutil.rmtree(b)
-    shutil.copytree(variant_bundles["edgetpu"], b)
+    b = copy_bundle(variant_bundles["edgetpu"], "coral_table")
     table = np.load(b / "embedding.npy")
     np.save(b / "embedding.npy", table.astype(np.float32))  # changed file: the hash refuses it first
     with pytest.raises(ScenecapError, match="embedding.npy: .*(does not match|the manifest says)"):
@@ -79,12 +71,11 @@ def _swapped_colours(vocab_bytes: bytes) -> bytes:
     return out
 
 
-def test_a_vocabulary_swapped_in_while_loading_is_never_used(demo_bundle, tmp_path):
+def test_a_vocabulary_swapped_in_while_loading_is_never_used(demo_bundle, copy_bundle, tmp_path):
     """A thread swaps vocab.json between the real file and one with red and blue exchanged while the bundle loads
     again and again. Once a load hashed the file and then opened it again (180 of 400 loads took the swapped one);
     now each load verifies and parses the same bytes: it gets the real vocabulary or refuses the file."""
-    b = tmp_path / "bundle"
-    shutil.copytree(demo_bundle, b)
+    b = copy_bundle(demo_bundle)
     good = (b / "vocab.json").read_bytes()
     real = load_bundle(b).vocab.tokens
     (tmp_path / "good.json").write_bytes(good)
@@ -136,11 +127,10 @@ print(before == after, len(after))
 """
 
 
-def test_a_model_overwritten_in_place_under_a_running_captioner_does_not_kill_it(demo_bundle, tmp_path):
+def test_a_model_overwritten_in_place_under_a_running_captioner_does_not_kill_it(demo_bundle, copy_bundle):
     """A memory-mapped model truncated under a running interpreter is SIGBUS (exit -7, no summary). The models
     run from the bytes read at load, so captioning goes on with the bundle that was verified."""
-    b = tmp_path / "bundle"
-    shutil.copytree(demo_bundle, b)
+    b = copy_bundle(demo_bundle)
     r = subprocess.run([sys.executable, "-c", _OVERWRITE_MID_RUN, str(b), str(demo_bundle.parent / "frames")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])

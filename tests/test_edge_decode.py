@@ -276,13 +276,6 @@ def test_real_bundle_beam_1_is_greedy_and_beam_3_is_at_least_as_likely(float_bun
     print(f"\nbeam 3 beat greedy's log-probability on {better} of {len(images)} images")
 
 
-@pytest.fixture(scope="module")
-def float_bundle_b3(tiny_export, tmp_path_factory):
-    from conftest import _bundle
-
-    return _bundle(tiny_export, tmp_path_factory, "float32", 3)
-
-
 def test_batched_beams_match_per_beam_invokes(float_bundle, float_bundle_b3, images):
     """Beams as the batch dimension of one invoke (a batch-3 decoder) give what one invoke per beam gives."""
     from scenecap.edge.captioner import Captioner
