@@ -22,7 +22,7 @@ from scenecap.edge.errors import ScenecapError
 from scenecap.edge.fileio import OutputError, atomic_write_bytes
 from scenecap.edge.images import IMAGE_SUFFIXES
 from scenecap.edge.preprocess import to_rgb_uint8
-from scenecap.edge.sources import VIDEO_SUFFIXES
+from scenecap.edge.video import VIDEO_SUFFIXES
 
 log = logging.getLogger("scenecap.edge.annotate")
 

@@ -26,8 +26,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from scenecap.edge.errors import ScenecapError, first_line
+from scenecap.edge.frames import Frame, FrameSource, array_frame
 from scenecap.edge.images import os_reason, over_limit
-from scenecap.edge.sources import Frame, FrameSource, array_frame, quiet_opencv, redact, redact_text
+from scenecap.edge.urls import redact, redact_text
+from scenecap.edge.video import quiet_opencv
 
 __all__ = ["Backoff", "LiveSource", "OpenCVReader", "PicamReader", "SourceUnavailable", "quiet_opencv",
            "require_picamera2"]

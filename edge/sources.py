@@ -1,10 +1,12 @@
-"""Where frames come from: image files, folders, globs and video files here; cameras, the Pi camera and
-network streams in edge/camera.py. `open_source` takes what a user types and returns the right one.
+"""Where frames come from: image files, folders, globs and video files (edge/video.py); cameras, the Pi camera and
+network streams (edge/camera.py). `open_source` takes what a user types and returns the right one, and
+`is_live` says whether it runs in real time.
 
-Each source yields Frames; a frame that cannot be read is yielded with an error instead of pixels, so one bad
-file never ends a run. Whatever cannot be read is named, one line each: a missing or unreadable file, a folder
-that cannot be listed, an image format with no codec here, a video with no frames or cut short, a frame over
-the pixel limit. Stream URLs are redacted where the Frame is made, so no consumer ever sees a credential.
+Each source yields Frames (edge/frames.py); a frame that cannot be read is yielded with an error instead of pixels,
+so one bad file never ends a run. Whatever cannot be read is named, one line each: a missing or unreadable file, a
+folder that cannot be listed, an image format with no codec here, a video with no frames or cut short, a frame over
+the pixel limit. Stream URLs are redacted where the Frame is made (edge/urls.py), so no consumer ever sees a
+credential.
 """
 
 from __future__ import annotations
@@ -12,70 +14,24 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from scenecap.edge.errors import ScenecapError
-from scenecap.edge.images import (
-    IMAGE_SUFFIXES,
-    MAX_PIXELS,
-    check_regular_file,
-    load_image,
-    os_reason,
-    over_limit,
-    to_uint8,
-    unsupported_reason,
-)
+from scenecap.edge.frames import ArraySource, Frame, FrameSource, SourceStats, array_frame
+from scenecap.edge.images import IMAGE_SUFFIXES, load_image, os_reason, unsupported_reason
+from scenecap.edge.urls import STREAM_SCHEMES, is_url, redact, redact_text, url_scheme
+from scenecap.edge.video import VIDEO_SUFFIXES, is_video, open_video, quiet_opencv, video_fps, video_frames
+
+# The names this module has always offered, wherever they now live.
+__all__ = ["STREAM_SCHEMES", "VIDEO_SUFFIXES", "ArraySource", "FileSource", "Frame", "FrameSource", "Skipped",
+           "SourceStats", "array_frame", "describe_source", "entry_frames", "expand", "file_frames", "image_frames",
+           "is_live", "is_url", "open_source", "open_video", "quiet_opencv", "redact", "redact_text", "scan",
+           "scan_folder", "video_fps", "video_frames"]
 
 log = logging.getLogger("scenecap.edge.sources")
-
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
-_URL_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
-# A host (name, IPv4 or [IPv6]) with an optional port: what follows the '@' that ends a URL's userinfo.
-_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[\w.%~-]*)(:\d*)?")
-# Query (and path) parameters whose values are credentials: a name holding one of these words, so password,
-# api-key, access_token, X-Amz-Signature, client_secret, sessionid and a DVR's /user=admin_password=x all match.
-_SECRET_NAME = r"([\w.-]*(?:pass|pwd|token|key|auth|sig|secret|session|cred|jwt)[\w.-]*)="
-_SECRET_IN_PATH = re.compile(_SECRET_NAME + r"([^&;/]+)", re.IGNORECASE)
-_SECRET_IN_QUERY = re.compile(_SECRET_NAME + r"([^&;]+)", re.IGNORECASE)
-_OUR_FRAGMENT = re.compile(r"frame=\d+")  # the "#frame=N" this module appends to a source's name
-# A video header's frame count may be an estimate (duration x rate): this many frames short is not "truncated".
-_COUNT_SLACK_FRAMES, _COUNT_SLACK_FRACTION = 2, 0.02
-
-
-@dataclass
-class Frame:
-    source: str  # file path, "video.mp4#frame=120" or "camera:0#frame=17"; a URL is redacted (see redact)
-    index: int  # frame number within its source
-    image: np.ndarray | None  # RGB uint8 [H, W, 3] (a live source may hand over anything; the loop checks)
-    time_s: float | None = None  # position in a video, capture time (time.monotonic) if live, None for a still
-    error: str | None = None
-
-    def __post_init__(self) -> None:
-        # At the origin, so stdout, JSONL, logs and annotated frames all get the redacted name.
-        if is_url(self.source):
-            self.source = redact(self.source)
-
-
-@dataclass
-class SourceStats:
-    frames_read: int = 0  # frames with pixels the source produced (a live source reads more than the loop takes)
-    reconnects: int = 0
-    errors: int = 0  # files, folders and frames that could not be read (each also yielded as a Frame with .error)
-    dropped: int = 0  # live: frames replaced by a newer one before the loop took them
-
-    def count(self, frame: Frame) -> None:
-        if frame.error or frame.image is None:
-            self.errors += 1
-        else:
-            self.frames_read += 1
 
 
 @dataclass
@@ -84,22 +40,6 @@ class Skipped:
 
     path: str
     message: str
-
-
-@dataclass
-class FrameSource:
-    """What the live loop reads from: frames(), then close(). `live` sources run in real time (camera, stream)."""
-
-    name: str
-    live: bool = False
-    fps: float | None = None
-    stats: SourceStats = field(default_factory=SourceStats)
-
-    def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
 
 
 def _is_glob(s: str) -> bool:
@@ -184,107 +124,6 @@ def image_frames(path: Path) -> Iterator[Frame]:
         yield Frame(str(path), 0, None, error=str(e))
 
 
-def quiet_opencv() -> None:
-    """OpenCV's and FFmpeg's own warnings (a missing camera, a dropped stream, an unreadable video) would repeat
-    our one-line messages. FFmpeg reads its level when OpenCV first starts it; a user's own setting is kept."""
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    import cv2
-
-    try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    except AttributeError:  # very old OpenCV builds
-        pass
-
-
-def open_video(path: Path):
-    """cv2.VideoCapture on a readable regular file, through FFmpeg when this OpenCV has it (the default
-    backend list would also try CAP_IMAGES, which reads '%d' in a name as an image sequence)."""
-    import cv2
-
-    check_regular_file(path, "a video file")
-    try:
-        with open(path, "rb") as f:  # permission denied is said as such, not as "cannot decode"
-            f.read(1)
-    except OSError as e:
-        raise ScenecapError(f"{path}: {os_reason(e)}") from None
-    quiet_opencv()
-    ffmpeg = cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG)
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG if ffmpeg else cv2.CAP_ANY)
-    if not cap.isOpened():
-        cap.release()
-        raise ScenecapError(f"{path}: cannot open as a video (OpenCV/FFmpeg could not decode it)")
-    return cap
-
-
-def _video_size_error(cap, path: Path) -> str | None:
-    """Refuse a video whose frames are over the pixel limit from its header, before a frame is decoded."""
-    import cv2
-
-    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    if not over_limit(w, h):
-        return None
-    return f"{path}: video frames are {w}x{h} pixels, over the limit of {MAX_PIXELS}; refusing to decode"
-
-
-def _ending_error(cap, path: Path, decoded: int) -> str | None:
-    """What to say when a video ends after `decoded` frames: nothing, none decodable, or cut short."""
-    import cv2
-
-    if decoded == 0:
-        return f"{path}: no frames could be decoded"
-    expected = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    if expected > 0 and decoded < expected - max(_COUNT_SLACK_FRAMES, expected * _COUNT_SLACK_FRACTION):
-        return f"{path}: truncated after {decoded} frames (its header says {expected})"
-    return None
-
-
-def video_fps(cap) -> float:
-    import cv2
-
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    # Some containers report 0 or absurd rates (1000 for a few webm files): fall back to a common rate.
-    return float(fps) if 0 < fps <= 240 else 25.0
-
-
-def video_frames(path: Path, every_s: float = 1.0, stop: threading.Event | None = None) -> Iterator[Frame]:
-    """Every `every_s` seconds of a video file (0 = every frame), decoded by OpenCV. A video that cannot be
-    opened, has frames over the pixel limit, has no decodable frame or ends before its header's frame count is
-    reported in one Frame with .error (after the frames it did give)."""
-    try:
-        cap = open_video(path)
-    except ScenecapError as e:
-        yield Frame(str(path), 0, None, error=str(e))
-        return
-    try:
-        too_big = _video_size_error(cap, path)
-        if too_big:
-            yield Frame(str(path), 0, None, error=too_big)
-            return
-        fps = video_fps(cap)
-        stride = max(1, round(every_s * fps)) if every_s > 0 else 1
-        index = 0
-        while stop is None or not stop.is_set():
-            if not cap.grab():  # end of file (or a broken tail): said below if it came early
-                ending = _ending_error(cap, path, index)
-                if ending:
-                    yield Frame(f"{path}#frame={index}", index, None, error=ending)
-                break
-            if index % stride == 0:
-                # grab() then retrieve() only for the frames we keep: decoding is the expensive part.
-                ok, bgr = cap.retrieve()
-                if ok and bgr is not None:
-                    yield Frame(f"{path}#frame={index}", index, bgr[:, :, ::-1], time_s=index / fps)
-                else:
-                    yield Frame(f"{path}#frame={index}", index, None, error=f"{path}: frame {index} cannot be decoded")
-            index += 1
-    finally:
-        cap.release()
-
-
-def _is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_SUFFIXES and path.is_file()
-
-
 def entry_frames(entries: list[Path | Skipped], every_s: float = 1.0,
                  stop: threading.Event | None = None) -> Iterator[Frame]:
     for entry in entries:
@@ -292,7 +131,7 @@ def entry_frames(entries: list[Path | Skipped], every_s: float = 1.0,
             return
         if isinstance(entry, Skipped):
             yield Frame(entry.path, 0, None, error=entry.message)
-        elif _is_video(entry):
+        elif is_video(entry):
             yield from video_frames(entry, every_s, stop)
         else:
             yield from image_frames(entry)
@@ -313,7 +152,7 @@ class FileSource(FrameSource):
         self.every_s = every_s
         self.entries = scan(self.paths)
         files = [e for e in self.entries if isinstance(e, Path)]
-        if len(self.entries) == 1 and files and _is_video(files[0]):
+        if len(self.entries) == 1 and files and is_video(files[0]):
             try:
                 cap = open_video(files[0])
             except ScenecapError:  # said when the frames are read
@@ -327,94 +166,6 @@ class FileSource(FrameSource):
             yield frame
 
 
-class ArraySource(FrameSource):
-    """Frames an app already has (numpy arrays or Frames from any iterable): the Python API's own camera."""
-
-    def __init__(self, items: Iterable, name: str = "frames"):
-        super().__init__(name=name)
-        self.items = items
-
-    def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:
-        for i, item in enumerate(self.items):
-            if stop is not None and stop.is_set():
-                return
-            frame = item if isinstance(item, Frame) else array_frame(f"{self.name}#frame={i}", i, item)
-            self.stats.count(frame)
-            yield frame
-
-
-def array_frame(source: str, index: int, image, time_s: float | None = None) -> Frame:
-    """An app's or a camera's array as a Frame: numeric pixels of any type become uint8 by their range
-    (images.to_uint8: float 0-1 or 0-255, 10/12/16-bit); a frame over the pixel limit or an unusable range is
-    a Frame with .error. Other odd arrays (wrong shape, strings) are passed on for the caption loop to judge."""
-    a = image
-    if isinstance(a, np.ndarray) and a.ndim >= 2:
-        too_big = over_limit(a.shape[1], a.shape[0])
-        if too_big:
-            return Frame(source, index, None, time_s, error=f"{source}: frame of {too_big}; skipped")
-        if a.dtype != np.uint8 and (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-            try:
-                a = to_uint8(a, source)
-            except ScenecapError as e:
-                return Frame(source, index, None, time_s, error=str(e))
-    return Frame(source, index, a, time_s)
-
-
-def is_url(spec: str) -> bool:
-    m = _URL_RE.match(spec)
-    return bool(m) and m.group(1).lower() in STREAM_SCHEMES
-
-
-def redact(url: str) -> str:
-    """A URL fit for logs, outputs and error messages, with every credential form replaced by ***:
-
-    - userinfo, which is everything before the last '@' that is followed by a host (a password may hold '/', '@',
-      '?' or '#'): rtsp://user:secret@host -> rtsp://user:***@host, rtsp://:secret@host -> rtsp://:***@host, a
-      lone token (https://TOKEN@host) -> https://***@host;
-    - query and path parameters named like a credential (password, token, key, auth, sig, secret, apikey,
-      access_token, session...): ?password=x&res=640 -> ?password=***&res=640;
-    - a fragment, except this module's own '#frame=N'.
-
-    It errs towards hiding too much: an e-mail address in the query reads as userinfo. Idempotent; text that is
-    not a URL comes back as it was. (Not urllib.parse.urlsplit: it ends the authority at the first '/', so a
-    password with a '/' in it would be read as the path and kept.)
-    """
-    m = _URL_RE.match(url)
-    if not m:
-        return url
-    prefix, rest = url[: m.end()], url[m.end():]
-    userinfo, rest = _split_userinfo(rest)
-    rest, hash_mark, fragment = rest.partition("#")
-    path, question, query = rest.partition("?")
-    rest = _SECRET_IN_PATH.sub(r"\1=***", path) + question + _SECRET_IN_QUERY.sub(r"\1=***", query)
-    out = prefix + (_redact_userinfo(userinfo) + "@" if userinfo is not None else "") + rest
-    if hash_mark:
-        out += "#" + (fragment if not fragment or _OUR_FRAGMENT.fullmatch(fragment) else "***")
-    return out
-
-
-def _split_userinfo(rest: str) -> tuple[str | None, str]:
-    """(userinfo or None, the rest from the host on). The '@' is looked for before the query first, then anywhere
-    (a password with '?' or '#' in it)."""
-    head = re.split(r"[?#]", rest, maxsplit=1)[0]
-    for text in (head, rest):
-        for at in reversed([i for i, c in enumerate(text) if c == "@"]):
-            host = re.split(r"[/?#]", rest[at + 1:], maxsplit=1)[0]
-            if _HOST.fullmatch(host):
-                return rest[:at], rest[at + 1:]
-    return None, rest
-
-
-def _redact_userinfo(userinfo: str) -> str:
-    user, colon, _ = userinfo.partition(":")
-    return f"{user}:***" if colon else "***"
-
-
-def redact_text(text: str) -> str:
-    """Every URL inside a message (an exception's text, say) redacted."""
-    return _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
-
-
 def describe_source(spec: str | int) -> str:
     """What kind of source a user's --source value names: picam, camera, stream or file."""
     s = str(spec).strip()
@@ -424,13 +175,23 @@ def describe_source(spec: str | int) -> str:
         return "camera"
     if is_url(s):
         return "stream"
-    m = _URL_RE.match(s)
-    if m and m.group(1).lower() != "file":
+    scheme = url_scheme(s)
+    if scheme and scheme.lower() != "file":
         raise ScenecapError(
-            f"source {redact(s)!r}: URL scheme {m.group(1)!r} not supported; "
+            f"source {redact(s)!r}: URL scheme {scheme!r} not supported; "
             f"expected one of {', '.join(STREAM_SCHEMES)}"
         )
     return "file"
+
+
+def is_live(source) -> bool:
+    """Whether a source runs in real time (a camera, the Pi camera, a stream): it then captions on scene changes
+    by default, drops repeated captions and frames gone stale, and a bad frame is routine. Decided here only."""
+    if isinstance(source, FrameSource):
+        return source.live
+    if isinstance(source, (str, int)):
+        return describe_source(source) != "file"
+    return False  # an app's own frames, or a list of files
 
 
 def open_source(spec: str | int | Iterable, every_s: float = 0.0,
