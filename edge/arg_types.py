@@ -1,35 +1,54 @@
-"""argparse types for the edge commands: a number in a range, refused in one line that says why the range."""
+"""argparse pieces for the edge commands: numbers in a range, refused in one line that says why the range, and a
+sub-command with examples under its help. Nothing heavy is imported: every command registers at each start."""
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 
-def int_in(low: int, high: int, why: str):
-    """An argparse type: a whole number from `low` to `high` (the error says why the range)."""
-    def parse(text: str) -> int:
+def add_command(sub: argparse._SubParsersAction, name: str, help: str, description: str,
+                examples: str) -> argparse.ArgumentParser:
+    """A sub-command whose --help ends with `examples`, laid out as written."""
+    return sub.add_parser(name, help=help, description=description, epilog=examples,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _number(cast: Callable[[str], float], noun: str, refuse: Callable[[float], str | None]):
+    """An argparse type: `text` read by `cast` (else 'expected <noun>'), then refused if `refuse(value)` says
+    what was expected instead."""
+    def parse(text: str):
         try:
-            v = int(text)
+            v = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {low} or more")
-        if v > high:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected at most {high} ({why})")
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {noun}") from None
+        expected = refuse(v)
+        if expected:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
         return v
 
     return parse
+
+
+def int_in(low: int, high: int | None = None, why: str = ""):
+    """An argparse type: a whole number from `low` to `high` (None: no upper bound; the error says `why`)."""
+    def refuse(v: int) -> str | None:
+        if v < low:
+            return f"{low} or more"
+        if high is not None and v > high:
+            return f"at most {high} ({why})"
+        return None
+
+    return _number(int, "a whole number", refuse)
 
 
 def float_in(low: float, high: float, why: str):
     """An argparse type: a number from `low` to `high`."""
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
-        if not low <= v <= high:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a number from {low:g} to {high:g} ({why})")
-        return v
+    return _number(float, "a number",
+                   lambda v: None if low <= v <= high else f"a number from {low:g} to {high:g} ({why})")
 
-    return parse
+
+def seconds():
+    """An argparse type: a finite number of seconds, 0 or more."""
+    return _number(float, "a number of seconds", lambda v: None if 0 <= v < math.inf else "a number of seconds >= 0")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scenecap.edge.arg_types import float_in, int_in
+from scenecap.edge.arg_types import add_command, float_in, int_in
 from scenecap.edge.confidence import MAX_COMPONENTS
 
 log = logging.getLogger("scenecap.edge.calibrate")
@@ -47,13 +47,13 @@ class Measured:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "calibrate",
+    p = add_command(
+        sub, "calibrate",
         help="store image statistics and the unsure threshold in a bundle (edge runtime, no TensorFlow)",
         description="Fit the image-familiarity statistics of a bundle from in-distribution images and choose "
         "the confidence below which a caption is marked unsure; writes a 'confidence' section and a hashed "
         "stats file into the bundle (format 1.2). Prints what it chose.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
     p.add_argument("bundle", help="bundle folder (rewritten in place: manifest.json and a confidence-*.npz)")
     p.add_argument("--images", required=True, metavar="DIR", help="in-distribution images to fit the statistics on")
@@ -73,7 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def image_files(folder: str) -> list[Path]:
     """The images in a folder (recursive, sorted), or one ScenecapError line."""
     from scenecap.edge.errors import ScenecapError
-    from scenecap.edge.sources import VIDEO_SUFFIXES, expand
+    from scenecap.edge.sources import expand
+    from scenecap.edge.video import VIDEO_SUFFIXES
 
     if not Path(folder).is_dir():
         raise ScenecapError(f"{folder}: not a folder of images")
@@ -111,7 +112,7 @@ def write_section(bundle_dir: Path, manifest, stats, section: dict) -> str:
     digest = hashlib.sha256(raw).hexdigest()
     name = f"confidence-{digest[:12]}.npz"
     atomic_write_bytes(bundle_dir / name, raw)
-    old = (manifest.confidence or {}).get("file")
+    old = manifest.confidence.file if manifest.confidence else None
     data = manifest.to_json()
     if old and old != name:
         data["files"].pop(old, None)

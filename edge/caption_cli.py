@@ -7,7 +7,8 @@ import logging
 import os
 import sys
 
-from scenecap.edge.arg_types import float_in, int_in
+from scenecap.edge.arg_types import add_command, float_in, int_in, seconds
+from scenecap.edge.gating import EVERY, MIN_INTERVAL, THRESHOLD, WHEN
 
 log = logging.getLogger("scenecap.edge.caption")
 
@@ -42,60 +43,45 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected 1 or more")
-    return v
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds >= 0")
-    return v
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "caption",
+    p = add_command(
+        sub, "caption",
         help="caption images, videos, cameras or streams with a bundle (edge runtime, no TensorFlow)",
         description="Caption images, video frames, a camera or a network stream with a bundle, using LiteRT. "
         "Prints 'source<TAB>caption' per caption on stdout ('source<TAB>(unsure) caption' below the confidence "
         "threshold) (or JSON lines with --jsonl -). Unreadable files "
         "and bad frames are reported on stderr, one line each, and skipped; for files the exit status is then 1. "
         "A summary (frames read, captions, median latency per stage) goes to stderr at the end.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
     p.add_argument("sources", nargs="*", help="image files, folders, globs or video files")
     p.add_argument("--source", metavar="SRC",
                    help="live source: camera index or /dev/videoN, 'picam', rtsp:// or http:// URL (or a file)")
     p.add_argument("--bundle", required=True, help="bundle folder (from 'scenecap convert')")
+    _when_options(p.add_argument_group("when to caption"))
+    _model_options(p.add_argument_group("model"))
+    _output_options(p.add_argument_group("outputs"))
+    p.set_defaults(func=run_caption)
 
-    g = p.add_argument_group("when to caption")
-    g.add_argument("--when", choices=("change", "every", "all"),
+
+def _when_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--when", choices=WHEN,
                    help="change: when the scene changes (default with --source); every: one frame every --every "
                    "seconds (default for files); all: every frame")
-    g.add_argument("--every", type=_seconds, default=None, metavar="SECONDS",
-                   help="with --when every: the period (default 1; 0 = every frame). With --when change: also "
-                   "re-caption after SECONDS without a change (default: never)")
-    g.add_argument("--min-interval", type=_seconds, default=2.0, metavar="SECONDS",
-                   help="with --when change: at least SECONDS between captions (default 2)")
+    g.add_argument("--every", type=seconds(), default=None, metavar="SECONDS",
+                   help=f"with --when every: the period (default {EVERY:g}; 0 = every frame). With --when change: "
+                   "also re-caption after SECONDS without a change (default: never)")
+    g.add_argument("--min-interval", type=seconds(), default=MIN_INTERVAL, metavar="SECONDS",
+                   help=f"with --when change: at least SECONDS between captions (default {MIN_INTERVAL:g})")
     g.add_argument("--threshold", type=float_in(0, 255, "the score is a mean difference of 0-255 values"),
-                   default=27.0, metavar="SCORE",
+                   default=THRESHOLD, metavar="SCORE",
                    help="scene-change score that counts as a new scene, as PySceneDetect's ContentDetector "
-                   "(mean HSV difference, 0-255; default 27; lower = more sensitive)")
-    g.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
+                   f"(mean HSV difference, 0-255; default {THRESHOLD:g}; lower = more sensitive)")
+    g.add_argument("--max-frames", type=int_in(1), default=None, metavar="N",
                    help="stop after looking at N frames")
 
-    m = p.add_argument_group("model")
+
+def _model_options(m: argparse._ArgumentGroup) -> None:
     m.add_argument("--beam", type=int_in(1, MAX_BEAM, "wider beams stop changing the caption and only cost time"),
                    default=1, metavar="N", help=f"beam width, 1-{MAX_BEAM}; 1 = greedy (default). Each caption "
                    "costs about N times greedy's decoder time, and beyond ~8 the captions stop changing")
@@ -115,7 +101,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--camera-size", type=_size, default=None, metavar="WxH",
                    help="frame size to ask the camera for (picam low-res stream default 320x240)")
 
-    o = p.add_argument_group("outputs")
+
+def _output_options(o: argparse._ArgumentGroup) -> None:
     o.add_argument("--jsonl", metavar="FILE", help="append one JSON object per caption to FILE ('-' = stdout)")
     o.add_argument("--save-annotated", metavar="DIR|VIDEO",
                    help="DIR: one JPEG per caption with the caption drawn; a .mp4/.avi/.mkv/.mov file: every "
@@ -131,15 +118,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--voice", help="espeak-ng voice instead of the bundle language's (see 'espeak-ng --voices')")
     o.add_argument("--speak-to", metavar="DIR",
                    help="write each spoken caption to DIR/NNNNNN.wav instead of the sound card (implies --speak)")
-    p.set_defaults(func=run_caption)
 
 
 def run_caption(args: argparse.Namespace) -> int:
     from scenecap.edge.captioner import Captioner
-    from scenecap.edge.errors import ScenecapError
-    from scenecap.edge.live import Outputs, run
+    from scenecap.edge.live import run
     from scenecap.edge.sources import describe_source
-    from scenecap.edge.terminal import escape
+
+    _check_args(args)
+    use_stdout = _stdout_usable(args)
+    if args.source:
+        describe_source(args.source)  # an unsupported URL scheme is refused before the bundle loads
+    captioner = Captioner.load(args.bundle, threads=args.threads, device=args.device, beam=args.beam,
+                               length_penalty=args.length_penalty, min_confidence=args.min_confidence)
+    outputs = _open_outputs(args, captioner.bundle.manifest.language, use_stdout)
+    try:
+        stats = run(captioner, args.source or list(args.sources), outputs, options=_loop_options(args))
+    finally:  # a reader of stdout that has gone (`| head -1`) ends the run in the front door, quietly, as cat does
+        if outputs.jsonl is not None and outputs.jsonl is not sys.stdout:
+            outputs.jsonl.close()
+        _settle_stdout()
+    if outputs.failed:  # an output that stopped part-way (reported when it happened): the run is incomplete
+        return 2
+    # Unreadable files are the user's to fix (exit 1); a bad frame from a live camera is routine.
+    return 1 if stats.skipped and not stats.live else 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """One error line for options that cannot go together, before the bundle is loaded and outputs are opened."""
+    from scenecap.edge.errors import ScenecapError
 
     if args.source and args.sources:
         raise ScenecapError("give files as arguments or one --source, not both")
@@ -147,15 +154,24 @@ def run_caption(args: argparse.Namespace) -> int:
         raise ScenecapError("nothing to caption: give image/video files, or --source (camera, picam, URL)")
     if args.attention and not args.save_annotated:
         raise ScenecapError("--attention needs --save-annotated DIR|VIDEO to write the heat-maps to")
-    use_stdout = _stdout_usable(args)
-    source = args.source if args.source else list(args.sources)
-    live = bool(args.source) and describe_source(args.source) != "file"
 
-    captioner = Captioner.load(args.bundle, threads=args.threads, device=args.device, beam=args.beam,
-                               length_penalty=args.length_penalty, min_confidence=args.min_confidence)
+
+def _loop_options(args: argparse.Namespace):
+    """The caption loop's options from the command line (a scenecap.edge.live.LoopOptions)."""
+    from scenecap.edge.live import LoopOptions
+
+    # --source means "watch this": scene changes by default, even for a recording given as --source.
+    when = args.when or ("change" if args.source else "every")
+    return LoopOptions(when=when, every=args.every, min_interval=args.min_interval, threshold=args.threshold,
+                       camera_size=args.camera_size, max_frames=args.max_frames)
+
+
+def _open_outputs(args: argparse.Namespace, language: str, use_stdout: bool):
+    """The outputs asked for (a scenecap.edge.sinks.Outputs); the ones already open are closed if one fails."""
+    from scenecap.edge.sinks import Outputs
     from scenecap.edge.speech import unsure_phrase
 
-    outputs = Outputs(unsure=args.unsure, unsure_phrase=unsure_phrase(captioner.bundle.manifest.language))
+    outputs = Outputs(unsure=args.unsure, unsure_phrase=unsure_phrase(language))
     try:
         if args.jsonl:
             outputs.jsonl = sys.stdout if args.jsonl == "-" else _open_append(args.jsonl)
@@ -166,28 +182,21 @@ def run_caption(args: argparse.Namespace) -> int:
 
             outputs.annotated = AnnotatedWriter(args.save_annotated, attention=args.attention)
         if args.speak or args.speak_to:
-            from scenecap.edge.speech import Speaker, check_voice, voice_for
-
-            voice = check_voice(args.voice) if args.voice else voice_for(captioner.bundle.manifest.language)
-            outputs.speaker = Speaker(voice, wav_dir=args.speak_to)
-            log.info("speech: espeak-ng voice %s%s", escape(voice),
-                     f", to {escape(args.speak_to)}" if args.speak_to else "")
+            outputs.speaker = _speaker(args, language)
     except BaseException:
         outputs.close()
         raise
-    try:
-        # --source means "watch this": scene changes by default, even for a recording given as --source.
-        when = args.when or ("change" if args.source else "every")
-        stats = run(captioner, source, outputs, when=when, every=args.every, min_interval=args.min_interval,
-                    threshold=args.threshold, camera_size=args.camera_size, max_frames=args.max_frames)
-    finally:  # a reader of stdout that has gone (`| head -1`) ends the run in the front door, quietly, as cat does
-        if outputs.jsonl is not None and outputs.jsonl is not sys.stdout:
-            outputs.jsonl.close()
-        _settle_stdout()
-    if outputs.failed:  # an output that stopped part-way (reported when it happened): the run is incomplete
-        return 2
-    # Unreadable files are the user's to fix (exit 1); a bad frame from a live camera is routine.
-    return 1 if stats.skipped and not live else 0
+    return outputs
+
+
+def _speaker(args: argparse.Namespace, language: str):
+    from scenecap.edge.speech import Speaker, check_voice, voice_for
+    from scenecap.edge.terminal import escape
+
+    voice = check_voice(args.voice) if args.voice else voice_for(language)
+    speaker = Speaker(voice, wav_dir=args.speak_to)
+    log.info("speech: espeak-ng voice %s%s", escape(voice), f", to {escape(args.speak_to)}" if args.speak_to else "")
+    return speaker
 
 
 def stdout_closed() -> bool:

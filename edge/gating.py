@@ -18,14 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from scenecap.edge.errors import ScenecapError
-from scenecap.edge.preprocess import to_rgb_uint8
 
+# The gate's defaults, here only: `scenecap caption` reads them while registering its options, which must import
+# nothing heavy, so OpenCV is imported when the first frame is gated, not with this module.
 WHEN = ("change", "every", "all")
 THRESHOLD = 27.0  # ContentDetector's default; scores run 0 (same frame) to 255
+MIN_INTERVAL = 2.0  # seconds between captions, at least (change mode)
+EVERY = 1.0  # seconds between captions with --when every and no --every
 SMALL_WIDTH = 64  # pixels: enough to see a new scene, ~0.1 ms per frame on a Pi
 
 
@@ -33,7 +35,7 @@ SMALL_WIDTH = 64  # pixels: enough to see a new scene, ~0.1 ms per frame on a Pi
 class GateConfig:
     when: str = "change"
     threshold: float = THRESHOLD
-    min_interval: float = 2.0  # seconds between captions, at least (change mode)
+    min_interval: float = MIN_INTERVAL
     every: float = 0.0  # change: re-caption after this many seconds anyway (0 = never); every: the period
 
     def __post_init__(self) -> None:
@@ -52,8 +54,31 @@ class Decision:
     score: float  # change score against the last captioned frame (0 when not computed)
 
 
+def plan(live: bool, when: str | None, every: float | None, min_interval: float = MIN_INTERVAL,
+         threshold: float = THRESHOLD) -> tuple[float, GateConfig]:
+    """(stride in seconds for video files, gate) from the user's options.
+
+    Defaults: a live source (camera, stream) captions on scene changes; files caption one frame per second of
+    video and every image, as before. A video read with --when every is sampled by its reader (cheap grab
+    without decoding), so its gate lets every sampled frame through.
+    """
+    when = when or ("change" if live else "every")
+    if when == "every":
+        period = EVERY if every is None else every
+        if live:
+            return 0.0, GateConfig("every", threshold, min_interval, period)
+        return period, GateConfig("all", threshold, min_interval, 0.0)
+    if when == "all":
+        return 0.0, GateConfig("all", threshold, min_interval, 0.0)
+    return 0.0, GateConfig("change", threshold, min_interval, 0.0 if every is None else every)
+
+
 def hsv_small(frame: np.ndarray, width: int = SMALL_WIDTH) -> np.ndarray:
     """Any frame -> small HSV image (int16, so differences do not wrap). Raises ScenecapError on a bad frame."""
+    import cv2
+
+    from scenecap.edge.preprocess import to_rgb_uint8
+
     rgb = to_rgb_uint8(frame)
     h, w = rgb.shape[:2]
     if w > width:
@@ -65,6 +90,8 @@ def hsv_small(frame: np.ndarray, width: int = SMALL_WIDTH) -> np.ndarray:
 
 def content_score(a: np.ndarray, b: np.ndarray) -> float:
     """ContentDetector's frame score: the mean of the per-channel mean absolute H, S, V differences."""
+    import cv2
+
     if a.shape != b.shape:  # a camera that changed resolution: compare at the first one's size
         b = cv2.resize(b.astype(np.uint8), (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA).astype(np.int16)
     return float(np.abs(a - b).reshape(-1, 3).mean(axis=0).mean())

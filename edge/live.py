@@ -3,17 +3,18 @@
 `caption_stream` is the loop as a Python iterator (what `Captioner.captions(source)` returns); `run` is the
 command-line loop around it: it writes the outputs, stops cleanly on SIGINT/SIGTERM (the caption in progress is
 finished, outputs flushed, the camera released) and prints a summary. One bad frame is skipped with one line;
-the loop never dies on it.
+the loop never dies on it. Both take one `LoopOptions` (built from the command line, or from their keywords).
+Where captions go is edge/sinks.py; when to caption, edge/gating.py.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import random
 import signal
 import statistics
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -22,20 +23,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TextIO
 
-import cv2
 import numpy as np
 
-from scenecap.edge.errors import ScenecapError, first_line
-from scenecap.edge.fileio import LineFile, OutputError
-from scenecap.edge.gating import GateConfig, SceneGate
-from scenecap.edge.sources import Frame, FrameSource, open_source
-from scenecap.edge.terminal import escape, json_line, jsonable
+from scenecap.edge.errors import ScenecapError
+from scenecap.edge.gating import MIN_INTERVAL, THRESHOLD, GateConfig, SceneGate, plan
+from scenecap.edge.sinks import Outputs as Outputs  # re-exported: the loop's callers build their outputs from here
+from scenecap.edge.sinks import SkipReporter, say_line
+from scenecap.edge.sources import Frame, FrameSource, is_live, open_source
 
 log = logging.getLogger("scenecap.edge.live")
 
 STAGES = ("preprocess", "encoder", "decoder", "confidence", "total", "gate", "output", "frame_age")
-UNSURE_MODES = ("say", "silent", "caption")  # what speech does with an unsure caption
-UNSURE_MARK = "(unsure) "  # before an unsure caption on stdout: still one record a line, two columns
 LATENCY_SAMPLE = 1024
 
 
@@ -60,6 +58,7 @@ class RunStats:
     reconnects: int = 0
     dropped: int = 0  # live frames replaced by newer ones before the loop took them
     interrupted: bool = False
+    live: bool = False  # the source was a camera or stream (a bad frame there is routine, not the user's to fix)
     # Per stage, a uniform sample of at most LATENCY_SAMPLE latencies over the whole run (reservoir sampling):
     # the medians are exact up to that many captions and estimates after, and memory stays flat on a cane
     # that runs for days.
@@ -104,74 +103,90 @@ class RunStats:
         return text + (" [stopped by signal]" if self.interrupted else "")
 
 
-class SkipReporter:
-    """One line per bad frame on stderr; a camera repeating the same fault is reported 3 times, then at
-    10, 100, 1000... occurrences, so a broken camera cannot flood the log."""
+@dataclass(frozen=True)
+class LoopOptions:
+    """What to caption when: built once, from the command line (caption_cli) or the keywords of `run` and
+    `caption_stream`, and read by both."""
 
-    def __init__(self, stream: TextIO | None = None):
-        self.stream = stream
-        self.counts: Counter[str] = Counter()
-
-    def __call__(self, source: str, message: str) -> None:
-        n = self.counts[message] = self.counts[message] + 1
-        if n <= 3 or (n >= 10 and str(n).rstrip("0") == "1"):
-            text = message if message.startswith(source.split("#")[0]) else f"{source}: {message}"
-            suffix = f" ({n} times so far)" if n > 3 else ""
-            # Escaped: a file named with ESC[2J or a newline must not clear the terminal or forge a line.
-            say_line(f"scenecap: {escape(text)}{suffix}", self.stream)
+    when: str | None = None  # change | every | all; None: change for a live source, every for files
+    every: float | None = None  # see gating.plan
+    min_interval: float = MIN_INTERVAL
+    threshold: float = THRESHOLD
+    dedup: bool | None = None  # drop a caption identical to the last; None: on for live sources and --when change
+    camera_size: tuple[int, int] | None = None
+    max_frames: int | None = None
 
 
-def plan(live: bool, when: str | None, every: float | None, min_interval: float = 2.0,
-         threshold: float = 27.0) -> tuple[float, GateConfig]:
-    """(stride in seconds for video files, gate) from the user's options.
-
-    Defaults: a live source (camera, stream) captions on scene changes; files caption one frame per second of
-    video and every image, as before. A video read with --when every is sampled by its reader (cheap grab
-    without decoding), so its gate lets every sampled frame through.
-    """
-    when = when or ("change" if live else "every")
-    if when == "every":
-        period = 1.0 if every is None else every
-        if live:
-            return 0.0, GateConfig("every", threshold, min_interval, period)
-        return period, GateConfig("all", threshold, min_interval, 0.0)
-    if when == "all":
-        return 0.0, GateConfig("all", threshold, min_interval, 0.0)
-    return 0.0, GateConfig("change", threshold, min_interval, 0.0 if every is None else every)
+def _options(options: LoopOptions | None, settings: dict) -> LoopOptions:
+    if options is None:
+        return LoopOptions(**settings)
+    if settings:
+        raise TypeError(f"give options or {', '.join(settings)}, not both")
+    return options
 
 
-def caption_stream(captioner, source: str | int | Iterable | FrameSource, *, when: str | None = None,
-                   every: float | None = None, min_interval: float = 2.0, threshold: float = 27.0,
-                   dedup: bool | None = None, stop: threading.Event | None = None,
-                   camera_size: tuple[int, int] | None = None, max_frames: int | None = None,
-                   on_skip: Callable[[str, str], None] | None = None,
-                   on_frame: Callable[[Frame], None] | None = None,
-                   stats: RunStats | None = None) -> Iterator[Captioned]:
+@dataclass(frozen=True)
+class Planned:
+    """A source opened for one run, with the gate its options give it: planned once, before the first frame."""
+
+    source: FrameSource
+    gate: GateConfig
+    options: LoopOptions
+
+    @property
+    def dedup(self) -> bool:
+        if self.options.dedup is not None:
+            return self.options.dedup
+        return self.gate.when == "change" or self.source.live
+
+
+def plan_source(source: str | int | Iterable | FrameSource, options: LoopOptions) -> Planned:
+    """Open `source` (unless it is a FrameSource already) with the video stride the options ask for."""
+    o = options
+    stride, gate = plan(is_live(source), o.when, o.every, o.min_interval, o.threshold)
+    if not isinstance(source, FrameSource):
+        source = open_source(source, every_s=stride, camera_size=o.camera_size)
+    return Planned(source, gate, options)
+
+
+def caption_stream(captioner, source: str | int | Iterable | FrameSource, *, options: LoopOptions | None = None,
+                   stop: threading.Event | None = None, on_skip: Callable[[str, str], None] | None = None,
+                   on_frame: Callable[[Frame], None] | None = None, stats: RunStats | None = None,
+                   **settings) -> Iterator[Captioned]:
     """Caption frames from `source` as they come; yields Captioned(frame, caption, reason, score).
 
     `source`: image file, folder, glob, video file, camera index or /dev/videoN, 'picam', rtsp/http URL, a
-    FrameSource, or any iterable of numpy frames. Bad frames are reported to `on_skip(source, message)` (default:
-    logged) and skipped. `dedup` (default: on for live sources and scene-change mode) drops a caption identical
-    to the previous one.
+    FrameSource, or any iterable of numpy frames. `settings` are LoopOptions' fields (when, every, min_interval,
+    threshold, dedup, camera_size, max_frames), or give `options`. Bad frames are reported to
+    `on_skip(source, message)` (default: logged) and skipped. `dedup` (default: on for live sources and
+    scene-change mode) drops a caption identical to the previous one. The source is opened at the first frame.
     """
-    src = source if isinstance(source, FrameSource) else None
-    live = src.live if src is not None else _is_live(source)
-    stride, gate_cfg = plan(live, when, every, min_interval, threshold)
-    if src is None:
-        src = open_source(source, every_s=stride, camera_size=camera_size)
-    gate = SceneGate(gate_cfg)
-    dedup = (gate_cfg.when == "change" or src.live) if dedup is None else dedup
-    stats = stats if stats is not None else RunStats()
-    report = on_skip or (lambda where, msg: log.warning("%s: %s", where, msg))
+    options = _options(options, settings)  # a wrong keyword is refused here, not at the first frame
+
+    def frames() -> Iterator[Captioned]:
+        report = on_skip or (lambda where, msg: log.warning("%s: %s", where, msg))
+        yield from caption_planned(captioner, plan_source(source, options),
+                                   stats if stats is not None else RunStats(), report, stop=stop, on_frame=on_frame)
+
+    return frames()
+
+
+def caption_planned(captioner, planned: Planned, stats: RunStats, report: Callable[[str, str], None],
+                    stop: threading.Event | None = None,
+                    on_frame: Callable[[Frame], None] | None = None) -> Iterator[Captioned]:
+    """The loop over a planned source: every frame through the gate, the chosen ones captioned; the source is
+    closed at the end."""
+    src, max_frames = planned.source, planned.options.max_frames
+    stats.live = src.live
+    loop = _Loop(SceneGate(planned.gate), _caption_fn(captioner, stop), report, stats, planned.dedup, src.live)
     try:
         for frame in src.frames(stop):
             stats.frames_seen += 1
             _sync(stats, src)
             if frame.error or frame.image is None:
-                stats.skipped += 1
-                report(frame.source, frame.error or "no pixels in this frame")
+                loop.skip(frame, frame.error or "no pixels in this frame")
             else:
-                item = _one(captioner, gate, frame, report, stats, dedup, src.live, stop)
+                item = loop.one(frame)
                 if item is not None:
                     yield item
                 if on_frame is not None:  # after the caller has the caption, so a video frame can show it
@@ -181,14 +196,6 @@ def caption_stream(captioner, source: str | int | Iterable | FrameSource, *, whe
     finally:
         src.close()
         _sync(stats, src)
-
-
-def _is_live(source) -> bool:
-    from scenecap.edge.sources import describe_source
-
-    if isinstance(source, (str, int)):
-        return describe_source(source) != "file"
-    return False
 
 
 def _sync(stats: RunStats, src: FrameSource) -> None:
@@ -205,199 +212,58 @@ def _takes_stop(captioner) -> bool:
         return False
 
 
-def _caption(captioner, image: np.ndarray, stop: threading.Event | None):
+def _caption_fn(captioner, stop: threading.Event | None) -> Callable[[np.ndarray], object]:
+    """`captioner.caption`, bound to `stop` when it takes one: its signature is looked at once a run."""
     if stop is not None and _takes_stop(captioner):
-        return captioner.caption(image, stop=stop)
-    return captioner.caption(image)
+        return functools.partial(captioner.caption, stop=stop)
+    return captioner.caption
 
 
-def _one(captioner, gate: SceneGate, frame: Frame, report, stats: RunStats, dedup: bool,
-         live: bool, stop: threading.Event | None = None) -> Captioned | None:
-    t0 = time.perf_counter()
-    try:
-        decision = gate.check(frame.image, frame.time_s)
-    except ScenecapError as e:  # a frame of the wrong shape or type from a camera
-        stats.skipped += 1
-        report(frame.source, str(e))
-        return None
-    gate_ms = (time.perf_counter() - t0) * 1e3
-    if not decision.caption:
-        return None
-    try:
-        cap = _caption(captioner, frame.image, stop)
-    except ScenecapError as e:
-        stats.skipped += 1
-        report(frame.source, str(e))
-        return None
-    except (ValueError, MemoryError) as e:  # numpy/OpenCV refusing a frame: still one line, never a crash
-        stats.skipped += 1
-        report(frame.source, f"cannot caption this frame ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-        return None
-    if getattr(cap, "stopped", False):
-        return None  # cut short by a signal: a half-decoded caption is not something to say to anyone
-    if not cap.text:
-        stats.empty += 1
-    cap.timings["gate"] = gate_ms
-    if live and frame.time_s is not None:  # capture -> caption ready: how stale the description is
-        cap.timings["frame_age"] = (time.monotonic() - frame.time_s) * 1e3
-    if dedup and gate.is_repeat(cap.text):
-        stats.repeats += 1
-        return None
-    return Captioned(frame, cap, decision.reason, decision.score)
+@dataclass
+class _Loop:
+    """What each frame of a run meets: the gate, the captioner, the repeat filter and the counts."""
 
+    gate: SceneGate
+    caption: Callable[[np.ndarray], object]
+    report: Callable[[str, str], None]
+    stats: RunStats
+    dedup: bool
+    live: bool
 
-# -- outputs ----------------------------------------------------------------------------------------------------
-def record(item: Captioned) -> dict:
-    """The JSON-lines record of one caption. File names may carry undecodable bytes: kept as the text \\xNN."""
-    cap, frame = item.caption, item.frame
-    return {"time": round(time.time(), 3), "source": jsonable(frame.source), "frame": frame.index,
-            "caption": jsonable(cap.text), "tokens": [int(t) for t in cap.tokens], "log_prob": round(cap.log_prob, 4),
-            "confidence": round(float(getattr(cap, "confidence", 0.0)), 4),
-            "unsure": bool(getattr(cap, "unsure", False)),
-            "reason": item.reason, "scene_score": round(item.score, 2),
-            "latency_ms": {k: round(v, 3) for k, v in cap.timings.items()}}
+    def skip(self, frame: Frame, message: str) -> None:
+        self.stats.skipped += 1
+        self.report(frame.source, message)
 
-
-def _why(e: BaseException) -> str:
-    if isinstance(e, OSError):
-        return (e.strerror or type(e).__name__).lower()
-    return f"{type(e).__name__}: {first_line(e, limit=200)}" if str(e).strip() else type(e).__name__
-
-
-def _is_stdout(stream) -> bool:
-    return stream is not None and stream in (sys.stdout, sys.__stdout__)
-
-
-def say_line(text: str, stream: TextIO | None = None) -> None:
-    """A line for the person watching (stderr), which may itself be gone (a closed ssh terminal after SIGHUP):
-    then there is no one to tell, and the run still closes its outputs."""
-    stream = stream or sys.stderr
-    if stream is None:  # started with stderr closed: print(file=None) would write to stdout, into the captions
-        return
-    try:
-        print(text, file=stream, flush=True)
-    except BrokenPipeError:
-        raise
-    except (OSError, ValueError, AttributeError, RuntimeError):  # EIO after a hang-up; None; re-entered
-        pass
-
-
-class Outputs:
-    """Where captions go: stdout text, JSON lines, annotated frames/video, speech.
-
-    An output that fails (a full disk, a read-only folder, stdout on /dev/full) is reported in one line and
-    dropped; the others go on and the exit status is 2 at the end: a cane must not fall silent because one
-    output failed. A closed pipe on stdout (`| head -1`) is different: the reader has gone, so BrokenPipeError
-    goes up and `run` ends quietly.
-    """
-
-    def __init__(self, text: TextIO | None = None, jsonl: TextIO | None = None, annotated=None, speaker=None,
-                 unsure: str = "say", unsure_phrase: str = "not sure what is ahead"):
-        self.text = text
-        self.jsonl = jsonl
-        self.annotated = annotated
-        self.speaker = speaker
-        if unsure not in UNSURE_MODES:
-            raise ScenecapError(f"unsure {unsure!r}; expected one of {', '.join(UNSURE_MODES)}")
-        self.unsure, self.unsure_phrase = unsure, unsure_phrase
-        self.failed: list[str] = []  # outputs that stopped (a full disk), one line each, for the exit status
-
-    def fail(self, message: str, at_end: bool = False) -> None:
-        """One output stopped: say so once (escaped: it names a file), remember it for the exit status."""
-        msg = message if at_end else f"{message}; captioning goes on without it"
-        say_line(f"scenecap: error: {escape(msg)}")
-        self.failed.append(msg)
-
-    def seen(self, frame: Frame) -> None:
-        if self.annotated is not None and frame.image is not None:
-            try:
-                self.annotated.seen(frame.image)
-            except (ValueError, cv2.error) as e:  # a frame the writer cannot take: the others still can
-                log.warning("annotated video: frame %s not written (%s)", escape(frame.source), escape(e))
-            except (OutputError, OSError) as e:
-                self._drop_annotated(e)
-
-    def emit(self, item: Captioned) -> None:
-        cap, frame = item.caption, item.frame
+    def one(self, frame: Frame) -> Captioned | None:
+        """The frame's caption if the gate lets it through and it is new; None otherwise (or skipped)."""
         t0 = time.perf_counter()
-        unsure = bool(getattr(cap, "unsure", False))
-        spoken = self.spoken(cap.text, unsure)
-        if self.speaker is not None and spoken:
-            self.speaker.say(spoken)  # first: it only hands the text over, and speech is what the user waits for
-        if self.text is not None:
-            # Both fields escaped: a name or a vocabulary token with a tab or newline must not forge a record.
-            self._write_text(f"{escape(frame.source)}\t{UNSURE_MARK if unsure else ''}{escape(cap.text)}")
-        if self.annotated is not None:
-            try:
-                self.annotated.captioned(frame.source, frame.image, cap)
-            except (OutputError, OSError) as e:
-                self._drop_annotated(e)
-        cap.timings["output"] = (time.perf_counter() - t0) * 1e3
-        if self.jsonl is not None:
-            self._write_jsonl(json_line(record(item)))
-
-    def spoken(self, text: str, unsure: bool) -> str | None:
-        """What speech says for a caption: the caption, or if unsure the phrase, nothing, or the caption anyway."""
-        if not unsure or self.unsure == "caption":
-            return text
-        return self.unsure_phrase if self.unsure == "say" else None
-
-    def _write_text(self, line: str) -> None:
         try:
-            print(line, file=self.text, flush=True)
-        except BrokenPipeError:
-            raise
-        except (OSError, ValueError, UnicodeEncodeError) as e:  # /dev/full, a closed file, a non-UTF-8 console
-            self.text = None
-            self.fail(f"stdout: cannot write ({_why(e)})")
-
-    def _drop_annotated(self, e: BaseException, at_end: bool = False) -> None:
-        target = getattr(self.annotated, "target", "")
-        msg = str(e) if isinstance(e, OutputError) else f"--save-annotated {target}: cannot write ({_why(e)})"
-        self.annotated.abandon()
-        self.annotated = None
-        self.fail(msg, at_end)
-
-    def _write_jsonl(self, line: str) -> None:
-        """One record. A file that cannot take it (disk full) is reported in one line naming the file and
-        dropped; the records before it are kept whole (LineFile cuts a partial line off again), and captioning
-        and speech go on: a cane must not fall silent because its log filled the SD card."""
+            decision = self.gate.check(frame.image, frame.time_s)
+        except ScenecapError as e:  # a frame of the wrong shape or type from a camera
+            self.skip(frame, str(e))
+            return None
+        gate_ms = (time.perf_counter() - t0) * 1e3
+        if not decision.caption:
+            return None
         try:
-            if isinstance(self.jsonl, LineFile):
-                self.jsonl.write_line(line)
-                return
-            try:
-                self.jsonl.write(line + "\n")
-                self.jsonl.flush()
-            except BrokenPipeError:
-                raise
-            except (OSError, ValueError, UnicodeEncodeError) as e:
-                name = "-" if _is_stdout(self.jsonl) else getattr(self.jsonl, "name", "JSON lines output")
-                raise OutputError(f"--jsonl {name}: cannot write ({_why(e)})") from None
-        except OutputError as e:
-            if isinstance(self.jsonl, LineFile):
-                self.jsonl.close()
-            self.jsonl = None
-            self.fail(str(e))
-
-    def hurry(self) -> None:
-        """A second signal while stopping: cut speech short (the espeak-ng child is killed), close the rest."""
-        if self.speaker is not None:
-            self.speaker.cut_short()
-
-    def close(self) -> None:
-        if self.annotated is not None:
-            try:
-                self.annotated.close()
-            except (OutputError, OSError) as e:  # the video could not be completed: the previous one is kept
-                self._drop_annotated(e, at_end=True)
-        if self.jsonl is not None and not isinstance(self.jsonl, LineFile):
-            try:
-                self.jsonl.flush()
-            except (OSError, ValueError):  # a reader gone at the very end: nothing left to tell it
-                pass
-        if self.speaker is not None:
-            self.speaker.close()
+            cap = self.caption(frame.image)
+        except ScenecapError as e:
+            self.skip(frame, str(e))
+            return None
+        except (ValueError, MemoryError) as e:  # numpy/OpenCV refusing a frame: still one line, never a crash
+            self.skip(frame, f"cannot caption this frame ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+            return None
+        if getattr(cap, "stopped", False):
+            return None  # cut short by a signal: a half-decoded caption is not something to say to anyone
+        if not cap.text:
+            self.stats.empty += 1
+        cap.timings["gate"] = gate_ms
+        if self.live and frame.time_s is not None:  # capture -> caption ready: how stale the description is
+            cap.timings["frame_age"] = (time.monotonic() - frame.time_s) * 1e3
+        if self.dedup and self.gate.is_repeat(cap.text):
+            self.stats.repeats += 1
+            return None
+        return Captioned(frame, cap, decision.reason, decision.score)
 
 
 STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s)
@@ -434,29 +300,24 @@ def stop_on_signals(stop: threading.Event, again: Callable[[], None] | None = No
             signal.signal(s, h)
 
 
-def run(captioner, source, outputs: Outputs, *, when: str | None = None, every: float | None = None,
-        min_interval: float = 2.0, threshold: float = 27.0, camera_size: tuple[int, int] | None = None,
-        max_frames: int | None = None, stderr: TextIO | None = None) -> RunStats:
-    """The command-line loop: caption `source` into `outputs` until it ends or a signal stops it.
+def run(captioner, source, outputs: Outputs, *, options: LoopOptions | None = None, stderr: TextIO | None = None,
+        **settings) -> RunStats:
+    """The command-line loop: caption `source` into `outputs` until it ends or a signal stops it. `settings`:
+    LoopOptions' fields, or give `options`.
 
     The signal handlers stay in place until the outputs are closed and the summary printed, so a signal while
     speech finishes is handled, not a traceback. A closed pipe on stdout ends the run without a summary (as `cat`
     does): BrokenPipeError goes to the caller once the outputs are closed."""
     stats = RunStats()
     stop = threading.Event()
-    src = source if isinstance(source, FrameSource) else None
-    live = src.live if src is not None else _is_live(source)
-    if src is None:
-        stride, _ = plan(live, when, every, min_interval, threshold)
-        src = open_source(source, every_s=stride, camera_size=camera_size)
-    if outputs.annotated is not None and src.fps:
-        outputs.annotated.fps = src.fps
+    planned = plan_source(source, _options(options, settings))
+    if outputs.annotated is not None and planned.source.fps:
+        outputs.annotated.fps = planned.source.fps
     with stop_on_signals(stop, again=outputs.hurry):
         reader_gone = False
         try:
-            for item in caption_stream(captioner, src, when=when, every=every, min_interval=min_interval,
-                                       threshold=threshold, stop=stop, max_frames=max_frames,
-                                       on_skip=SkipReporter(stderr), on_frame=outputs.seen, stats=stats):
+            items = caption_planned(captioner, planned, stats, SkipReporter(stderr), stop=stop, on_frame=outputs.seen)
+            for item in items:
                 outputs.emit(item)
                 stats.captions += 1
                 for k, v in item.caption.timings.items():
@@ -468,7 +329,7 @@ def run(captioner, source, outputs: Outputs, *, when: str | None = None, every: 
         finally:
             stats.interrupted = stop.is_set()
             outputs.close()
-            _sync(stats, src)
+            _sync(stats, planned.source)
             if not reader_gone:
                 say_line(stats.summary(), stderr)
     return stats
