@@ -132,44 +132,63 @@ def beam_search(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_ste
             return Hypothesis(best.tokens, best.log_prob, best.attention, stopped=True)
         last = np.array([h.tokens[-1] if h.tokens else start for h in beams], np.int32)
         logits, new_hidden, attn = step(last, hiddens)
-        lg = as_logits(logits)
-        # Per beam one log-sum-exp; log-probabilities only for the candidates, as log_softmax would give them.
-        d = lg.floats()
-        d = d - d.max(axis=1, keepdims=True)
-        log_norm = np.log(np.exp(d).sum(axis=1))
-        k = min(width, d.shape[1])
-        # Top-k per beam, then the best `width` of those: the full n x V sort is never needed. Ranked on -d, in
-        # the same order (and float32 dtype) as -log_softmax, so ties (frequent in int8 logits) break as before.
-        part = np.argpartition(-d, k - 1, axis=1)[:, :k]
-        cand = [(beams[b].log_prob + float(d[b, w] - log_norm[b]), b, int(w))
-                for b in range(len(beams)) for w in part[b]]
-        cand.sort(key=lambda c: -c[0])
-        chosen = cand[:width]
-        g_word = int(lg.raw[greedy_idx].argmax())
-        g_pick = next((i for i, c in enumerate(chosen) if c[1] == greedy_idx and c[2] == g_word), None)
-        if g_pick is None:
-            chosen[-1] = (beams[greedy_idx].log_prob + float(d[greedy_idx, g_word] - log_norm[greedy_idx]),
-                          greedy_idx, g_word)
-            g_pick = len(chosen) - 1
-        next_beams, rows, next_greedy = [], [], None
-        for i, (score, b, w) in enumerate(chosen):
-            hyp = Hypothesis(beams[b].tokens + [w], score, beams[b].attention + [attn[b]])
-            if w == end or t == max_steps - 1:
-                finished.append(hyp)
-            else:
-                if i == g_pick:
-                    next_greedy = len(next_beams)
-                next_beams.append(hyp)
-                rows.append(b)
+        chosen, g_pick = _choose(beams, as_logits(logits), width, greedy_idx)
+        next_beams, rows, next_greedy = _extend(beams, chosen, g_pick, attn, end, t == max_steps - 1, finished)
         if not next_beams:
             break
-        best_done = max((length_normalised(h, length_penalty) for h in finished), default=-np.inf)
         # Early stop: with no length bonus, scores only fall, so no live beam can overtake the best finished one.
-        if length_penalty <= 0 and best_done >= max(h.log_prob for h in next_beams):
+        if length_penalty <= 0 and _top(finished) >= _top(next_beams):
             break
         beams, hiddens = next_beams, new_hidden[rows]
         # Once the greedy path has ended its guarantee is met; the slot then just points at a live beam.
         greedy_idx = next_greedy if next_greedy is not None else 0
-    if not finished:
-        finished = beams
-    return max(finished, key=lambda h: length_normalised(h, length_penalty))
+    return max(finished or beams, key=lambda h: length_normalised(h, length_penalty))
+
+
+Choice = tuple[float, int, int]  # (total log-probability, beam it extends, word)
+
+
+def _top(hyps: list[Hypothesis]) -> float:
+    """The best raw total log-probability (what length_normalised gives with alpha 0); -inf for none."""
+    return max((h.log_prob for h in hyps), default=-np.inf)
+
+
+def _choose(beams: list[Hypothesis], lg: Logits, width: int, greedy_idx: int) -> tuple[list[Choice], int]:
+    """The best `width` one-word extensions of the beams, with the greedy path's own next word among them (in
+    the weakest's place if it was not), and where it is in the list."""
+    # Per beam one log-sum-exp; log-probabilities only for the candidates, as log_softmax would give them.
+    d = lg.floats()
+    d = d - d.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(d).sum(axis=1))
+    k = min(width, d.shape[1])
+    # Top-k per beam, then the best `width` of those: the full n x V sort is never needed. Ranked on -d, in
+    # the same order (and float32 dtype) as -log_softmax, so ties (frequent in int8 logits) break as before.
+    part = np.argpartition(-d, k - 1, axis=1)[:, :k]
+    cand = [(beams[b].log_prob + float(d[b, w] - log_norm[b]), b, int(w))
+            for b in range(len(beams)) for w in part[b]]
+    cand.sort(key=lambda c: -c[0])
+    chosen = cand[:width]
+    g_word = int(lg.raw[greedy_idx].argmax())
+    g_pick = next((i for i, c in enumerate(chosen) if c[1] == greedy_idx and c[2] == g_word), None)
+    if g_pick is None:
+        chosen[-1] = (beams[greedy_idx].log_prob + float(d[greedy_idx, g_word] - log_norm[greedy_idx]),
+                      greedy_idx, g_word)
+        g_pick = len(chosen) - 1
+    return chosen, g_pick
+
+
+def _extend(beams: list[Hypothesis], chosen: list[Choice], g_pick: int, attn: np.ndarray, end: int,
+            last_step: bool, finished: list[Hypothesis]) -> tuple[list[Hypothesis], list[int], int | None]:
+    """The chosen extensions as hypotheses: ended ones (or all, at the last step) go to `finished`; the others
+    are the next beams, with the rows of the hidden states they carry on and the greedy path's place among them."""
+    next_beams, rows, next_greedy = [], [], None
+    for i, (score, b, w) in enumerate(chosen):
+        hyp = Hypothesis(beams[b].tokens + [w], score, beams[b].attention + [attn[b]])
+        if w == end or last_step:
+            finished.append(hyp)
+        else:
+            if i == g_pick:
+                next_greedy = len(next_beams)
+            next_beams.append(hyp)
+            rows.append(b)
+    return next_beams, rows, next_greedy
