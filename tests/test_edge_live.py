@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -30,33 +30,58 @@ def _two_views(bundle):
     return scene(a), scene(b)
 
 
+class _Stderr:
+    """A child's stderr as it comes, for a test to wait on (a condition), not to sleep for; all of it in `text`."""
+
+    def __init__(self, stream):
+        self.text, self.cond = "", threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self.cond:
+                self.text += line
+                self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: predicate(self.text), timeout)
+
+    def all(self, timeout: float = 30) -> str:
+        """Everything, once the child has closed its stderr."""
+        self._thread.join(timeout)
+        return self.text
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_live_stream_survives_a_dropout_and_stops_cleanly_on_a_signal(float_bundle, tmp_path, sig):
     view_a, view_b = _two_views(float_bundle)
     server = MJPEGServer(view_a, fps=15).start()
     jsonl, speech = tmp_path / "live.jsonl", tmp_path / "speech"
-    err_path = tmp_path / "stderr.txt"
     cmd = [sys.executable, "-c", BLOCK_TF, "caption", "--source", server.url, "--bundle", str(float_bundle),
            "--jsonl", str(jsonl), "--min-interval", "0.5", "--threads", "1"]
     if shutil.which("espeak-ng"):
         cmd += ["--speak-to", str(speech)]
-    with open(err_path, "w") as err, open(tmp_path / "stdout.txt", "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+    with open(tmp_path / "stdout.txt", "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, text=True)
+    err = _Stderr(proc.stderr)
     try:
-        assert wait_for(lambda: len(_records(jsonl)) >= 1, timeout=90), err_path.read_text()
+        assert wait_for(lambda: len(_records(jsonl)) >= 1, timeout=90), err.text
         server.stop()  # the camera drops out...
-        assert wait_for(lambda: "lost" in err_path.read_text(), timeout=30), err_path.read_text()
-        time.sleep(1.0)
+        assert err.wait_for(lambda text: "lost" in text, timeout=30), err.text
+        # ...stays away through at least one failed reopen...
+        assert err.wait_for(lambda text: "retrying in" in text.split("lost", 1)[1], timeout=30), err.text
         server.image = view_b
         server.start()  # ...and comes back, now looking at something else
-        assert wait_for(lambda: len(_records(jsonl)) >= 2, timeout=60), err_path.read_text()
+        assert wait_for(lambda: len(_records(jsonl)) >= 2, timeout=60), err.text
         proc.send_signal(sig)
         rc = proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
         server.stop()
-    stderr = err_path.read_text()
+    stderr = err.all()
     assert rc == 0, stderr
     assert "Traceback" not in stderr
     recs = _records(jsonl)

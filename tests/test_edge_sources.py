@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
+import threading
 import types
 
 import cv2
@@ -112,9 +112,46 @@ def test_stream_on_loopback_is_read_through_opencv_ffmpeg():
         server.stop()
 
 
+def _busy_while_frames_come(src: LiveSource, n: int) -> None:
+    """A caption loop busy while the camera delivers `n` more frames: waits on the source's own condition, which
+    the capture thread notifies at every frame (the timeout only bounds a broken run)."""
+    with src._cond:
+        target = src.stats.frames_read + n
+        assert src._cond.wait_for(lambda: src.stats.frames_read >= target, timeout=60), src.stats
+
+
+class _LogWatch(logging.Handler):
+    """The messages of one logger as they come, for a test to wait on (a condition), not to sleep for."""
+
+    def __init__(self, logger: str):
+        super().__init__()
+        self.logger, self.messages, self.cond = logging.getLogger(logger), [], threading.Condition()
+
+    def __enter__(self) -> _LogWatch:
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.cond:
+            self.messages.append(record.getMessage())
+            self.cond.notify_all()
+
+    def wait_for(self, text: str, after: int = 0, timeout: float = 60) -> int | None:
+        """The index of the first message from `after` on that holds `text`, waiting for it; None if none came."""
+        def found() -> int | None:
+            return next((i for i, m in enumerate(self.messages) if i >= after and text in m), None)
+
+        with self.cond:
+            self.cond.wait_for(lambda: found() is not None, timeout)
+            return found()
+
+
 def test_capture_thread_hands_over_the_newest_frame_not_a_backlog():
-    """A slow caption loop (0.3 s per frame) on a 20 fps camera: each frame taken is (nearly) the latest served.
-    A queue would fall 6 frames further behind on every take."""
+    """A caption loop busy for 6 frames of a 20 fps camera (0.3 s) at every take: each frame taken is (nearly)
+    the latest served. A queue would fall 6 frames further behind on every take."""
     server = MJPEGServer(scene(2), fps=20).start()
     src = LiveSource(OpenCVReader(server.url, timeout_s=3))
     try:
@@ -123,7 +160,7 @@ def test_capture_thread_hands_over_the_newest_frame_not_a_backlog():
             lags.append(server.sent - 1 - read_stamp(f.image))
             if n == 8:
                 break
-            time.sleep(0.3)
+            _busy_while_frames_come(src, 6)
         assert src.stats.dropped >= 20, (src.stats, lags)  # frames replaced unseen while the loop was busy
         # A queue falls 6 frames further behind per take: 48 frames by the last one. Latest-frame-wins stays within
         # what the socket and the scheduler hold (a few frames; more on a machine this busy), and does not grow.
@@ -137,25 +174,28 @@ def test_lost_stream_is_reopened_with_backoff_and_logged(caplog):
     server = MJPEGServer(scene(3), fps=20).start()
     src = LiveSource(OpenCVReader(server.url, timeout_s=2), backoff=Backoff(first=0.2, cap=1.0))
     caplog.set_level(logging.INFO, logger="scenecap.edge.camera")
-    try:
-        it = src.frames()
-        first = next(it)
-        assert first.image is not None
-        server.stop()  # the camera goes away...
-        assert wait_for(lambda: any("lost" in r.message for r in caplog.records), timeout=15)
-        time.sleep(0.5)  # ...stays away through at least one failed reopen...
-        server.image = scene(4)
-        server.start()  # ...and comes back on the same address with a new view
-        for f in it:
-            if np.abs(f.image[16:].astype(int) - scene(4)[16:].astype(int)).mean() < 6:
-                break
-        assert src.stats.reconnects >= 1
-        messages = [r.message for r in caplog.records]
-        assert any("reopening in" in m for m in messages)
-        assert any("reopened" in m for m in messages)
-    finally:
-        src.close()
-        server.stop()
+    with _LogWatch("scenecap.edge.camera") as watch:
+        try:
+            it = src.frames()
+            first = next(it)
+            assert first.image is not None
+            server.stop()  # the camera goes away...
+            lost = watch.wait_for("lost")
+            assert lost is not None, watch.messages
+            # ...stays away through at least one failed reopen...
+            assert watch.wait_for("retrying", after=lost) is not None, watch.messages
+            server.image = scene(4)
+            server.start()  # ...and comes back on the same address with a new view
+            for f in it:
+                if np.abs(f.image[16:].astype(int) - scene(4)[16:].astype(int)).mean() < 6:
+                    break
+            assert src.stats.reconnects >= 1
+            messages = [r.message for r in caplog.records]
+            assert any("reopening in" in m for m in messages)
+            assert any("reopened" in m for m in messages)
+        finally:
+            src.close()
+            server.stop()
 
 
 def test_camera_that_is_not_there_is_retried_until_stopped_when_asked_to(caplog):
