@@ -38,21 +38,24 @@ class ValidationReport:
     def bad_images(self) -> int:
         return len(self.missing) + len(self.unreadable)
 
+    def bad_image_parts(self) -> list[str]:
+        return [_some(names, what) for names, what in ((self.missing, "missing"), (self.unreadable, "unreadable"))
+                if names]
+
     def summary(self) -> str:
-        parts = [f"{self.source}: {self.images} images, {self.captions} captions"]
-        if self.missing:
-            parts.append(f"{len(self.missing)} missing (e.g. {', '.join(self.missing[:SHOW])})")
-        if self.unreadable:
-            parts.append(f"{len(self.unreadable)} unreadable (e.g. {', '.join(self.unreadable[:SHOW])})")
+        parts = [f"{self.source}: {self.images} images, {self.captions} captions", *self.bad_image_parts()]
         if self.empty_captions:
             parts.append(f"{self.empty_captions} empty captions dropped")
         if self.no_captions:
-            parts.append(f"{len(self.no_captions)} images without captions dropped "
-                         f"(e.g. {', '.join(self.no_captions[:SHOW])})")
+            parts.append(_some(self.no_captions, "images without captions dropped"))
         converted = {m: n for m, n in self.modes.items() if m != "RGB"}
         if converted:
             parts.append("converted to RGB: " + ", ".join(f"{n} {m}" for m, n in sorted(converted.items())))
         return "; ".join(parts)
+
+
+def _some(names: list[str], what: str) -> str:
+    return f"{len(names)} {what} (e.g. {', '.join(names[:SHOW])})"
 
 
 def check_image(path) -> tuple[str | None, str | None]:
@@ -91,30 +94,31 @@ def validate(samples: list[Sample], source: str, text: TextOptions, skip_missing
         s.captions = caps
         kept.append(s)
     if check_images and kept:
-        results = _check_all([s.image for s in kept], progress, workers, source)
-        good = []
-        for s, (mode, reason) in zip(kept, results, strict=True):
-            if reason == "missing":
-                report.missing.append(s.image.name)
-            elif reason:
-                report.unreadable.append(f"{s.image.name} ({reason})")
-            else:
-                report.modes[mode] = report.modes.get(mode, 0) + 1
-                good.append(s)
+        good = _decoding(kept, report, progress, workers)
         if report.bad_images and not skip_missing:
-            what = []
-            if report.missing:
-                what.append(f"{len(report.missing)} missing (e.g. {', '.join(report.missing[:SHOW])})")
-            if report.unreadable:
-                what.append(f"{len(report.unreadable)} unreadable (e.g. {', '.join(report.unreadable[:SHOW])})")
-            folder = kept[0].image.parent
-            raise ScenecapError(f"{source}: {' and '.join(what)} of {len(kept)} images under {folder}; fix the "
-                                "paths (--images DIR) or pass --skip-missing to train without them")
+            raise ScenecapError(f"{source}: {' and '.join(report.bad_image_parts())} of {len(kept)} images under "
+                                f"{kept[0].image.parent}; fix the paths (--images DIR) or pass --skip-missing to "
+                                "train without them")
         kept = good
     log.info("%s", report.summary())
     if not kept:
         raise ScenecapError(f"{source}: no usable images with captions left after validation")
     return kept, report
+
+
+def _decoding(samples: list[Sample], report: ValidationReport, progress: bool, workers: int) -> list[Sample]:
+    """The samples whose image decodes; the others are counted in the report as missing or unreadable."""
+    good = []
+    results = _check_all([s.image for s in samples], progress, workers, report.source)
+    for s, (mode, reason) in zip(samples, results, strict=True):
+        if reason == "missing":
+            report.missing.append(s.image.name)
+        elif reason:
+            report.unreadable.append(f"{s.image.name} ({reason})")
+        else:
+            report.modes[mode] = report.modes.get(mode, 0) + 1
+            good.append(s)
+    return good
 
 
 def _check_all(paths, progress: bool, workers: int, source: str):
