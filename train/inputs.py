@@ -12,6 +12,7 @@ import numpy as np
 from scenecap.edge.vocab import Vocab
 from scenecap.train.config import TrainConfig
 from scenecap.train.datasets import Sample
+from scenecap.train.model import ShowAttendTell
 from scenecap.train.pipeline import CaptionData, encode_captions, flipped_captions, image_source, load_prepared
 
 log = logging.getLogger("scenecap.train")
@@ -31,7 +32,7 @@ class RunInputs:
         return self.val is not None and self.val.steps > 0
 
 
-def prepare_inputs(cfg: TrainConfig, model, vocab: Vocab, train: list[Sample], val: list[Sample],
+def prepare_inputs(cfg: TrainConfig, model: ShowAttendTell, vocab: Vocab, train: list[Sample], val: list[Sample],
                    global_batch: int, drop_remainder: bool, out: Path, progress: bool) -> RunInputs:
     """Both splits' pipelines (extracting the feature cache first in cached mode) and the scored subset."""
     if cfg.mode == "cached" and (not cfg.model.weights or cfg.model.weights in ("none", "None")):

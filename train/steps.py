@@ -10,9 +10,10 @@ import keras
 import tensorflow as tf
 
 from scenecap.train.config import TrainConfig
+from scenecap.train.model import ShowAttendTell
 
 
-def masked_loss_and_accuracy(target, logits, pad: int):
+def masked_loss_and_accuracy(target: tf.Tensor, logits: tf.Tensor, pad: int) -> tuple[tf.Tensor, tf.Tensor]:
     """Mean cross-entropy and word accuracy over the real tokens of `target` (pad positions count for nothing)."""
     logits = tf.cast(logits, tf.float32)
     ce = keras.losses.sparse_categorical_crossentropy(target, logits, from_logits=True)
@@ -39,7 +40,8 @@ def phase_at(cfg: TrainConfig, epoch: int) -> tuple[str, float]:
     return ("frozen" if frozen else "trainable"), lr
 
 
-def steps_for(model, strategy, cfg: TrainConfig, epoch: int, pad: int) -> Steps:
+def steps_for(model: ShowAttendTell, strategy: tf.distribute.Strategy, cfg: TrainConfig, epoch: int,
+              pad: int) -> Steps:
     """Set the backbone's phase for `epoch` and build a fresh optimizer and steps over what is then trainable."""
     phase, lr = phase_at(cfg, epoch)
     model.backbone.trainable = phase == "trainable"

@@ -10,7 +10,9 @@ run_dir/features/       cached mode: backbone feature shards (unless feature_cac
 
 The loop is a plain `strategy.run` loop rather than Keras `fit`: the same code runs on one CPU, several GPUs
 (MirroredStrategy) and several machines (MultiWorkerMirroredStrategy), and it can resume in the middle of an
-epoch with the optimizer's state.
+epoch with the optimizer's state. Here: the setup (`_train`) and the epoch loop (`_epochs`); what the steps are
+fed is in inputs.py, the loss and the steps in steps.py, checkpoints, early stopping and history in
+run_state.py, scored captions, TensorBoard and progress in run_logs.py.
 """
 
 from __future__ import annotations
@@ -195,6 +197,7 @@ class _Run:
 
 
 def _train(cfg: TrainConfig, strategy, chief: bool, out: Path, resume: bool, progress: bool) -> Path:
+    """Data, vocabulary, model and inputs (in the order that keeps a seeded run reproducible), then the epochs."""
     import keras
 
     from scenecap.train.inputs import prepare_inputs
