@@ -8,14 +8,17 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from scenecap import ScenecapError
+
+T = TypeVar("T")
 
 
 def one_line_error(call, *named: str) -> str:
@@ -44,6 +47,15 @@ def cli_error(r: subprocess.CompletedProcess, *named: str) -> str:
     for text in named:
         assert text in errors[0], (text, errors[0])
     return errors[0]
+
+
+def write_catalogue(tmp_path_factory, folder: str, make: Callable[[Path, str], T], names: Iterable[str],
+                    mode: int | None = None) -> dict[str, T]:
+    """Every case of a catalogue made once, in a new folder (of that mode, if given): {name: make(folder, name)}."""
+    d = tmp_path_factory.mktemp(folder)
+    if mode is not None:
+        d.chmod(mode)
+    return {name: make(d, name) for name in names}
 
 
 def write_image(path: Path, mode: str = "RGB", size=(40, 30)) -> Path:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -125,6 +128,20 @@ class MJPEGServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], server: MJPEGServer, stderr: Path, **popen) -> Iterator[subprocess.Popen]:
+    """`cmd` started with its stderr written to the file `stderr`; on leaving, killed if it is still running (a
+    failed wait must not leave it behind), and the camera `server` stopped."""
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen(cmd, stderr=err, **popen)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
 
 
 def wait_for(predicate, timeout: float, step: float = 0.05) -> bool:

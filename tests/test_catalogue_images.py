@@ -18,12 +18,13 @@ import subprocess
 import sys
 import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from catalogue_helpers import one_line_error, scenecap, unprivileged
+from catalogue_helpers import one_line_error, scenecap, unprivileged, write_catalogue
 from edge_helpers import scene
 from PIL import Image
 
@@ -66,108 +67,114 @@ def _exif_jpeg(orientation: int, damage: bool = False) -> bytes:
     return bytes(data)
 
 
+def _half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _noise(seed: int, n: int) -> bytes:
+    return bytes(np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8))
+
+
+def _bad_crc(png: bytes) -> bytes:
+    bad = bytearray(png)
+    bad[60] ^= 0xFF
+    return bytes(bad)
+
+
+def _corrupt_body(jpeg: bytes) -> bytes:
+    corrupt = bytearray(jpeg)
+    corrupt[200:1200] = _noise(0, 1000)
+    return bytes(corrupt)
+
+
+def _bmp_claiming(width: int, height: int) -> bytes:
+    bmp = bytearray(_encoded(Image.new("RGB", (4, 4)), "BMP"))
+    bmp[18:26] = struct.pack("<ii", width, height)
+    return bytes(bmp)
+
+
+def _heic_start() -> bytes:
+    """An iPhone photo's first bytes: ISO-BMFF ftyp, brand heic."""
+    box = b"ftypheic" + b"\0\0\0\0" + b"mif1heic"
+    return struct.pack(">I", len(box) + 4) + box + bytes(256)
+
+
+IMG = Image.fromarray(GOOD)
+JPEG, PNG, PROGRESSIVE = _jpeg(IMG, quality=90), _encoded(IMG, "PNG"), _jpeg(IMG, progressive=True, quality=85)
+
+# Catalogue files given as their bytes: name -> the bytes.
+CONTENT: dict[str, Callable[[], bytes]] = {
+    "empty.jpg": lambda: b"",
+    "truncated.jpg": lambda: _half(JPEG),  # a download that stopped halfway
+    "truncated_header.jpg": lambda: JPEG[:20],
+    "truncated.png": lambda: _half(PNG),
+    "truncated.webp": lambda: _half(_encoded(IMG, "WEBP")),
+    "bad_crc.png": lambda: _bad_crc(PNG),
+    "corrupt_body.jpg": lambda: _corrupt_body(PROGRESSIVE),
+    "random_bytes.jpg": lambda: _noise(1, 4000),
+    # what a browser saves when the link was a web page
+    "html_page.jpg": lambda: b"<!DOCTYPE html><html><head><title>404</title></head><body>Not Found</body></html>\n",
+    "notes.png": lambda: b"not a picture",
+    "png_named.jpg": lambda: PNG,  # the suffix lies, the content decides
+    "progressive.jpg": lambda: PROGRESSIVE,
+    "photo.heic": _heic_start,
+    "exif_rotated.jpg": lambda: _exif_jpeg(6),  # orientation 6: stored landscape, shown portrait
+    "corrupt_exif.jpg": lambda: _exif_jpeg(6, damage=True),
+    "header_bomb.png": lambda: _png_claiming(20000, 20000),  # 400 megapixels: Pillow itself refuses it in open
+    "header_over_limit.png": lambda: _png_claiming(9000, 9000),  # 81 megapixels: over our limit, under Pillow's
+    "header_bomb.bmp": lambda: _bmp_claiming(30000, 30000),
+    "zero_width.png": lambda: _png_claiming(0, 10),
+}
+
+
+def _float_nan(p: Path) -> None:
+    a = np.asarray(IMG.convert("L"), np.float32).copy()
+    a[3, 3] = np.nan
+    Image.fromarray(a).save(p)
+
+
+def _animated(p: Path) -> None:
+    frames = [Image.fromarray(GOOD), Image.fromarray(GOOD[::-1].copy())]
+    frames[0].save(p, save_all=True, append_images=frames[1:], duration=100)
+
+
+# Catalogue files an encoder writes (the format from the suffix): name -> how.
+SAVED: dict[str, Callable[[Path], object]] = {
+    "cmyk.jpg": lambda p: IMG.convert("CMYK").save(p),
+    "grey.jpg": lambda p: IMG.convert("L").save(p),
+    "grey16.png": lambda p: Image.fromarray(GOOD[:, :, 1].astype(np.uint16) * 257).save(p),
+    "rgb48.png": lambda p: cv2.imwrite(str(p), GOOD[:, :, ::-1].astype(np.uint16) * 257),  # 16 bits a channel
+    "palette.png": lambda p: IMG.convert("P").save(p),
+    "palette_transparent.png": lambda p: IMG.convert("P").save(p, transparency=0),
+    "alpha.png": lambda p: Image.fromarray(np.dstack([GOOD, np.full(GOOD.shape[:2], 128, np.uint8)]), "RGBA").save(p),
+    "grey_alpha.png": lambda p: IMG.convert("LA").save(p),
+    "bilevel.png": lambda p: IMG.convert("1").save(p),
+    "int32.tif": lambda p: IMG.convert("I").save(p),
+    "float.tif": lambda p: IMG.convert("F").save(p),  # float32 holding 0-255, as most tools write them
+    # float32 in 0-1, as scientific tools write them
+    "float01.tif": lambda p: Image.fromarray(np.asarray(IMG.convert("L"), np.float32) / 255.0).save(p),
+    # neither 0-1 nor 0-255: refused, not guessed
+    "float_range.tif": lambda p: Image.fromarray(np.asarray(IMG.convert("L"), np.float32) * 4.0 - 400.0).save(p),
+    "float_nan.tif": _float_nan,
+    # a 12-bit sensor's data in a 16-bit TIFF (max 4095)
+    "grey12.tif": lambda p: Image.fromarray(GOOD[:, :, 1].astype(np.uint16) * 16).save(p),
+    "photo.jfif": lambda p: IMG.save(p, "JPEG"),  # JPEG under the name browsers give it
+    "photo.avif": lambda p: IMG.save(p, "AVIF"),
+    "one_pixel.png": lambda p: Image.new("RGB", (1, 1), (200, 10, 10)).save(p),
+    "animated.gif": _animated,
+    "huge.png": lambda p: Image.new("L", (10000, 10000)).save(p),  # 100 megapixels in ~100 kB: a decompression bomb
+    "folder.jpg": lambda p: p.mkdir(),
+    "missing.jpg": lambda p: None,  # never written
+}
+
+
 def _make(d: Path, name: str) -> Path:
     """Write the catalogue file `name` into d."""
     p = d / name
-    img = Image.fromarray(GOOD)
-    full = _jpeg(img, quality=90)
-    png = _encoded(img, "PNG")
-    rgba = np.dstack([GOOD, np.full(GOOD.shape[:2], 128, np.uint8)])
-    if name == "empty.jpg":
-        p.write_bytes(b"")
-    elif name == "truncated.jpg":  # a download that stopped halfway
-        p.write_bytes(full[: len(full) // 2])
-    elif name == "truncated_header.jpg":
-        p.write_bytes(full[:20])
-    elif name == "truncated.png":
-        p.write_bytes(png[: len(png) // 2])
-    elif name == "truncated.webp":
-        w = _encoded(img, "WEBP")
-        p.write_bytes(w[: len(w) // 2])
-    elif name == "bad_crc.png":
-        bad = bytearray(png)
-        bad[60] ^= 0xFF
-        p.write_bytes(bytes(bad))
-    elif name == "corrupt_body.jpg":
-        corrupt = bytearray(_jpeg(img, progressive=True, quality=85))
-        corrupt[200:1200] = bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8))
-        p.write_bytes(bytes(corrupt))
-    elif name == "random_bytes.jpg":
-        p.write_bytes(bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8)))
-    elif name == "html_page.jpg":  # what a browser saves when the link was a web page
-        p.write_text("<!DOCTYPE html><html><head><title>404</title></head><body>Not Found</body></html>\n")
-    elif name == "notes.png":
-        p.write_text("not a picture")
-    elif name == "png_named.jpg":  # the suffix lies, the content decides
-        p.write_bytes(png)
-    elif name == "progressive.jpg":
-        p.write_bytes(_jpeg(img, progressive=True, quality=85))
-    elif name == "cmyk.jpg":
-        img.convert("CMYK").save(p)
-    elif name == "grey.jpg":
-        img.convert("L").save(p)
-    elif name == "grey16.png":
-        Image.fromarray(GOOD[:, :, 1].astype(np.uint16) * 257).save(p)
-    elif name == "rgb48.png":  # 16 bits per channel
-        cv2.imwrite(str(p), GOOD[:, :, ::-1].astype(np.uint16) * 257)
-    elif name == "palette.png":
-        img.convert("P").save(p)
-    elif name == "palette_transparent.png":
-        img.convert("P").save(p, transparency=0)
-    elif name == "alpha.png":
-        Image.fromarray(rgba, "RGBA").save(p)
-    elif name == "grey_alpha.png":
-        img.convert("LA").save(p)
-    elif name == "bilevel.png":
-        img.convert("1").save(p)
-    elif name == "int32.tif":
-        img.convert("I").save(p)
-    elif name == "float.tif":  # float32 holding 0-255, as most tools write them
-        img.convert("F").save(p)
-    elif name == "float01.tif":  # float32 in 0-1, as scientific tools write them
-        Image.fromarray(np.asarray(img.convert("L"), np.float32) / 255.0).save(p)
-    elif name == "float_range.tif":  # neither 0-1 nor 0-255: refused, not guessed
-        Image.fromarray(np.asarray(img.convert("L"), np.float32) * 4.0 - 400.0).save(p)
-    elif name == "float_nan.tif":
-        a = np.asarray(img.convert("L"), np.float32).copy()
-        a[3, 3] = np.nan
-        Image.fromarray(a).save(p)
-    elif name == "grey12.tif":  # a 12-bit sensor's data in a 16-bit TIFF (max 4095)
-        Image.fromarray(GOOD[:, :, 1].astype(np.uint16) * 16).save(p)
-    elif name == "photo.jfif":  # JPEG under the name browsers give it
-        img.save(p, "JPEG")
-    elif name == "photo.avif":
-        img.save(p, "AVIF")
-    elif name == "photo.heic":  # an iPhone photo's first bytes: ISO-BMFF ftyp, brand heic
-        box = b"ftypheic" + b"\0\0\0\0" + b"mif1heic"
-        p.write_bytes(struct.pack(">I", len(box) + 4) + box + bytes(256))
-    elif name == "one_pixel.png":
-        Image.new("RGB", (1, 1), (200, 10, 10)).save(p)
-    elif name == "animated.gif":
-        frames = [Image.fromarray(GOOD), Image.fromarray(GOOD[::-1].copy())]
-        frames[0].save(p, save_all=True, append_images=frames[1:], duration=100)
-    elif name == "exif_rotated.jpg":  # orientation 6: stored landscape, shown portrait
-        p.write_bytes(_exif_jpeg(6))
-    elif name == "corrupt_exif.jpg":
-        p.write_bytes(_exif_jpeg(6, damage=True))
-    elif name == "header_bomb.png":  # 400 megapixels claimed: Pillow itself refuses this one inside Image.open
-        p.write_bytes(_png_claiming(20000, 20000))
-    elif name == "header_over_limit.png":  # 81 megapixels: over our limit, under Pillow's warning
-        p.write_bytes(_png_claiming(9000, 9000))
-    elif name == "header_bomb.bmp":
-        bmp = bytearray(_encoded(Image.new("RGB", (4, 4)), "BMP"))
-        bmp[18:26] = struct.pack("<ii", 30000, 30000)
-        p.write_bytes(bytes(bmp))
-    elif name == "huge.png":  # really 100 megapixels, compressed to ~100 kB: a decompression bomb
-        Image.new("L", (10000, 10000)).save(p)
-    elif name == "zero_width.png":
-        p.write_bytes(_png_claiming(0, 10))
-    elif name == "folder.jpg":
-        p.mkdir()
-    elif name == "missing.jpg":
-        pass  # never written
+    if name in CONTENT:
+        p.write_bytes(CONTENT[name]())
     else:
-        raise AssertionError(name)
+        SAVED[name](p)
     return p
 
 
@@ -222,8 +229,7 @@ CASES: dict[str, tuple] = {
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("bad_images")
-    return {name: _make(d, name) for name in CASES}
+    return write_catalogue(tmp_path_factory, "bad_images", _make, CASES)
 
 
 def _no_warnings(call):
@@ -355,8 +361,7 @@ def _special(d: Path, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def specials(tmp_path_factory) -> dict[str, str]:
-    d = tmp_path_factory.mktemp("special_images")
-    return {name: _special(d, name) for name in SPECIAL}
+    return write_catalogue(tmp_path_factory, "special_images", _special, SPECIAL)
 
 
 @pytest.mark.parametrize("name", sorted(SPECIAL))
@@ -420,6 +425,6 @@ def test_numpy_frames_given_straight_to_the_captioner(name, demo_bundle):
 # special or unreadable files through load_image and the CLI; 7 numpy arrays through the Python API's source and
 # straight to Captioner.caption.
 def test_catalogue_size():
-    assert len(CASES) == 41
+    assert len(CASES) == 41 and set(CONTENT) | set(SAVED) == set(CASES)
     assert len(SPECIAL) == 4
     assert len(ARRAYS) == 7

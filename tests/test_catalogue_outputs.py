@@ -26,7 +26,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from edge_helpers import MJPEGServer, wait_for
+from edge_helpers import MJPEGServer, running, wait_for
 from PIL import Image
 
 from scenecap.edge.terminal import escape, is_safe, jsonable
@@ -283,29 +283,32 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
 
+def _gated_espeak(tmp_path: Path, env: dict) -> Path:
+    """Put GATED_ESPEAK first on env's PATH as espeak-ng; returns the file it writes its pid to when it speaks."""
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed (apt install espeak-ng)")
+    pidfile, bin_dir = tmp_path / "espeak.pid", tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "espeak-ng"
+    fake.write_text(GATED_ESPEAK.format(real=shutil.which("espeak-ng"), pidfile=pidfile, gate=tmp_path / "go"))
+    fake.chmod(0o755)
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    return pidfile
+
+
 @pytest.mark.parametrize("sigs", ["SIGHUP", "SIGTERM", "SIGINT", "SIGINT twice while speaking"])
 def test_a_signal_ends_the_run_with_outputs_closed_and_a_summary(tmp_path, sigs):
+    env = dict(os.environ)
+    twice = sigs.endswith("twice while speaking")
+    pidfile = _gated_espeak(tmp_path, env) if twice else None
     server = MJPEGServer(cv2.imread(str(FRAME))[:, :, ::-1], fps=15).start()
     jsonl, video, err_path = tmp_path / "live.jsonl", tmp_path / "seen.mp4", tmp_path / "stderr.txt"
     cmd = [sys.executable, "-m", "scenecap", "caption", "--source", server.url, "--bundle", str(DEMO),
            "--jsonl", str(jsonl), "--save-annotated", str(video), "--when", "every", "--every", "0.2"]
-    env = dict(os.environ)
-    twice = sigs.endswith("twice while speaking")
-    pidfile = tmp_path / "espeak.pid"
     if twice:
-        if not shutil.which("espeak-ng"):
-            pytest.skip("espeak-ng is not installed (apt install espeak-ng)")
-        bin_dir = tmp_path / "bin"
-        bin_dir.mkdir()
-        fake = bin_dir / "espeak-ng"
-        fake.write_text(GATED_ESPEAK.format(real=shutil.which("espeak-ng"), pidfile=pidfile, gate=tmp_path / "go"))
-        fake.chmod(0o755)
-        env["PATH"] = f"{bin_dir}:{env['PATH']}"
         cmd += ["--speak-to", str(tmp_path / "speech")]
     sig = signal.Signals[sigs.split()[0]]
-    with open(err_path, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
-    try:
+    with running(cmd, server, err_path, stdout=subprocess.DEVNULL, env=env) as proc:
         assert wait_for(lambda: jsonl.exists() and jsonl.read_bytes().count(b"\n") >= 1, timeout=120), \
             err_path.read_text()
         if twice:
@@ -315,10 +318,6 @@ def test_a_signal_ends_the_run_with_outputs_closed_and_a_summary(tmp_path, sigs)
             assert wait_for(lambda: "stopping" in err_path.read_text(), timeout=60), err_path.read_text()
             proc.send_signal(sig)
         rc = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        server.stop()
     stderr = err_path.read_text()
     assert rc == 0 and "Traceback" not in stderr, stderr
     summary = [line for line in stderr.splitlines() if line.startswith("summary:")]

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from catalogue_helpers import cli_error, one_line_error, scenecap, unprivileged
+from catalogue_helpers import cli_error, one_line_error, scenecap, unprivileged, write_catalogue
 from edge_helpers import MJPEGServer, scene
 from PIL import Image
 
@@ -161,9 +161,7 @@ FOLDERS: dict[str, tuple[list[str], list[str]]] = {
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("folders")
-    d.chmod(0o755)
-    return {name: _folder(d, name) for name in FOLDERS}
+    return write_catalogue(tmp_path_factory, "folders", _folder, FOLDERS, mode=0o755)
 
 
 @pytest.mark.parametrize("name", sorted(FOLDERS))
@@ -216,9 +214,7 @@ VIDEOS: dict[str, tuple[int, str]] = {
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("videos")
-    d.chmod(0o755)
-    return {name: _video(d, name) for name in VIDEOS}
+    return write_catalogue(tmp_path_factory, "videos", _video, VIDEOS, mode=0o755)
 
 
 @pytest.mark.parametrize("name", sorted(VIDEOS))
@@ -280,8 +276,7 @@ SPECIAL: dict[str, str] = {
 
 @pytest.fixture(scope="module")
 def specials(tmp_path_factory) -> dict[str, str]:
-    d = tmp_path_factory.mktemp("special")
-    return {name: _special(d, name) for name in SPECIAL}
+    return write_catalogue(tmp_path_factory, "special", _special, SPECIAL)
 
 
 @pytest.mark.parametrize("name", sorted(SPECIAL))

@@ -13,6 +13,14 @@ from scenecap.train.text import TextOptions
 from scenecap.train.validate import validate
 
 
+def _loaded(folder, name: str, text: str, fmt: str) -> list:
+    """The samples of annotation file `name` holding `text`, which must be detected as `fmt`."""
+    f = folder / name
+    f.write_text(text, encoding="utf-8")
+    assert detect_format(f) == fmt
+    return load_dataset(f)
+
+
 def test_karpathy_split_folds_restval_into_train(tmp_path):
     for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
         write_image(tmp_path / "val2014" / name)
@@ -49,11 +57,8 @@ def test_flickr_token_file_groups_five_captions_per_image(flickr_dir):
 
 
 def test_flickr_captions_txt_keeps_unquoted_commas_in_captions(flickr_dir):
-    f = flickr_dir / "captions.txt"
-    f.write_text("image,caption\n1000_a.jpg,A child , in a pink dress , climbing stairs .\n"
-                 '1000_a.jpg,"A girl, quoted"\n1002_c.jpg,A man on a bike\n', encoding="utf-8")
-    assert detect_format(f) == "csv"
-    samples = load_dataset(f)
+    samples = _loaded(flickr_dir, "captions.txt", "image,caption\n1000_a.jpg,A child , in a pink dress , climbing "
+                      'stairs .\n1000_a.jpg,"A girl, quoted"\n1002_c.jpg,A man on a bike\n', "csv")
     assert samples[0].captions == ["A child , in a pink dress , climbing stairs .", "A girl, quoted"]
     assert samples[1].image.name == "1002_c.jpg"
 
@@ -68,15 +73,12 @@ def test_generic_csv_tsv_and_pipe_files_with_other_column_names(flickr_dir):
 
 
 def test_jsonl_and_json_list_records(flickr_dir):
-    f = flickr_dir / "caps.jsonl"
-    f.write_text('{"image": "1000_a.jpg", "caption": "un chat"}\n{"image": "1000_a.jpg", "captions": ["le chat"]}\n'
-                 '{"image": "1001_b.jpg", "caption": "un chien"}\n', encoding="utf-8")
-    assert detect_format(f) == "jsonl"
-    samples = load_dataset(f)
+    records = ('{"image": "1000_a.jpg", "caption": "un chat"}\n{"image": "1000_a.jpg", "captions": ["le chat"]}\n'
+               '{"image": "1001_b.jpg", "caption": "un chien"}\n')
+    samples = _loaded(flickr_dir, "caps.jsonl", records, "jsonl")
     assert samples[0].captions == ["un chat", "le chat"] and len(samples) == 2
-    g = flickr_dir / "caps.json"
-    g.write_text(json.dumps([{"filename": "1002_c.jpg", "caption": "x"}]))
-    assert detect_format(g) == "jsonl" and load_dataset(g)[0].image.name == "1002_c.jpg"
+    listed = _loaded(flickr_dir, "caps.json", json.dumps([{"filename": "1002_c.jpg", "caption": "x"}]), "jsonl")
+    assert listed[0].image.name == "1002_c.jpg"
 
 
 def test_cmyk_greyscale_and_alpha_images_are_converted_not_dropped(tmp_path):
