@@ -148,7 +148,7 @@ def measure_edge(spec: dict) -> dict:
                      "quant": {k: v.quant for k, v in m.models.items()},
                      "decoder_state": m.decoder_state, "decoder_batch": m.decoder_batch,
                      "max_words": m.max_length - 1,
-                     "vocab_size": int(m.model.get("vocab_size", len(cap.vocab))), "model": dict(m.model),
+                     "vocab_size": m.vocab_size, "model": m.model.to_json(),
                      "sizes": file_sizes(item["path"]),
                      "samples": {s: [] for s in (*STAGES, "step_lone", "step_lone_invoke", "step_invoke",
                                                  "greedy_invokes", "beam_invokes",

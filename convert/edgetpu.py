@@ -8,12 +8,14 @@ import logging
 import shlex
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from scenecap import ScenecapError
 from scenecap.edge.bundle import MANIFEST, load_bundle
 from scenecap.edge.edgetpu_plan import EDGETPU_OP, Placement, plan, summarize
 from scenecap.edge.fileio import atomic_write_bytes, atomic_write_text, sha256_file
+from scenecap.edge.manifest import FileEntry
 from scenecap.edge.modelinfo import ModelInfo, read_model
 
 __all__ = ["Placement", "add_command", "add_edgetpu", "compile_or_explain", "compiler_command", "plan", "summarize"]
@@ -94,8 +96,8 @@ def add_edgetpu(bundle_dir: str | Path, files: list[str | Path]) -> Path:
         target = bundle_dir / f"{Path(m.models[name].file).stem}_edgetpu.tflite"
         if f.resolve() != target.resolve():
             atomic_write_bytes(target, f.read_bytes())
-        m.models[name].edgetpu_file = target.name
-        m.files[target.name] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
+        m.models[name] = replace(m.models[name], edgetpu_file=target.name)  # specs are frozen
+        m.files[target.name] = FileEntry(sha256_file(target), target.stat().st_size)
     # The new files are in place first; the manifest that lists them is replaced last, atomically.
     import json
 

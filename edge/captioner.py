@@ -290,7 +290,7 @@ def _novelty_stats(bundle: Bundle) -> conf.NoveltyStats | None:
     arrays = load_confidence_arrays(bundle)
     if arrays is None:
         return None
-    return conf.stats_from_arrays(arrays, str(bundle.file(bundle.manifest.confidence["file"])))
+    return conf.stats_from_arrays(arrays, str(bundle.file(bundle.manifest.confidence.file)))
 
 
 def _threshold(bundle: Bundle, min_confidence: float | None) -> float:
@@ -302,4 +302,4 @@ def _threshold(bundle: Bundle, min_confidence: float | None) -> float:
             raise ScenecapError(f"min_confidence {min_confidence!r}; expected a number from 0 to 1")
         return float(min_confidence)
     section = bundle.manifest.confidence
-    return float(section["threshold"]) if section else 0.0
+    return float(section.threshold) if section else 0.0

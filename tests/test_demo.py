@@ -23,8 +23,8 @@ def test_demo_bundle_is_a_small_quantised_bundle_with_its_recipe():
     m = b.manifest
     # All integer: int8 encoder; int16x8 decoder step, since int8 costs it BLEU-4 (see build_bundle.py)
     assert {k: s.quant for k, s in m.models.items()} == {"encoder": "int8", "decoder_step": "int16x8"}
-    assert m.model["backbone"] == "mobilenet_v2"
-    assert sum(m.files[s.file]["bytes"] for s in m.models.values()) < 8 * 2**20
+    assert m.model.backbone == "mobilenet_v2"
+    assert sum(m.files[s.file].bytes for s in m.models.values()) < 8 * 2**20
     assert "demo/build_bundle.py" in m.provenance["recipe"]
     quality = json.loads((DEMO / "quality.json").read_text(encoding="utf-8"))
     assert quality["images"] == 200 and 0 < quality["BLEU-4"] <= 1

@@ -97,7 +97,7 @@ def test_int8_bundle_is_much_smaller(float_bundle, int8_bundle):
 
     def size(b):
         m = read_manifest(b)
-        return sum(m.files[s.file]["bytes"] for s in m.models.values())
+        return sum(m.files[s.file].bytes for s in m.models.values())
 
     assert size(int8_bundle) < 0.4 * size(float_bundle)
 

@@ -204,7 +204,7 @@ def test_imported_float_bundle_gives_the_originals_tokens(seed_files, imported):
     m = cap.bundle.manifest
     assert m.decoder_state == "legacy-zero"
     assert m.tokens == {"pad": 0, "unk": 1, "start": 2, "end": 3}
-    assert m.model["vocab_size"] == SMALL.vocab_size and m.max_length == SMALL.max_length + 1
+    assert m.model.vocab_size == SMALL.vocab_size and m.max_length == SMALL.max_length + 1
     assert (m.preprocess.height, m.preprocess.resize, m.preprocess.keep_aspect) == (96, "bilinear", False)
 
     original = Original(seed_files["weights"], seed_files["backbone"], SMALL)
@@ -418,7 +418,7 @@ def test_full_original_dimensions_give_the_originals_tokens(tmp_path):
     cap = Captioner.load(tmp_path / "bundle")
     m = cap.bundle.manifest
     assert m.decoder_state == "legacy-zero" and len(cap.vocab) == 26556
-    assert (m.model["locations"], m.model["backbone_channels"]) == (49, 1792)
+    assert (m.model.locations, m.model.backbone_channels) == (49, 1792)
     original = Original(weights, backbone, replace(full, vocab_size=26556))
     for path in images:
         theirs = original.caption(original.features(path), 2, 3)
