@@ -64,13 +64,13 @@ def test_a_constant_caption_model_is_flagged(tmp_path):
 
 
 def test_report_flags_a_constant_model_and_never_says_it_meets_the_target():
-    from scenecap.convert.report import _verdicts
+    from scenecap.convert.report_scores import verdicts
 
     broken = {"name": "float SavedModel", "kind": "savedmodel", "BLEU-4": 0.3,
               "trivial": ["it gives only 1 different caption for 60 images"]}
     quantised = {"name": "int8", "kind": "bundle", "encoder": "int8", "decoder": "int8", "BLEU-4": 0.3,
                  "agreement": 1.0, "trivial": ["it gives only 1 different caption for 60 images"]}
-    (verdict,) = _verdicts([broken, quantised], broken)
+    (verdict,) = verdicts([broken, quantised], broken)
     assert "meets the target" not in verdict and "NOT a working captioner" in verdict
     assert "1 different caption for 60 images" in verdict
 
