@@ -29,7 +29,7 @@ def _captions(bundle, samples, **kw):
 
 def _total(bundle) -> int:
     m = read_manifest(bundle)
-    return sum(info["bytes"] for name, info in m.files.items() if name.endswith((".tflite", ".npy")))
+    return sum(info.bytes for name, info in m.files.items() if name.endswith((".tflite", ".npy")))
 
 
 def test_each_quantisation_is_a_complete_bundle_with_the_requested_models(float_bundle, int8_bundle, variant_bundles,
@@ -121,20 +121,17 @@ def test_edgetpu_target_maps_every_op_and_keeps_gather_off_the_tpu(variant_bundl
         assert TARGETS["edgetpu-compiler-16"].problems(info.all_ops) == []
         assert not {"GATHER", "CAST", "LESS", "SELECT"} & {op.name for op in info.operators}
     emb = m.embedding
-    table = np.load(bundle / emb["file"], allow_pickle=False)
-    assert table.dtype == np.int8 and list(table.shape) == [m.model["vocab_size"], m.model["embed_dim"]]
+    table = np.load(bundle / emb.file, allow_pickle=False)
+    assert table.dtype == np.int8 and list(table.shape) == [m.model.vocab_size, m.model.embed_dim]
     # The plain int8 decoder, by contrast, would be split mid-graph at the embedding lookup.
     plain = summarize(plan(read_model(int8_bundle / "decoder_step.tflite")))
     assert plain["cpu_ops"] > 0 and "GATHER" in plain["cpu"]
 
 
-def test_beam_ready_decoder_advances_every_beam_in_one_invoke(tiny_export, tmp_path_factory, test_split):
-    from conftest import _bundle
-
-    bundle = _bundle(tiny_export, tmp_path_factory, "float32", batch=3)
-    m = read_manifest(bundle)
+def test_beam_ready_decoder_advances_every_beam_in_one_invoke(float_bundle_b3, test_split):
+    m = read_manifest(float_bundle_b3)
     assert m.decoder_batch == 3 and m.models["decoder_step"].inputs["hidden"].shape[0] == 3
-    beam, greedy = Captioner.load(bundle, beam=3), Captioner.load(bundle, beam=1)
+    beam, greedy = Captioner.load(float_bundle_b3, beam=3), Captioner.load(float_bundle_b3, beam=1)
     for s in test_split[0][:6]:
         b, g = beam.caption(s.image), greedy.caption(s.image)
         assert b.invokes == len(b.step_ms)  # every step advanced all (up to 3) beams with a single invoke
@@ -158,12 +155,12 @@ def _fake_compiled(src, dst) -> None:
     dst.write_bytes(bytes(b.Output()))
 
 
-def test_without_the_compiler_convert_prints_the_command_and_add_edgetpu_rehashes(variant_bundles, tmp_path):
+def test_without_the_compiler_convert_prints_the_command_and_add_edgetpu_rehashes(variant_bundles, copy_bundle,
+                                                                                   tmp_path):
     assert shutil.which("edgetpu_compiler") is None  # true on this machine; the message below depends on it
     from scenecap.convert.edgetpu import compile_or_explain
 
-    bundle = tmp_path / "coral"
-    shutil.copytree(variant_bundles["edgetpu"], bundle)
+    bundle = copy_bundle(variant_bundles["edgetpu"], "coral")
     msg = compile_or_explain(bundle, ["encoder.tflite", "decoder_step.tflite"])
     assert f"edgetpu_compiler --show_operations --out_dir {bundle} {bundle}/encoder.tflite" in msg
     assert f"scenecap convert --add-edgetpu {bundle}/encoder_edgetpu.tflite" in msg
@@ -182,7 +179,7 @@ def test_without_the_compiler_convert_prints_the_command_and_add_edgetpu_rehashe
     assert r.returncode == 0, r.stderr
     m = load_bundle(bundle).manifest  # re-hashed: verifies
     assert m.models["encoder"].edgetpu_file == "encoder_edgetpu.tflite"
-    assert m.files["encoder_edgetpu.tflite"]["bytes"] == compiled.stat().st_size
+    assert m.files["encoder_edgetpu.tflite"].bytes == compiled.stat().st_size
     assert json.loads(before)["files"].items() <= json.loads((bundle / "manifest.json").read_text())["files"].items()
     with pytest.raises(ScenecapError, match="compiled from another model|matches none"):
         other = tmp_path / "out" / "decoder_step_edgetpu.tflite"

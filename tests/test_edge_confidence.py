@@ -182,20 +182,14 @@ def test_speech_says_not_sure_stays_silent_or_says_the_caption(mixed, tmp_path):
 
 
 # -- bundles with and without the section -------------------------------------------------------------------------
-def _copy_demo(tmp_path: Path) -> Path:
-    dst = tmp_path / "bundle"
-    shutil.copytree(DEMO, dst)
-    return dst
-
-
 def _rewrite(bundle: Path, edit) -> None:
     data = json.loads((bundle / "manifest.json").read_text())
     edit(data)
     (bundle / "manifest.json").write_text(json.dumps(data))
 
 
-def test_a_bundle_without_the_section_uses_word_probabilities_only(tmp_path, mixed):
-    b = _copy_demo(tmp_path)
+def test_a_bundle_without_the_section_uses_word_probabilities_only(copy_bundle, mixed):
+    b = copy_bundle(DEMO)
 
     def strip(d):
         d["files"].pop(d.pop("confidence")["file"])
@@ -209,10 +203,10 @@ def test_a_bundle_without_the_section_uses_word_probabilities_only(tmp_path, mix
     assert r.returncode == 0 and "(unsure)" not in r.stdout
 
 
-def test_a_damaged_stats_file_is_one_line(tmp_path):
+def test_a_damaged_stats_file_is_one_line(copy_bundle):
     import hashlib
 
-    b = _copy_demo(tmp_path)
+    b = copy_bundle(DEMO)
     name = json.loads((b / "manifest.json").read_text())["confidence"]["file"]
     (b / name).write_bytes(b"PK\x03\x04 not really a zip")
     r = _caption(b / "vocab.json", "--bundle", b)
@@ -230,8 +224,8 @@ def test_a_damaged_stats_file_is_one_line(tmp_path):
     assert len([ln for ln in r.stderr.splitlines() if "stats file" in ln]) == 1
 
 
-def test_calibrate_writes_a_hashed_section_and_replaces_the_old_one(tmp_path, held_out):
-    b = _copy_demo(tmp_path)
+def test_calibrate_writes_a_hashed_section_and_replaces_the_old_one(copy_bundle, tmp_path, held_out):
+    b = copy_bundle(DEMO)
     old = json.loads((b / "manifest.json").read_text())["confidence"]["file"]
     fit, val = tmp_path / "fit", tmp_path / "val"
     fit.mkdir()
@@ -243,10 +237,10 @@ def test_calibrate_writes_a_hashed_section_and_replaces_the_old_one(tmp_path, he
     assert r.returncode == 0, r.stderr
     m = load_bundle(b).manifest
     section = m.confidence
-    assert m.format_version == "1.2" and section["components"] == 8
-    assert section["val_images"] == len(list(val.iterdir()))
-    assert section["file"] in m.files and section["file"] != old and not (b / old).exists()
-    assert section["val_confident"] >= 0.95 and 0 < section["threshold"] < 1
+    assert m.format_version == "1.2" and section.components == 8
+    assert section.extra["val_images"] == len(list(val.iterdir()))
+    assert section.file in m.files and section.file != old and not (b / old).exists()
+    assert section.extra["val_confident"] >= 0.95 and 0 < section.threshold < 1
     assert "threshold" in r.stdout
     few = subprocess.run([sys.executable, "-m", "scenecap", "calibrate", b, "--images", ROOT / "demo" / "frames"],
                          capture_output=True, text=True, timeout=300)

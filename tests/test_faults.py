@@ -52,11 +52,9 @@ def _only_the_bundle_is_left(parent: Path, name: str, timeout: float = 60) -> li
 # --- (a) SIGKILL during `scenecap convert` ----------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_sigkill_during_scenecap_convert_keeps_the_previous_bundle(float_bundle, tiny_export, tmp_path):
-    parent = tmp_path / "bundles"
-    parent.mkdir()
-    target = parent / "B"
-    shutil.copytree(float_bundle, target)
+def test_sigkill_during_scenecap_convert_keeps_the_previous_bundle(float_bundle, copy_bundle, tiny_export):
+    target = copy_bundle(float_bundle, "bundles/B")
+    parent = target.parent
     before = _hashes(target)
     cmd = [sys.executable, "-m", "scenecap", "convert", str(tiny_export), "--out", str(target), "--force",
            "--quant", "float32"]
@@ -145,18 +143,16 @@ def _kill_writer_at(step: str, target: Path) -> None:
 
 
 @pytest.fixture
-def old_bundle(tmp_path) -> Path:
-    parent = tmp_path / "bundles"
-    parent.mkdir()
-    shutil.copytree(DEMO, parent / "B")
-    return parent / "B"
+def old_bundle(copy_bundle) -> Path:
+    """The demo bundle as B, alone in its folder: a writer's leftovers beside it are easy to see."""
+    return copy_bundle(DEMO, "bundles/B")
 
 
 @pytest.mark.parametrize("where", sorted(KILL_AT))
 def test_writer_killed_at_any_step_leaves_a_whole_bundle_and_nothing_else(old_bundle, where):
     step, expected = KILL_AT[where]
     old = _hashes(old_bundle)
-    calibration = (load_bundle(old_bundle).manifest.confidence or {}).get("file")
+    calibration = getattr(load_bundle(old_bundle).manifest.confidence, "file", None)
     _kill_writer_at(step, old_bundle)
     assert _only_the_bundle_is_left(old_bundle.parent, "B") == ["B"]
     manifest = load_bundle(old_bundle).manifest  # complete: every file there with its recorded hash
