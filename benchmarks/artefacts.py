@@ -35,7 +35,7 @@ DIMS = ("synth", "original")
 CPU_VARIANTS = ("float32", "float16", "dynamic", "int8", "int8-int16x8")
 # The demo bundle's dimensions (demo/build_bundle.py): what the synthetic-scenes model ships as.
 SYNTH_MODEL = dict(image_size=96, alpha=1.0, feature_stride=8, embed_dim=128, units=256, attention_units=128,
-                   fc_units=256, max_length=32)
+                   fc_units=256, max_length=40)
 # --quick: the test suite's tiny model, 64 scenes, 1 epoch.
 QUICK_MODEL = dict(image_size=64, alpha=0.35, feature_stride=8, embed_dim=64, units=128, attention_units=64,
                    fc_units=128, max_length=16)
