@@ -5,6 +5,9 @@ step (its hidden state only steered attention). `scenecap.train.model.ShowAttend
 `decoder_state="legacy-zero"` computes exactly that step, so the import is: check every array against the
 original layout, copy it into the matching layer, and hand the model to the normal export and converter.
 The bundle's manifest then records `decoder.state: legacy-zero`, and its captions are the original's.
+
+`--vocab-limit N` keeps only the N most frequent ids (the output layer is most of a decoder step's cost at 26,556
+words): the embedding rows and fc2's columns are cut to them, and the manifest's training section and recipe say so.
 """
 
 from __future__ import annotations
@@ -245,7 +248,7 @@ class SeedImportOptions:
 
 
 @dataclass
-class _Seed:
+class SeedFiles:
     """What the import read and checked: the vocabulary, dimensions and arrays the model is built from."""
 
     vocab: Vocab
@@ -293,7 +296,7 @@ def import_seed(opts: SeedImportOptions) -> Path:
     return bundle
 
 
-def read_seed(opts: SeedImportOptions) -> _Seed:
+def read_seed(opts: SeedImportOptions) -> SeedFiles:
     """Tokenizer and weights read and checked against each other (and --vocab-limit applied): no TensorFlow."""
     tok = load_tokenizer(opts.tokenizer)
     vocab = seed_vocab(tok, opts.tokenizer)
@@ -306,10 +309,10 @@ def read_seed(opts: SeedImportOptions) -> _Seed:
     log.info("weights %s: %d arrays, names and shapes as the original", desc, len(arrays))
     if opts.vocab_limit is not None:
         vocab, arrays, dims = limit_vocab(tok, vocab, arrays, dims, opts.vocab_limit)
-    return _Seed(vocab, dims, arrays, desc)
+    return SeedFiles(vocab, dims, arrays, desc)
 
 
-def _export_info(opts: SeedImportOptions, seed: _Seed, backbone: str | None) -> dict:
+def _export_info(opts: SeedImportOptions, seed: SeedFiles, backbone: str | None) -> dict:
     """The export's sidecar facts: language, preprocessing and where the model came from (the manifest's
     training section)."""
     size = seed.dims.image_size
