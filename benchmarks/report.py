@@ -34,9 +34,13 @@ def _mb(b: float | None) -> str:
     return "-" if b is None else f"{b / 1e6:.2f}" if b < 1e7 else f"{b / 1e6:.1f}"
 
 
+def _by_order(names) -> list[str]:
+    return sorted(names, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER))
+
+
 def _rows(latency: dict):
     for t, row in latency.items():
-        for v in sorted(row, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER)):
+        for v in _by_order(row):
             yield t, v, row[v]
 
 
@@ -44,81 +48,109 @@ def _p(row: dict, stage: str, key: str = "p50") -> float | None:
     return row.get("stages", {}).get(stage, {}).get(key)
 
 
-def _dims_section(name: str, d: dict) -> list[str]:
-    m = d["models"]
+def _same_model_check(first: dict) -> str:
+    """Whether the float32 bundle and the eager baseline, on the same model input, say the same tokens."""
+    ref = first["eager"].get("greedy_tokens_edge_input")
+    same = first["float32"].get("greedy_tokens") == ref
+    agree = sum(a == b for a, b in zip(first["float32"].get("greedy_tokens", []), ref or [], strict=False))
+    return ("Same model check: on the same model input, the float32 bundle's greedy caption "
+            + (f"is the naive eager Keras model's, token for token ({len(ref)} tokens)." if same else
+               f"agrees with the naive eager Keras model's on {agree} of {len(ref or [])} tokens (float "
+               "rounding flips near-ties; see greedy_tokens in the JSON).")
+            + " (Each baseline resizes with tf.image.resize, as the original did, so its own captions may "
+            "differ slightly.)")
+
+
+def _dims_header(name: str, d: dict) -> list[str]:
     lines = [f"## {DIM_TITLES.get(name, name)}", ""]
     ref = next((r for r in d["latency"].values() for v, r in r.items() if v == "float32"), None)
     if ref:
-        lines.append(f"Bundles from `{m['folder']}`; decoder state {ref.get('decoder_state')}, at most "
+        lines.append(f"Bundles from `{d['models']['folder']}`; decoder state {ref.get('decoder_state')}, at most "
                      f"{ref.get('max_words')} words; runtime {ref.get('runtime')}.")
     for s in d.get("skipped", []):
         lines.append(f"- not measured: {s}")
     first = next(iter(d["latency"].values()), {})
     if "float32" in first and "eager" in first:  # the bundles and the baselines run the same model
-        ref = first["eager"].get("greedy_tokens_edge_input")
-        same = first["float32"].get("greedy_tokens") == ref
-        agree = sum(a == b for a, b in zip(first["float32"].get("greedy_tokens", []), ref or [], strict=False))
-        lines.append("Same model check: on the same model input, the float32 bundle's greedy caption "
-                     + (f"is the naive eager Keras model's, token for token ({len(ref)} tokens)." if same else
-                        f"agrees with the naive eager Keras model's on {agree} of {len(ref or [])} tokens (float "
-                        "rounding flips near-ties; see greedy_tokens in the JSON).")
-                     + " (Each baseline resizes with tf.image.resize, as the original did, so its own captions may "
-                     "differ slightly.)")
-    lines += ["", "Median (p50) milliseconds per stage; whole captions start from a 640x480 frame. *Overhead* is the "
-              "greedy caption minus its interpreter invokes; *speed-up* is the naive eager greedy caption over this "
-              "one's (same thread count). *Decoder step*: as it runs inside a greedy caption (median over its words; "
-              "the baselines: one step alone); *lone step*: one edge step timed alone after the other models ran "
-              "(caches cold).", "",
-              "| variant | threads | preprocess | encoder | decoder step | lone step (cold) | greedy caption | "
-              "beam-3 caption | words (greedy/beam) | overhead | beam overhead | speed-up |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for t, v, row in _rows(d["latency"]):
-        eager = d["latency"][t].get("eager")
-        speed = (f"{_p(eager, 'greedy') / _p(row, 'greedy'):.1f}x" if eager and _p(row, "greedy") else "-")
-        over = _p(row, "greedy_overhead")
-        over_s = f"{_ms(over)} ({_p(row, 'greedy_overhead_pct'):.0f}%)" if over is not None else "-"
-        beam_over = _p(row, "beam_overhead")
-        beam_s = f"{_ms(beam_over)} ({_p(row, 'beam_overhead_pct'):.0f}%)" if beam_over is not None else "-"
-        lines.append(f"| {LABELS.get(v, v)} | {t} | {_ms(_p(row, 'preprocess'))} | {_ms(_p(row, 'encoder'))} | "
-                     f"{_ms(_p(row, 'step'))} | {_ms(_p(row, 'step_lone'))} | {_ms(_p(row, 'greedy'))} | "
-                     f"{_ms(_p(row, 'beam'))} | {row.get('greedy_words', '-')}/{row.get('beam_words', '-')} | "
-                     f"{over_s} | {beam_s} | {speed} |")
-    lines += ["", "Whole captions, distribution (ms):", "",
-              "| variant | threads | greedy p50 | p90 | p99 | mean | beam-3 p50 | p90 | p99 | mean | runs |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for t, v, row in _rows(d["latency"]):
+        lines.append(_same_model_check(first))
+    return lines
+
+
+def _overhead_cell(row: dict, stage: str) -> str:
+    over = _p(row, f"{stage}_overhead")
+    return f"{_ms(over)} ({_p(row, f'{stage}_overhead_pct'):.0f}%)" if over is not None else "-"
+
+
+def _stage_row(t: str, v: str, row: dict, eager: dict | None) -> str:
+    speed = (f"{_p(eager, 'greedy') / _p(row, 'greedy'):.1f}x" if eager and _p(row, "greedy") else "-")
+    return (f"| {LABELS.get(v, v)} | {t} | {_ms(_p(row, 'preprocess'))} | {_ms(_p(row, 'encoder'))} | "
+            f"{_ms(_p(row, 'step'))} | {_ms(_p(row, 'step_lone'))} | {_ms(_p(row, 'greedy'))} | "
+            f"{_ms(_p(row, 'beam'))} | {row.get('greedy_words', '-')}/{row.get('beam_words', '-')} | "
+            f"{_overhead_cell(row, 'greedy')} | {_overhead_cell(row, 'beam')} | {speed} |")
+
+
+def _stage_table(latency: dict) -> list[str]:
+    lines = ["", "Median (p50) milliseconds per stage; whole captions start from a 640x480 frame. *Overhead* is the "
+             "greedy caption minus its interpreter invokes; *speed-up* is the naive eager greedy caption over this "
+             "one's (same thread count). *Decoder step*: as it runs inside a greedy caption (median over its words; "
+             "the baselines: one step alone); *lone step*: one edge step timed alone after the other models ran "
+             "(caches cold).", "",
+             "| variant | threads | preprocess | encoder | decoder step | lone step (cold) | greedy caption | "
+             "beam-3 caption | words (greedy/beam) | overhead | beam overhead | speed-up |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for t, v, row in _rows(latency):
+        lines.append(_stage_row(t, v, row, latency[t].get("eager")))
+    return lines
+
+
+def _distribution_table(latency: dict) -> list[str]:
+    lines = ["", "Whole captions, distribution (ms):", "",
+             "| variant | threads | greedy p50 | p90 | p99 | mean | beam-3 p50 | p90 | p99 | mean | runs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for t, v, row in _rows(latency):
         g, b = row["stages"]["greedy"], row["stages"]["beam"]
         lines.append(f"| {LABELS.get(v, v)} | {t} | " + " | ".join(_ms(g.get(k)) for k in ("p50", "p90", "p99", "mean"))
                      + " | " + " | ".join(_ms(b.get(k)) for k in ("p50", "p90", "p99", "mean")) + f" | {g['n']} |")
-    sizes = d.get("sizes", {})
-    if sizes:
-        f32 = sizes.get("float32", {}).get("total")
-        lines += ["", "Sizes (MB; bundle = models + vocab.json + manifest):", "",
-                  "| variant | encoder.tflite | decoder_step.tflite | bundle | vs float32 |",
-                  "|---|---:|---:|---:|---:|"]
-        for v in sorted(sizes, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER)):
-            s = sizes[v]
-            if v == "keras":
-                ratio = f"{s['total'] / f32:.2f}" if f32 else "-"
-                lines.append(f"| Keras weights (the baselines' files) | - | - | {_mb(s['total'])} | {ratio} |")
-                continue
-            enc = next((b for k, b in s.items() if k.startswith("encoder") and k.endswith(".tflite")), None)
-            dec = next((b for k, b in s.items() if k.startswith("decoder_step") and k.endswith(".tflite")), None)
-            ratio = f"{s['total'] / f32:.2f}" if f32 else "-"
-            lines.append(f"| {v} | {_mb(enc)} | {_mb(dec)} | {_mb(s['total'])} | {ratio} |")
-    mem = d.get("memory")
-    if mem:
-        lines += ["", "One process: import + load + first caption, then exit (median of "
-                  f"{mem['edge']['runs']}; page cache warm):", "",
-                  "| process | peak RSS MB | cold start s | import s | load s | first caption s |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        for k, title in (("edge", f"edge ({mem['edge'].get('bundle')} bundle, {mem['edge'].get('runtime')})"),
-                         ("tensorflow", "TensorFlow, eager (as the original)")):
-            r = mem.get(k)
-            if r:
-                lines.append(f"| {title} | {r['peak_rss_mb']:.0f} | {r['cold_start_s']:.2f} | {r['import_s']:.2f} | "
-                             f"{r['load_s']:.2f} | {r['first_caption_s']:.2f} |")
-    return lines + [""]
+    return lines
+
+
+def _size_row(v: str, s: dict, f32: int | None) -> str:
+    ratio = f"{s['total'] / f32:.2f}" if f32 else "-"
+    if v == "keras":
+        return f"| Keras weights (the baselines' files) | - | - | {_mb(s['total'])} | {ratio} |"
+    enc = next((b for k, b in s.items() if k.startswith("encoder") and k.endswith(".tflite")), None)
+    dec = next((b for k, b in s.items() if k.startswith("decoder_step") and k.endswith(".tflite")), None)
+    return f"| {v} | {_mb(enc)} | {_mb(dec)} | {_mb(s['total'])} | {ratio} |"
+
+
+def _sizes_table(sizes: dict) -> list[str]:
+    if not sizes:
+        return []
+    f32 = sizes.get("float32", {}).get("total")
+    lines = ["", "Sizes (MB; bundle = models + vocab.json + manifest):", "",
+             "| variant | encoder.tflite | decoder_step.tflite | bundle | vs float32 |",
+             "|---|---:|---:|---:|---:|"]
+    return lines + [_size_row(v, sizes[v], f32) for v in _by_order(sizes)]
+
+
+def _memory_table(mem: dict | None) -> list[str]:
+    if not mem:
+        return []
+    lines = ["", "One process: import + load + first caption, then exit (median of "
+             f"{mem['edge']['runs']}; page cache warm):", "",
+             "| process | peak RSS MB | cold start s | import s | load s | first caption s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for k, title in (("edge", f"edge ({mem['edge'].get('bundle')} bundle, {mem['edge'].get('runtime')})"),
+                     ("tensorflow", "TensorFlow, eager (as the original)")):
+        r = mem.get(k)
+        if r:
+            lines.append(f"| {title} | {r['peak_rss_mb']:.0f} | {r['cold_start_s']:.2f} | {r['import_s']:.2f} | "
+                         f"{r['load_s']:.2f} | {r['first_caption_s']:.2f} |")
+    return lines
+
+
+def _dims_section(name: str, d: dict) -> list[str]:
+    return (_dims_header(name, d) + _stage_table(d["latency"]) + _distribution_table(d["latency"])
+            + _sizes_table(d.get("sizes", {})) + _memory_table(d.get("memory")) + [""])
 
 
 def _fmt_measured(t: dict) -> tuple[str, str]:
@@ -130,66 +162,103 @@ def _fmt_measured(t: dict) -> tuple[str, str]:
     return f"{t['measured']:.0f} {unit}", f"<= {t['limit']:.0f} {unit}"
 
 
-def markdown(results: dict) -> str:
-    m = results["machine"]
+def _load(la: list[float] | None) -> str:
+    return ', '.join(f'{x:.1f}' for x in la) if la else '-'
+
+
+def _header(results: dict) -> list[str]:
+    """Title, machine, load and the run's settings."""
+    m, o = results["machine"], results["options"]
     libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
-    o = results["options"]
-    la = m.get("load_average_start")
-    le = m.get("load_average_end")
     board = f"{m['board']}, " if m.get("board") else ""
     mhz = f"up to {m['cpu_max_mhz']:.0f} MHz, " if m.get("cpu_max_mhz") else ""
     commit = f" ({m['git_commit']})" if m.get("git_commit") else ""
-    lines = [f"# scenecap bench ({'quick' if o['quick'] else 'full'}), {m['started_utc']} UTC", "",
-             f"Machine: {board}{m['cpu']} ({m['machine']}), {mhz}{m['cores_usable']} usable core(s) of {m['cores']}, "
-             f"{(m['memory_mb'] or 0) / 1024:.0f} GB RAM; {m['os']}; Python {m['python']}; {libs}; "
-             f"scenecap {m['scenecap']}{commit}.",
-             f"Load average (1/5/15 min) at start {', '.join(f'{x:.1f}' for x in la) if la else '-'}, at end "
-             f"{', '.join(f'{x:.1f}' for x in le) if le else '-'}: other work on the machine slows every variant "
-             "alike (they take turns within each round) but widens p90/p99."
-             + (f" Throttling at the end (vcgencmd get_throttled): {m['throttled_end']}." if m.get("throttled_end")
-                else ""),
-             f"Each stage: {o['warmup']} warm-up round(s), then {o['runs']} measured; beam width {o['beam']}; "
-             f"thread counts {', '.join(map(str, o['threads']))}. Edge TPU: "
-             + ("attached." if results["edgetpu"]["attached"] else f"not attached ({results['edgetpu']['why_not']})."),
-             ""]
-    tg = results.get("targets", [])
-    if tg:
-        lines += ["## Targets", "", "| target | dims | threads | measured | target | met |",
-                  "|---|---|---:|---:|---:|---|"]
-        for t in tg:
-            meas, lim = _fmt_measured(t)
-            lines.append(f"| {t['title']} | {t['dims']} | {t['threads'] or '-'} | {meas} | {lim} | "
-                         f"{'yes' if t['met'] else 'NO'} |")
-        lines.append("")
-        seen = set()
-        for t in tg:
-            key = (t["target"], t["dims"])
-            if key in seen and t["met"]:
-                continue
-            seen.add(key)
-            th = f", {t['threads']} thread{'s' * (t['threads'] > 1)}" if t["threads"] else ""
-            text = f"- **{t['title']}** ({t['dims']}{th}): {t['detail']}."
-            if not t["met"]:
-                text += f" Missed: {t['missed_by']}; why: {t['why']}."
-                if t.get("to_close"):
-                    text += f" What would close it: {t['to_close']}."
-            if t.get("note"):
-                text += f" ({t['note']})"
-            lines.append(text)
-        lines.append("")
+    return [f"# scenecap bench ({'quick' if o['quick'] else 'full'}), {m['started_utc']} UTC", "",
+            f"Machine: {board}{m['cpu']} ({m['machine']}), {mhz}{m['cores_usable']} usable core(s) of {m['cores']}, "
+            f"{(m['memory_mb'] or 0) / 1024:.0f} GB RAM; {m['os']}; Python {m['python']}; {libs}; "
+            f"scenecap {m['scenecap']}{commit}.",
+            f"Load average (1/5/15 min) at start {_load(m.get('load_average_start'))}, at end "
+            f"{_load(m.get('load_average_end'))}: other work on the machine slows every variant "
+            "alike (they take turns within each round) but widens p90/p99."
+            + (f" Throttling at the end (vcgencmd get_throttled): {m['throttled_end']}." if m.get("throttled_end")
+               else ""),
+            f"Each stage: {o['warmup']} warm-up round(s), then {o['runs']} measured; beam width {o['beam']}; "
+            f"thread counts {', '.join(map(str, o['threads']))}. Edge TPU: "
+            + ("attached." if results["edgetpu"]["attached"] else f"not attached ({results['edgetpu']['why_not']})."),
+            ""]
+
+
+def _target_text(t: dict) -> str:
+    th = f", {t['threads']} thread{'s' * (t['threads'] > 1)}" if t["threads"] else ""
+    text = f"- **{t['title']}** ({t['dims']}{th}): {t['detail']}."
+    if not t["met"]:
+        text += f" Missed: {t['missed_by']}; why: {t['why']}."
+        if t.get("to_close"):
+            text += f" What would close it: {t['to_close']}."
+    if t.get("note"):
+        text += f" ({t['note']})"
+    return text
+
+
+def _targets_section(tg: list[dict]) -> list[str]:
+    """The verdict table, then one explanation per target and dims (a met one only the first time)."""
+    if not tg:
+        return []
+    lines = ["## Targets", "", "| target | dims | threads | measured | target | met |", "|---|---|---:|---:|---:|---|"]
+    for t in tg:
+        meas, lim = _fmt_measured(t)
+        lines.append(f"| {t['title']} | {t['dims']} | {t['threads'] or '-'} | {meas} | {lim} | "
+                     f"{'yes' if t['met'] else 'NO'} |")
+    lines.append("")
+    seen = set()
+    for t in tg:
+        key = (t["target"], t["dims"])
+        if key in seen and t["met"]:
+            continue
+        seen.add(key)
+        lines.append(_target_text(t))
+    return lines + [""]
+
+
+def _install_section(inst: dict | None) -> list[str]:
+    if not inst:
+        return []
+    lines = ["## Install size", "", "| environment | MB | how |", "|---|---:|---|"]
+    for k, title in (("train", "training (TensorFlow)"), ("edge", "edge (no TensorFlow)")):
+        if k in inst:
+            lines.append(f"| {title} | {inst[k]['bytes'] / 1e6:.0f} | {inst[k]['source']} |")
+    return lines + [""]
+
+
+def markdown(results: dict) -> str:
+    lines = _header(results) + _targets_section(results.get("targets", []))
     for name, d in results["dims"].items():
         if "latency" in d:
             lines += _dims_section(name, d)
-    inst = results.get("install")
-    if inst:
-        lines += ["## Install size", "", "| environment | MB | how |", "|---|---:|---|"]
-        for k, title in (("train", "training (TensorFlow)"), ("edge", "edge (no TensorFlow)")):
-            if k in inst:
-                lines.append(f"| {title} | {inst[k]['bytes'] / 1e6:.0f} | {inst[k]['source']} |")
-        lines.append("")
+    lines += _install_section(results.get("install"))
+    o = results["options"]
     lines.append(f"Whole run: {results.get('seconds', 0) / 60:.1f} min. Figures: `{o['name']}.json`; chart: "
                  f"`{o['name']}.png`.")
     return "\n".join(lines) + "\n"
+
+
+def _draw_panel(ax, row: dict, every: list[str], cmap) -> None:
+    """One model set at one thread count: a bar per stage and variant, whiskers to p90."""
+    import numpy as np
+
+    names = _by_order(row)
+    x = np.arange(len(STAGES))
+    w = 0.8 / max(1, len(names))
+    for i, v in enumerate(names):
+        p50 = [(_p(row[v], s) or np.nan) for s in STAGES]
+        p90 = [(_p(row[v], s, "p90") or np.nan) for s in STAGES]
+        err = np.clip(np.array(p90) - np.array(p50), 0, None)
+        ax.bar(x + (i - (len(names) - 1) / 2) * w, p50, w, yerr=[np.zeros_like(err), err], capsize=1.5,
+               label=LABELS.get(v, v), color=cmap(colour_index(v, every) % 10))
+    ax.set_yscale("log")
+    ax.set_xticks(x)
+    ax.set_xticklabels([STAGE_TITLES[s].replace(" ", "\n", 1) for s in STAGES], fontsize=7)
+    ax.set_ylabel("ms (p50, whisker p90)", fontsize=7)
 
 
 def chart(results: dict, path: Path) -> None:
@@ -200,7 +269,6 @@ def chart(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     panels = [(n, t, row) for n, d in results["dims"].items() for t, row in d.get("latency", {}).items()]
     if not panels:
@@ -214,19 +282,7 @@ def chart(results: dict, path: Path) -> None:
     every = sorted({v for _, _, row in panels for v in row})
     for n, t, row in panels:
         ax = axes[dims_order.index(n)][threads_order.index(t)]
-        names = sorted(row, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER))
-        x = np.arange(len(STAGES))
-        w = 0.8 / max(1, len(names))
-        for i, v in enumerate(names):
-            p50 = [(_p(row[v], s) or np.nan) for s in STAGES]
-            p90 = [(_p(row[v], s, "p90") or np.nan) for s in STAGES]
-            err = np.clip(np.array(p90) - np.array(p50), 0, None)
-            ax.bar(x + (i - (len(names) - 1) / 2) * w, p50, w, yerr=[np.zeros_like(err), err], capsize=1.5,
-                   label=LABELS.get(v, v), color=cmap(colour_index(v, every) % 10))
-        ax.set_yscale("log")
-        ax.set_xticks(x)
-        ax.set_xticklabels([STAGE_TITLES[s].replace(" ", "\n", 1) for s in STAGES], fontsize=7)
-        ax.set_ylabel("ms (p50, whisker p90)", fontsize=7)
+        _draw_panel(ax, row, every, cmap)
         ax.set_title(f"{n}, {t} thread{'s' * (int(t) > 1)}", fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="y", which="both", alpha=0.25)
