@@ -130,73 +130,107 @@ def python_costs_us(cap, calls: int = 200) -> dict[str, float]:
             "log_sum_exp": med(lambda: word_log_prob(lg, 0, 0))}
 
 
-def measure_edge(spec: dict) -> dict:
-    """Every variant of one model set at one thread count: {variant: {stage: summary, ...}}."""
-    from scenecap.edge.captioner import Captioner
-    from scenecap.edge.images import load_image
-    from scenecap.edge.preprocess import prepare
+# Per variant and round: what each stage's list of samples holds (summarised at the end).
+SAMPLES = (*STAGES, "step_lone", "step_lone_invoke", "step_invoke", "greedy_invokes", "beam_invokes",
+           "greedy_overhead", "beam_overhead", "greedy_overhead_pct", "beam_overhead_pct")
 
-    threads, runs, warmup, beam = int(spec["threads"]), int(spec["runs"]), int(spec["warmup"]), int(spec["beam"])
-    frame = load_image(spec["frame"])
+
+def _describe(cap, item: dict) -> dict:
+    """What a variant's results say about it, and its empty sample lists."""
+    m = cap.bundle.manifest
+    return {"runtime": cap.runtime.name, "device": item.get("device", "cpu"),
+            "quant": {k: v.quant for k, v in m.models.items()},
+            "decoder_state": m.decoder_state, "decoder_batch": m.decoder_batch,
+            "max_words": m.max_length - 1,
+            "vocab_size": m.vocab_size, "model": m.model.to_json(),
+            "sizes": file_sizes(item["path"]),
+            "samples": {s: [] for s in SAMPLES}}
+
+
+def _load_variants(spec: dict, threads: int) -> tuple[dict, dict, dict]:
+    """(captioners, their result entries, their (encoder, decoder) invoke timers), by variant name."""
+    from scenecap.edge.captioner import Captioner
+
     caps, out, invokes = {}, {}, {}
     for name, item in spec["bundles"].items():
         cap = Captioner.load(item["path"], threads=threads, device=item.get("device", "cpu"))
         caps[name] = cap
         invokes[name] = (timed_invokes(cap.encoder), timed_invokes(cap.decoder))
-        m = cap.bundle.manifest
-        out[name] = {"runtime": cap.runtime.name, "device": item.get("device", "cpu"),
-                     "quant": {k: v.quant for k, v in m.models.items()},
-                     "decoder_state": m.decoder_state, "decoder_batch": m.decoder_batch,
-                     "max_words": m.max_length - 1,
-                     "vocab_size": m.vocab_size, "model": m.model.to_json(),
-                     "sizes": file_sizes(item["path"]),
-                     "samples": {s: [] for s in (*STAGES, "step_lone", "step_lone_invoke", "step_invoke",
-                                                 "greedy_invokes", "beam_invokes",
-                                                 "greedy_overhead", "beam_overhead", "greedy_overhead_pct",
-                                                 "beam_overhead_pct")}}
+        out[name] = _describe(cap, item)
+    return caps, out, invokes
+
+
+def _time_stages(cap, frame: np.ndarray, dec_inv: list[float]) -> tuple[float, float, float]:
+    """Milliseconds of preprocessing, the encoder and one lone decoder step (after the encoder: caches cold)."""
+    from scenecap.edge.preprocess import prepare
+
+    m = cap.bundle.manifest
+    t0 = time.perf_counter()
+    image = prepare(frame, m.preprocess)
+    t1 = time.perf_counter()
+    feats = cap.encode(image)
+    t2 = time.perf_counter()
+    with cap.start(feats) as session:  # binding the features is once per image, not part of a step
+        dec_inv.clear()
+        t3 = time.perf_counter()
+        session.raw_step(np.array([m.tokens["start"]], np.int32), session.hidden0())
+        t4 = time.perf_counter()
+    return (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t4 - t3) * 1e3
+
+
+def _time_caption(cap, frame: np.ndarray, width: int, enc_inv: list[float], dec_inv: list[float]):
+    """(caption, whole ms, ms in the interpreter's invokes) of one caption from the frame at beam `width`."""
+    cap.beam = width
+    enc_inv.clear()
+    dec_inv.clear()
+    t0 = time.perf_counter()
+    c = cap.caption(frame)
+    whole = (time.perf_counter() - t0) * 1e3
+    return c, whole, sum(enc_inv) + sum(dec_inv)
+
+
+def _record_caption(s: dict, stage: str, c, whole: float, inv: float, dec_inv: list[float]) -> None:
+    if stage == "greedy":  # the step as it runs inside a caption: median over its words
+        s["step"].append(float(np.median(c.step_ms)))
+        s["step_invoke"].append(float(np.median(dec_inv)))
+    s[stage].append(whole)
+    s[f"{stage}_invokes"].append(inv)
+    s[f"{stage}_overhead"].append(whole - inv)
+    s[f"{stage}_overhead_pct"].append(100.0 * (whole - inv) / whole)
+
+
+def _one_round(cap, entry: dict, invokes: tuple, frame: np.ndarray, beam: int, rec: bool) -> None:
+    """Every stage of one variant once; recorded unless a warm-up round (`rec` False)."""
+    s = entry["samples"]
+    enc_inv, dec_inv = invokes
+    pre, enc, lone = _time_stages(cap, frame, dec_inv)
+    if rec:
+        s["preprocess"].append(pre)
+        s["encoder"].append(enc)
+        s["step_lone"].append(lone)
+        s["step_lone_invoke"].append(dec_inv[-1])
+    for stage, width in (("greedy", 1), ("beam", beam)):
+        c, whole, inv = _time_caption(cap, frame, width, enc_inv, dec_inv)
+        if rec:
+            _record_caption(s, stage, c, whole, inv, dec_inv)
+        entry[f"{stage}_words"] = len(c.tokens)
+        entry[f"{stage}_decoder_invokes"] = c.invokes
+        entry[f"{stage}_caption"] = c.text
+        entry[f"{stage}_tokens"] = [int(t) for t in c.tokens]
+    cap.beam = 1
+
+
+def measure_edge(spec: dict) -> dict:
+    """Every variant of one model set at one thread count: {variant: {stage: summary, ...}}."""
+    from scenecap.edge.images import load_image
+
+    threads, runs, warmup, beam = int(spec["threads"]), int(spec["runs"]), int(spec["warmup"]), int(spec["beam"])
+    frame = load_image(spec["frame"])
+    caps, out, invokes = _load_variants(spec, threads)
     bar = Progress(warmup + runs, f"edge latency ({len(caps)} variants, {threads} thread{'s' * (threads > 1)})")
     for r in range(warmup + runs):
-        for name, cap in caps.items():
-            rec = r >= warmup
-            s = out[name]["samples"]
-            enc_inv, dec_inv = invokes[name]
-            m = cap.bundle.manifest
-            t0 = time.perf_counter()
-            image = prepare(frame, m.preprocess)
-            t1 = time.perf_counter()
-            feats = cap.encode(image)
-            t2 = time.perf_counter()
-            with cap.start(feats) as session:  # binding the features is once per image, not part of a step
-                dec_inv.clear()
-                t3 = time.perf_counter()
-                session.raw_step(np.array([m.tokens["start"]], np.int32), session.hidden0())
-                t4 = time.perf_counter()
-            if rec:
-                s["preprocess"].append((t1 - t0) * 1e3)
-                s["encoder"].append((t2 - t1) * 1e3)
-                s["step_lone"].append((t4 - t3) * 1e3)
-                s["step_lone_invoke"].append(dec_inv[-1])
-            for stage, width in (("greedy", 1), ("beam", beam)):
-                cap.beam = width
-                enc_inv.clear()
-                dec_inv.clear()
-                t0 = time.perf_counter()
-                c = cap.caption(frame)
-                whole = (time.perf_counter() - t0) * 1e3
-                inv = sum(enc_inv) + sum(dec_inv)
-                if rec:
-                    if stage == "greedy":  # the step as it runs inside a caption: median over its words
-                        s["step"].append(float(np.median(c.step_ms)))
-                        s["step_invoke"].append(float(np.median(dec_inv)))
-                    s[stage].append(whole)
-                    s[f"{stage}_invokes"].append(inv)
-                    s[f"{stage}_overhead"].append(whole - inv)
-                    s[f"{stage}_overhead_pct"].append(100.0 * (whole - inv) / whole)
-                out[name][f"{stage}_words"] = len(c.tokens)
-                out[name][f"{stage}_decoder_invokes"] = c.invokes
-                out[name][f"{stage}_caption"] = c.text
-                out[name][f"{stage}_tokens"] = [int(t) for t in c.tokens]
-            cap.beam = 1
+        for name, cap in caps.items():  # the variants take turns within each round
+            _one_round(cap, out[name], invokes[name], frame, beam, rec=r >= warmup)
         bar.update()
     bar.close()
     for name, cap in caps.items():
