@@ -248,8 +248,8 @@ def _measure_memory(ms: ModelSet, bundle: str, opts: BenchOptions, tf_ok: bool, 
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
-def run_bench(opts: BenchOptions) -> dict:
-    """Measure everything; returns the results dict (also written by the caller via report.write_report)."""
+def _check_options(opts: BenchOptions) -> None:
+    """One-line errors for counts and model sets that cannot run, before anything is built."""
     if opts.runs < 1 or opts.warmup < 0 or opts.cold_runs < 1:
         raise ScenecapError(f"--runs {opts.runs}, --warmup {opts.warmup}, --cold-runs {opts.cold_runs}; expected "
                             "runs and cold runs of at least 1 and warm-up of at least 0")
@@ -258,15 +258,16 @@ def run_bench(opts: BenchOptions) -> dict:
     bad = [d for d in opts.dims if d not in artefacts.DIMS]
     if bad:
         raise ScenecapError(f"--dims {','.join(bad)} unknown; expected {' and/or '.join(artefacts.DIMS)}")
-    t_start = time.perf_counter()
-    machine = describe_machine()
-    tpu, tpu_why = edgetpu_attached()
-    variants = opts.variants or default_variants(tpu)
+
+
+def _check_variants(variants: list[str]) -> None:
     bad = [v for v in variants if v not in (*CPU_VARIANTS, "edgetpu")]
     if bad:
         raise ScenecapError(f"--variants {','.join(bad)} unknown; expected some of {', '.join(CPU_VARIANTS)}, edgetpu")
-    tf_ok = importlib.util.find_spec("tensorflow") is not None
-    work = Path(opts.work)
+
+
+def _model_sets(opts: BenchOptions, variants: list[str], work: Path) -> list[ModelSet]:
+    """Each --dims set, built into `work` unless already there (the synth set: the given --bundle ones if any)."""
     sets: list[ModelSet] = []
     for d in opts.dims:
         if d == "synth" and opts.bundles:
@@ -277,6 +278,70 @@ def run_bench(opts: BenchOptions) -> dict:
         else:
             sets.append(artefacts.original_set(work, variants, opts.seed_tokenizer, opts.rebuild,
                                                vocab_limit=opts.vocab_limit))
+    return sets
+
+
+def _latency_row(ms: ModelSet, t: int, bundles: dict[str, dict], reference: Path, opts: BenchOptions, tf_ok: bool,
+                 runs_dir: Path) -> dict:
+    """Every variant and baseline of one set at `t` threads, each side in its own worker process."""
+    log.info("%s: latency with %d thread%s", ms.dims, t, "s" * (t > 1))
+    spec = {"bundles": bundles, "threads": t, "runs": opts.runs, "warmup": opts.warmup, "beam": opts.beam,
+            "frame": str(ms.frame)}
+    row = run_worker("latency", spec, runs_dir, f"{ms.dims}-edge-t{t}")["variants"]
+    if opts.baselines and tf_ok and ms.keras:
+        spec = {**_tf_spec(ms, reference), "threads": t, "runs": opts.runs, "warmup": opts.warmup,
+                "beam": opts.beam}
+        row.update(run_worker("baselines", spec, runs_dir, f"{ms.dims}-tf-t{t}")["baselines"])
+    return row
+
+
+def _measure_set(ms: ModelSet, opts: BenchOptions, tpu: bool, tf_ok: bool, runs_dir: Path) -> dict:
+    """One model set's latency at every thread count, its sizes and (unless --no-memory) its processes' memory."""
+    bundles, skipped = _runnable_bundles(ms, tpu)
+    if not bundles:
+        raise ScenecapError(f"{ms.dims}: no bundle can run here ({'; '.join(skipped)})")
+    reference = Path(bundles.get("float32", next(iter(bundles.values())))["path"])
+    r: dict = {"models": ms.to_json(), "skipped": skipped + ms.notes, "latency": {}}
+    for t in opts.threads:
+        r["latency"][str(t)] = _latency_row(ms, t, bundles, reference, opts, tf_ok, runs_dir)
+    r["sizes"] = {v: row["sizes"] for v, row in r["latency"][str(opts.threads[0])].items() if "sizes" in row}
+    if ms.files.get("keras"):
+        r["sizes"]["keras"] = {"total": sum(Path(p).stat().st_size for p in ms.files["keras"])}
+    if opts.memory:
+        target = bundles.get("int8", next(iter(bundles.values())))["path"]
+        log.info("%s: cold start and peak memory (%d run%s each)", ms.dims, opts.cold_runs,
+                 "s" * (opts.cold_runs > 1))
+        r["memory"] = _measure_memory(ms, target, opts, tf_ok, runs_dir)
+    return r
+
+
+def _install_sizes(opts: BenchOptions) -> dict:
+    from scenecap.benchmarks.memory import venv_sizes
+
+    t0 = time.perf_counter()
+    sizes = venv_sizes(Path(opts.train_venv) if opts.train_venv else None,
+                       Path(opts.edge_venv) if opts.edge_venv else None)
+    log.info("install sizes measured in %.1f s", time.perf_counter() - t0)
+    return sizes
+
+
+def _machine_at_end(machine: dict) -> None:
+    machine["throttled_end"] = _throttled()
+    machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    machine["finished_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def run_bench(opts: BenchOptions) -> dict:
+    """Measure everything; returns the results dict (also written by the caller via report.write_report)."""
+    _check_options(opts)
+    t_start = time.perf_counter()
+    machine = describe_machine()
+    tpu, tpu_why = edgetpu_attached()
+    variants = opts.variants or default_variants(tpu)
+    _check_variants(variants)
+    tf_ok = importlib.util.find_spec("tensorflow") is not None
+    work = Path(opts.work)
+    sets = _model_sets(opts, variants, work)
     results: dict = {"format": "scenecap-bench", "version": 1, "machine": machine, "options": asdict(opts),
                      "edgetpu": {"attached": tpu, "why_not": tpu_why}, "dims": {}}
     if opts.prepare_only:
@@ -284,42 +349,11 @@ def run_bench(opts: BenchOptions) -> dict:
         return results
     if opts.baselines and not tf_ok:
         log.warning("TensorFlow is not installed here: the eager and tf.function baselines are skipped")
-    runs_dir = work / "runs"
     for ms in sets:
-        bundles, skipped = _runnable_bundles(ms, tpu)
-        if not bundles:
-            raise ScenecapError(f"{ms.dims}: no bundle can run here ({'; '.join(skipped)})")
-        reference = Path(bundles.get("float32", next(iter(bundles.values())))["path"])
-        r: dict = {"models": ms.to_json(), "skipped": skipped + ms.notes, "latency": {}}
-        for t in opts.threads:
-            log.info("%s: latency with %d thread%s", ms.dims, t, "s" * (t > 1))
-            spec = {"bundles": bundles, "threads": t, "runs": opts.runs, "warmup": opts.warmup, "beam": opts.beam,
-                    "frame": str(ms.frame)}
-            row = run_worker("latency", spec, runs_dir, f"{ms.dims}-edge-t{t}")["variants"]
-            if opts.baselines and tf_ok and ms.keras:
-                spec = {**_tf_spec(ms, reference), "threads": t, "runs": opts.runs, "warmup": opts.warmup,
-                        "beam": opts.beam}
-                row.update(run_worker("baselines", spec, runs_dir, f"{ms.dims}-tf-t{t}")["baselines"])
-            r["latency"][str(t)] = row
-        r["sizes"] = {v: row["sizes"] for v, row in r["latency"][str(opts.threads[0])].items() if "sizes" in row}
-        if ms.files.get("keras"):
-            r["sizes"]["keras"] = {"total": sum(Path(p).stat().st_size for p in ms.files["keras"])}
-        if opts.memory:
-            target = bundles.get("int8", next(iter(bundles.values())))["path"]
-            log.info("%s: cold start and peak memory (%d run%s each)", ms.dims, opts.cold_runs,
-                     "s" * (opts.cold_runs > 1))
-            r["memory"] = _measure_memory(ms, target, opts, tf_ok, runs_dir)
-        results["dims"][ms.dims] = r
+        results["dims"][ms.dims] = _measure_set(ms, opts, tpu, tf_ok, work / "runs")
     if opts.memory:
-        from scenecap.benchmarks.memory import venv_sizes
-
-        t0 = time.perf_counter()
-        results["install"] = venv_sizes(Path(opts.train_venv) if opts.train_venv else None,
-                                        Path(opts.edge_venv) if opts.edge_venv else None)
-        log.info("install sizes measured in %.1f s", time.perf_counter() - t0)
-    machine["throttled_end"] = _throttled()
-    machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    machine["finished_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        results["install"] = _install_sizes(opts)
+    _machine_at_end(machine)
     results["seconds"] = time.perf_counter() - t_start
     from scenecap.benchmarks.targets import evaluate
 
