@@ -24,9 +24,9 @@ def _csv(values) -> str:
     return ",".join(map(str, values))
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    full, quick = BenchOptions(), BenchOptions.quick_defaults()
-    p = sub.add_parser(
+def _add_parser(sub: argparse._SubParsersAction, full: BenchOptions, quick: BenchOptions) -> argparse.ArgumentParser:
+    """The subcommand, with its description and examples (the defaults quoted are BenchOptions')."""
+    return sub.add_parser(
         "bench", help="benchmark latency per stage, size and memory of each bundle variant vs naive eager Keras",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Measure, after warm-up and over N runs each (p50/p90/p99/mean): preprocessing, the encoder,\n"
@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  scenecap bench --synth-run build/demo/run   # the demo's trained model instead of a quick one\n"
         "  scenecap bench --prepare-only               # build the models only (then copy build/bench to a Pi)",
     )
+
+
+def _add_run_options(p: argparse.ArgumentParser, full: BenchOptions, quick: BenchOptions) -> None:
+    """What is measured and how often."""
     p.add_argument("--quick", action="store_true",
                    help=f"CI mode: {_csv(quick.dims)} dims only, a tiny model, {quick.runs} runs after {quick.warmup} "
                    f"warm-up, {_csv(quick.threads)} thread, {quick.cold_runs} cold start, results in {quick.out}")
@@ -65,6 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam", type=int, default=3, help="beam width of the beam caption (default 3)")
     p.add_argument("--cold-runs", type=int,
                    help=f"cold-start processes of each kind (default {full.cold_runs}; --quick {quick.cold_runs})")
+
+
+def _add_model_options(p: argparse.ArgumentParser, full: BenchOptions) -> None:
+    """Which models: a training run, given bundles, the original's tokenizer, where they are built."""
     p.add_argument("--synth-run", metavar="RUN", help="training run folder for the synth model (default: train one)")
     p.add_argument("--synth-export", metavar="DIR", help="an export of --synth-run, to skip exporting it again")
     p.add_argument("--bundle", action="append", default=[], metavar="[NAME=]DIR",
@@ -77,6 +85,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="build the original dims with 'import-seed --vocab-limit N' (the N most frequent ids; its own "
                    "folder in --work; no TensorFlow baselines) to time a cheaper output layer (default: every id)")
     p.add_argument("--work", default=full.work, help=f"folder for the models and worker files (default {full.work})")
+
+
+def _add_output_options(p: argparse.ArgumentParser, full: BenchOptions, quick: BenchOptions) -> None:
+    """Where results go, and the parts of a run that can be skipped."""
     p.add_argument("--out", help=f"results folder (default {full.out}; --quick: {quick.out})")
     p.add_argument("--name", help=f"results file name stem (default {full.name}; --quick: {quick.name})")
     p.add_argument("--rebuild", action="store_true", help="rebuild the models even if --work has them")
@@ -86,6 +98,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--edge-python", metavar="PYTHON",
                    help="interpreter for the edge cold-start process (default .venv-edge/bin/python if present, "
                    "else this one with TensorFlow blocked)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    full, quick = BenchOptions(), BenchOptions.quick_defaults()
+    p = _add_parser(sub, full, quick)
+    _add_run_options(p, full, quick)
+    _add_model_options(p, full)
+    _add_output_options(p, full, quick)
     p.set_defaults(func=run_bench_cli)
 
 
