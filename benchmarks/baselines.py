@@ -105,20 +105,67 @@ class Baseline:
         return [t for t in hyp.tokens if t != end]
 
 
-def measure_baselines(spec: dict) -> dict:
+def _load_timed(spec: dict) -> tuple:
+    """(model, description, seconds to load it) with TensorFlow's thread pools set first."""
     import tensorflow as tf
-
-    from scenecap.edge.images import load_image
 
     threads = int(spec["threads"])
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     t0 = time.perf_counter()
     model, desc = load_keras(spec["keras"])
-    load_s = time.perf_counter() - t0
+    return model, desc, time.perf_counter() - t0
+
+
+def _time_stages(b: Baseline, frame: np.ndarray, start: int) -> tuple[float, float, float]:
+    """Milliseconds of preprocessing, the encoder and one decoder step, each waited for (`.numpy()`)."""
+    t0 = time.perf_counter()
+    image = b.preprocess(frame)
+    _ = image.numpy() if hasattr(image, "numpy") else image  # wait for the result, as the edge does
+    t1 = time.perf_counter()
+    state = b.encode(image)
+    _ = [x.numpy() for x in state]
+    t2 = time.perf_counter()
+    b.step(np.array([start], np.int32), np.zeros((1, b.units), np.float32), state)
+    t3 = time.perf_counter()
+    return (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
+
+
+def _time_caption(b: Baseline, frame: np.ndarray, words: tuple[int, int, int], width: int,
+                  rec: bool) -> tuple[list[int], float | None]:
+    """(tokens, milliseconds or None in a warm-up round) of one caption; `words` is (start, end, max_words)."""
+    start, end, max_words = words
+    t0 = time.perf_counter()
+    tokens = b.caption(frame, start, end, max_words, width)
+    return tokens, ((time.perf_counter() - t0) * 1e3 if rec else None)
+
+
+def _one_round(b: Baseline, entry: dict, frame: np.ndarray, words: tuple[int, int, int], beam: int,
+               rec: bool) -> None:
+    """Every stage of one baseline once; recorded unless a warm-up round (`rec` False)."""
+    s = entry["samples"]
+    pre, enc, step = _time_stages(b, frame, words[0])
+    if rec:
+        s["preprocess"].append(pre)
+        s["encoder"].append(enc)
+        s["step"].append(step)
+    for stage, width in (("greedy", 1), ("beam", beam)):
+        tokens, ms = _time_caption(b, frame, words, width, rec)
+        if rec:
+            s[stage].append(ms)
+        entry[f"{stage}_words"] = len(tokens)
+        entry[f"{stage}_tokens"] = tokens
+
+
+def measure_baselines(spec: dict) -> dict:
+    import tensorflow as tf
+
+    from scenecap.edge.images import load_image
+
+    model, desc, load_s = _load_timed(spec)
     frame = load_image(spec["frame"])
-    start, end, max_words = spec["tokens"]["start"], spec["tokens"]["end"], int(spec["max_words"])
-    runs, warmup, beam = int(spec["runs"]), int(spec["warmup"]), int(spec["beam"])
+    words = spec["tokens"]["start"], spec["tokens"]["end"], int(spec["max_words"])
+    threads, runs, warmup, beam = int(spec["threads"]), int(spec["runs"]), int(spec["warmup"]), int(spec["beam"])
     params = int(model.count_params())
     base = {name: Baseline(model, spec["image_size"], spec["resize"], compiled=name == "function")
             for name in spec.get("baselines", BASELINES)}
@@ -127,28 +174,8 @@ def measure_baselines(spec: dict) -> dict:
                   "samples": {s: [] for s in STAGES}} for name in base}
     bar = Progress(warmup + runs, f"baselines ({', '.join(base)}, {threads} thread{'s' * (threads > 1)})")
     for r in range(warmup + runs):
-        for name, b in base.items():
-            s = out[name]["samples"]
-            t0 = time.perf_counter()
-            image = b.preprocess(frame)
-            _ = image.numpy() if hasattr(image, "numpy") else image  # wait for the result, as the edge does
-            t1 = time.perf_counter()
-            state = b.encode(image)
-            _ = [x.numpy() for x in state]
-            t2 = time.perf_counter()
-            b.step(np.array([start], np.int32), np.zeros((1, b.units), np.float32), state)
-            t3 = time.perf_counter()
-            if r >= warmup:
-                s["preprocess"].append((t1 - t0) * 1e3)
-                s["encoder"].append((t2 - t1) * 1e3)
-                s["step"].append((t3 - t2) * 1e3)
-            for stage, width in (("greedy", 1), ("beam", beam)):
-                t0 = time.perf_counter()
-                tokens = b.caption(frame, start, end, max_words, width)
-                if r >= warmup:
-                    s[stage].append((time.perf_counter() - t0) * 1e3)
-                out[name][f"{stage}_words"] = len(tokens)
-                out[name][f"{stage}_tokens"] = tokens
+        for name, b in base.items():  # the baselines take turns within each round
+            _one_round(b, out[name], frame, words, beam, rec=r >= warmup)
         bar.update()
     bar.close()
     if "preprocess" in spec:  # same input as the edge runtime's: do the bundles run this very model?
@@ -156,7 +183,7 @@ def measure_baselines(spec: dict) -> dict:
 
         image = prepare(frame, PreprocessSpec(**spec["preprocess"]))
         for name, b in base.items():
-            out[name]["greedy_tokens_edge_input"] = b.caption(frame, start, end, max_words, 1, image=image)
+            out[name]["greedy_tokens_edge_input"] = b.caption(frame, *words, 1, image=image)
     for name in out:
         out[name]["stages"] = {k: summarize(v) for k, v in out[name].pop("samples").items()}
     return out
