@@ -23,6 +23,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -122,19 +123,19 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run_soak(args: argparse.Namespace) -> dict:
-    """Caption the video through the live loop, sampling RSS and open fds; the figures as a dict."""
-    from scenecap.edge.captioner import Captioner
-    from scenecap.edge.live import Outputs, run
-
-    work = Path(tempfile.mkdtemp(prefix="scenecap_soak_"))
+def _video(args: argparse.Namespace, work: Path) -> Path:
+    """--video, else a synthetic walk of --frames frames made in `work`."""
     video = Path(args.video) if args.video else work / f"soak_{args.frames}.mp4"
     if not video.exists():
         t = time.perf_counter()
         make_video(video, args.frames)
         print(f"made {video} ({args.frames} frames) in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return video
 
-    samples: list[tuple[int, int, int | None]] = []  # (frames seen, RSS kB, open fds)
+
+def _sampling_outputs(samples: list, every: int):
+    """The live loop's Outputs, also appending (frames seen, RSS kB, open fds) to `samples` every `every` frames."""
+    from scenecap.edge.live import Outputs
 
     class Sampling(Outputs):
         seen_count = 0
@@ -142,21 +143,22 @@ def run_soak(args: argparse.Namespace) -> dict:
         def seen(self, frame):
             super().seen(frame)
             self.seen_count += 1
-            if self.seen_count % args.every_samples == 0:
+            if self.seen_count % every == 0:
                 samples.append((self.seen_count, rss_kb(), open_fds()))
 
-    rss_start, fds_start = rss_kb(), open_fds()
-    captioner = Captioner.load(args.bundle, threads=args.threads)
-    rss_loaded = rss_kb()
-    t0 = time.perf_counter()
-    with open(work / "soak.jsonl", "w", encoding="utf-8") as jsonl:
-        outputs = Sampling(jsonl=jsonl)
-        stats = run(captioner, str(video), outputs, when=args.when, every=0.0 if args.when == "every" else None,
-                    min_interval=0.0, threshold=27.0)
-    wall = time.perf_counter() - t0
-    if not samples or samples[-1][0] != stats.frames_seen:
-        samples.append((stats.frames_seen, rss_kb(), open_fds()))
+    return Sampling
 
+
+@dataclass
+class _Start:
+    """The process before the run: at start, and once the bundle is loaded."""
+
+    rss_kb: int
+    fds: int | None
+    rss_loaded_kb: int
+
+
+def _summary(args: argparse.Namespace, captioner, stats, wall: float, samples: list, start: _Start) -> dict:
     rss = [(n, kb) for n, kb, _ in samples]
     fds = [(n, fd) for n, _, fd in samples if fd is not None]
     return {
@@ -174,12 +176,35 @@ def run_soak(args: argparse.Namespace) -> dict:
         "frames_per_s": round(stats.frames_seen / wall, 1),
         "median_ms": {k: round(v, 2) for k, v in stats.medians().items()},
         "criterion": f"growth after warm-up ({WARMUP} frames) < {MAX_GROWTH_PCT:g}% for RSS and for open fds",
-        "rss_kb": {"python_start": rss_start, "bundle_loaded": rss_loaded, "max": max(kb for _, kb in rss),
-                   **growth(rss), "slope_per_1000_frames": round(slope_per_1000(rss), 1)},
-        "open_fds": {"python_start": fds_start, "max": max((fd for _, fd in fds), default=None),
+        "rss_kb": {"python_start": start.rss_kb, "bundle_loaded": start.rss_loaded_kb,
+                   "max": max(kb for _, kb in rss), **growth(rss),
+                   "slope_per_1000_frames": round(slope_per_1000(rss), 1)},
+        "open_fds": {"python_start": start.fds, "max": max((fd for _, fd in fds), default=None),
                      **(growth(fds) if fds else {"pass": None})},
         "samples": samples,
     }
+
+
+def run_soak(args: argparse.Namespace) -> dict:
+    """Caption the video through the live loop, sampling RSS and open fds; the figures as a dict."""
+    from scenecap.edge.captioner import Captioner
+    from scenecap.edge.live import run
+
+    work = Path(tempfile.mkdtemp(prefix="scenecap_soak_"))
+    video = _video(args, work)
+    samples: list[tuple[int, int, int | None]] = []  # (frames seen, RSS kB, open fds)
+    sampling = _sampling_outputs(samples, args.every_samples)
+    rss_start, fds_start = rss_kb(), open_fds()
+    captioner = Captioner.load(args.bundle, threads=args.threads)
+    start = _Start(rss_start, fds_start, rss_kb())
+    t0 = time.perf_counter()
+    with open(work / "soak.jsonl", "w", encoding="utf-8") as jsonl:
+        stats = run(captioner, str(video), sampling(jsonl=jsonl), when=args.when,
+                    every=0.0 if args.when == "every" else None, min_interval=0.0, threshold=27.0)
+    wall = time.perf_counter() - t0
+    if not samples or samples[-1][0] != stats.frames_seen:
+        samples.append((stats.frames_seen, rss_kb(), open_fds()))
+    return _summary(args, captioner, stats, wall, samples, start)
 
 
 def main(argv: list[str] | None = None) -> int:
