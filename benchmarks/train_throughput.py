@@ -46,7 +46,7 @@ def measure(mode: str, data: Path, work: Path, args) -> dict:
     return {"images_per_second": statistics.median(steady), "per_epoch": rates, "wall_seconds": total}
 
 
-def main(argv=None) -> int:
+def _parse(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=384)
     p.add_argument("--epochs", type=int, default=4)
@@ -55,7 +55,26 @@ def main(argv=None) -> int:
     p.add_argument("--alpha", type=float, default=0.35)
     p.add_argument("--jit-compile", action="store_true")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_throughput.json"))
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def _extraction_rate(data: Path, work: Path, args) -> float:
+    """Images/second of feature extraction alone, into a fresh cache: what cached mode pays once per dataset
+    and backbone."""
+    from scenecap.edge.preprocess import PreprocessSpec
+    from scenecap.train.feature_cache import extract
+    from scenecap.train.model import ModelConfig, build
+
+    model = build(ModelConfig(vocab_size=8, image_size=args.image_size, alpha=args.alpha))
+    paths = sorted(str(x) for x in (data / "images").glob("*.jpg"))
+    t0 = time.perf_counter()
+    extract(model, paths, PreprocessSpec(args.image_size, args.image_size), work / "fresh_cache", "bench",
+            progress=False)
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from scenecap.train.synthetic import generate
@@ -68,17 +87,7 @@ def main(argv=None) -> int:
             results[mode] = measure(mode, data, work, args)
             print(f"{mode:9s} {results[mode]['images_per_second']:8.1f} images/s  (per epoch: "
                   + ", ".join(f"{r:.0f}" for r in results[mode]["per_epoch"]) + ")", flush=True)
-        # Extraction alone, into a fresh cache: what cached mode pays once per dataset and backbone.
-        from scenecap.edge.preprocess import PreprocessSpec
-        from scenecap.train.feature_cache import extract
-        from scenecap.train.model import ModelConfig, build
-
-        model = build(ModelConfig(vocab_size=8, image_size=args.image_size, alpha=args.alpha))
-        paths = sorted(str(x) for x in (data / "images").glob("*.jpg"))
-        t0 = time.perf_counter()
-        extract(model, paths, PreprocessSpec(args.image_size, args.image_size), work / "fresh_cache", "bench",
-                progress=False)
-        extraction = len(paths) / (time.perf_counter() - t0)
+        extraction = _extraction_rate(data, work, args)
 
     ratio = results["cached"]["images_per_second"] / results["finetune"]["images_per_second"]
     report = {
