@@ -30,7 +30,7 @@ from scenecap.edge.fileio import parse_json
 from scenecap.edge.preprocess import RESIZE_METHODS, PreprocessSpec
 from scenecap.train.config_fields import CHOICES
 from scenecap.train.datasets import FORMATS
-from scenecap.train.model import ModelConfig
+from scenecap.train.model_config import ModelConfig
 from scenecap.train.text import TextOptions
 
 

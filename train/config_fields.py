@@ -1,27 +1,20 @@
-"""The training settings, described without importing them: every field of TrainConfig and of its tables (model,
-text, augment) with its type and default, and the fixed lists some settings choose from.
-
-The fields are read from the dataclasses' source rather than imported: train/model.py imports Keras, and the
-command line that lists them is built on every `scenecap` run, `scenecap train --help` on a Pi without TensorFlow
-included (tests/test_train_edge_install.py). The source stays the one truth: a field added to a dataclass is
-listed here, with the default written there.
+"""The training settings as a flat table: every scalar field of TrainConfig and of its tables (model, text,
+augment) with its type and default, and the fixed lists some settings choose from. The dataclasses are the one
+truth (a field added there is an option of `scenecap train`); none of them imports Keras, so the command line
+builds on a Pi without TensorFlow too (tests/test_train_edge_install.py).
 """
 
 from __future__ import annotations
 
-import ast
+import dataclasses
 import functools
 from dataclasses import MISSING, dataclass
-from pathlib import Path
 from typing import Any
 
 from scenecap.train.datasets import FORMATS
+from scenecap.train.model_config import BACKBONES, FEATURE_STRIDES
 from scenecap.train.text import NORMALIZATIONS
 
-HERE = Path(__file__).parent
-# A table's name (the TrainConfig field holding it; "" for the top level) -> the file and class defining it.
-TABLES = {"": ("config.py", "TrainConfig"), "model": ("model.py", "ModelConfig"), "text": ("text.py", "TextOptions"),
-          "augment": ("config.py", "AugmentConfig")}
 SCALARS = {"bool": bool, "int": int, "float": float, "str": str}
 
 MODES = ("finetune", "cached")
@@ -37,65 +30,37 @@ class Setting:
     default: Any  # dataclasses.MISSING when the field has none (train, model.vocab_size)
 
 
-@functools.cache
-def _module(file: str) -> ast.Module:
-    return ast.parse((HERE / file).read_text(encoding="utf-8"))
+def _scalar(annotation: Any) -> type | None:
+    """The one scalar type of an annotation ('str | None' -> str); None for lists, tables and the like."""
+    names = [n.strip() for n in str(annotation).split("|")]
+    found = [SCALARS[n] for n in names if n in SCALARS]
+    return found[0] if len(found) == 1 and all(n in SCALARS or n == "None" for n in names) else None
 
 
-def _class(file: str, name: str) -> ast.ClassDef:
-    return next(n for n in _module(file).body if isinstance(n, ast.ClassDef) and n.name == name)
-
-
-def constant(file: str, name: str) -> Any:
-    """A module-level literal of a file in train/ (BACKBONES in model.py), read without importing the file."""
-    for node in _module(file).body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise LookupError(f"{file} defines no {name}")
-
-
-def _type_names(node: ast.expr | None) -> set[str]:
-    """The names in an annotation: 'str | None' -> {'str', 'None'}."""
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        return _type_names(node.left) | _type_names(node.right)
-    if isinstance(node, ast.Name):
-        return {node.id}
-    if isinstance(node, ast.Constant):  # None, or an annotation written as a string
-        return {str(node.value)}
-    return set()
-
-
-def _default(node: ast.expr | None) -> Any:
-    try:
-        return MISSING if node is None else ast.literal_eval(node)
-    except ValueError:  # not a literal (field(default_factory=...)): no default to show
-        return MISSING
-
-
-def _table_settings(table: str):
-    file, name = TABLES[table]
-    for node in _class(file, name).body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-            continue  # methods, docstrings, class constants
-        key = f"{table}.{node.target.id}" if table else node.target.id
-        if key in TABLES:
-            yield from _table_settings(key)
+def _table_settings(cls: type, prefix: str = ""):
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        table = f.default_factory() if f.default_factory is not MISSING else None
+        if dataclasses.is_dataclass(table):
+            yield from _table_settings(type(table), f"{key}.")  # a table: model, text, augment
             continue
-        scalar = [SCALARS[n] for n in _type_names(node.annotation) if n in SCALARS]
-        if len(scalar) == 1:  # a list or mapping would be set in a file, not as one option (none exists yet)
-            yield Setting(key, scalar[0], _default(node.value))
+        kind = _scalar(f.type)
+        if kind is not None:  # a list or mapping would be set in a file, not as one option (none exists yet)
+            yield Setting(key, kind, f.default)
 
 
 @functools.cache
 def settings() -> tuple[Setting, ...]:
     """Every scalar setting, in the order the dataclasses define them."""
-    return tuple(_table_settings(""))
+    from scenecap.train.config import TrainConfig  # config imports CHOICES from here
+
+    return tuple(_table_settings(TrainConfig))
 
 
 # Settings that take one of a fixed list: offered as choices by `scenecap train`, checked by config.check_values.
 CHOICES = {
     "mode": MODES, "strategy": STRATEGIES, "monitor": MONITORS, "cache_images": CACHE_IMAGES,
     "dataset_format": ("auto", *FORMATS), "text.normalization": NORMALIZATIONS,
-    "model.backbone": constant("model.py", "BACKBONES"),
-    "model.feature_stride": constant("model.py", "FEATURE_STRIDES"),
+    "model.backbone": BACKBONES,
+    "model.feature_stride": FEATURE_STRIDES,
 }
