@@ -1,7 +1,10 @@
 """Measure a bundle on held-out synthetic scenes with the edge runtime: BLEU-4 (pycocoevalcap) against the
 5 references, the share of objects whose colour and shape are both named right, and object-level truth:
 precision (objects invented), recall (objects missing), the share of scenes named exactly right. Twice: on the
-style the bundle was trained on (a seed it never saw) and on the shifted style it never trained on.
+style the bundle was trained on (a seed it never saw) and on the shifted style it never trained on. Then the
+confidence gate on each set and on two out-of-distribution sets (photographs, non-scenes: demo/trust.py): the
+share of captions marked unsure, the share confident and wrong, and the AUROC of image familiarity against the
+bundle's own style.
 
     python demo/demo_quality.py demo/bundle                 # writes demo/quality.json
     python demo/demo_quality.py runs/new/bundle --style varied --no-write
@@ -14,13 +17,16 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_STYLE = "classic"  # what the shipped demo/bundle was trained on (demo/build_bundle.py before issue 14)
+SHIPPED_STYLE = "varied"  # what the shipped demo/bundle was trained on (demo/build_bundle.py STYLE)
 OWN_SEED, SHIFTED_SEED, COUNT = 31, 32, 200  # seeds no demo training split uses
 
 
 def measure(bundle: Path, captions_json: Path, scenes_json: Path, out: Path | None = None) -> dict:
     from tqdm import tqdm
+    from trust import gate_figures
 
     from scenecap.edge.captioner import Captioner
     from scenecap.edge.images import load_image
@@ -36,7 +42,8 @@ def measure(bundle: Path, captions_json: Path, scenes_json: Path, out: Path | No
     samples = load_coco(captions_json)
     scenes = json.loads(Path(scenes_json).read_text(encoding="utf-8"))
     cap = Captioner.load(bundle)
-    hyps = {s.image_id: cap.caption(load_image(s.image)).text for s in tqdm(samples, desc="captioning", unit="img")}
+    caps = {s.image_id: cap.caption(load_image(s.image)) for s in tqdm(samples, desc="captioning", unit="img")}
+    hyps = {i: c.text for i, c in caps.items()}
     refs = {s.image_id: s.captions for s in samples}
     scores = caption_metrics(refs, hyps, meteor=False)
     objects = object_scores(hyps, scenes)
@@ -52,7 +59,13 @@ def measure(bundle: Path, captions_json: Path, scenes_json: Path, out: Path | No
         "object_precision": round(objects["precision"], 4), "object_recall": round(objects["recall"], 4),
         "objects": objects, "distinct_captions": distinct_captions(hyps),
         "constant_caption": {**baseline, "objects": object_scores({i: baseline["caption"] for i in refs}, scenes)},
-        "examples": [{"image": samples[i].image.name, "caption": hyps[samples[i].image_id]} for i in range(5)],
+        "examples": [{"image": samples[i].image.name, "caption": hyps[samples[i].image_id],
+                      "unsure": caps[samples[i].image_id].unsure} for i in range(5)],
+        "gate": gate_figures([caps[s["image_id"]].unsure for s in scenes],
+                             [object_scores({s["image_id"]: hyps[s["image_id"]]}, [s])["exact_scenes"] == 1
+                              for s in scenes]),
+        "familiarity": [caps[s["image_id"]].familiarity for s in scenes],
+        "decoder_ms": round(float(np.median([c.timings["decoder"] for c in caps.values()])), 3),
     }
     if out:
         out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -65,8 +78,31 @@ def held_out(folder: Path, style: str, seed: int, count: int = COUNT) -> Path:
     return generate(folder / style, n_train=0, n_val=0, n_test=count, seed=seed, style=style)
 
 
+def measure_ood(bundle: Path) -> dict:
+    """The gate on images that are not scenes at all: the share marked unsure, and their familiarity scores."""
+    from trust import gate_figures, photographs, procedural
+
+    from scenecap.edge.captioner import Captioner
+
+    cap = Captioner.load(bundle)
+    out = {}
+    for name, images in (("photographs", photographs()), ("non_scenes", procedural())):
+        caps = [cap.caption(im) for im in images.values()]
+        out[name] = {**gate_figures([c.unsure for c in caps]), "familiarity": [c.familiarity for c in caps],
+                     "examples": [{"image": k, "caption": c.text, "unsure": c.unsure}
+                                  for k, c in list(zip(images, caps, strict=True))[:3]]}
+    return out
+
+
+def _auroc_against(own: list, other: list) -> float | None:
+    from trust import auroc
+
+    return None if None in own + other else round(auroc(own, other), 4)
+
+
 def measure_styles(bundle: Path, style: str = SHIPPED_STYLE) -> dict:
-    """The figures on held-out scenes of `style` (its own), with the shifted style's under "shifted"."""
+    """The figures on held-out scenes of `style` (its own), with the shifted style's under "shifted" and the
+    out-of-distribution sets' under "photographs" and "non_scenes" (AUROC of familiarity against its own)."""
     with tempfile.TemporaryDirectory() as tmp:
         own_data = held_out(Path(tmp), style, OWN_SEED)
         shifted_data = held_out(Path(tmp), "shifted", SHIFTED_SEED)
@@ -77,6 +113,10 @@ def measure_styles(bundle: Path, style: str = SHIPPED_STYLE) -> dict:
         shifted = measure(bundle, shifted_data / "captions_test.json", shifted_data / "scenes_test.json")
         result["shifted"] = {"style": "shifted", "seed": SHIFTED_SEED,
                              **{k: v for k, v in shifted.items() if k != "bundle"}}
+    result.update(measure_ood(bundle))
+    own = result.pop("familiarity")
+    for name in ("shifted", "photographs", "non_scenes"):
+        result[name]["familiarity_auroc"] = _auroc_against(own, result[name].pop("familiarity"))
     return result
 
 
@@ -97,8 +137,9 @@ def main() -> None:
     quality = ROOT / "demo" / "quality.json"
     if quality.is_file() and bundle.resolve() == (ROOT / "demo" / "bundle").resolve():
         previous = json.loads(quality.read_text(encoding="utf-8"))
-        if "all_int8_decoder" in previous:  # measured by demo/build_bundle.py when it rebuilds the bundle
-            result["all_int8_decoder"] = previous["all_int8_decoder"]
+        for key in ("decoder_candidates", "identical_to_float32"):  # measured by demo/build_bundle.py
+            if key in previous:
+                result[key] = previous[key]
     print(json.dumps(result, indent=2, ensure_ascii=False))
     if not args.no_write:
         write_quality(result)
