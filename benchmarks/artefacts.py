@@ -31,8 +31,8 @@ from scenecap.edge.fileio import atomic_write_text
 log = logging.getLogger("scenecap.bench")
 
 DIMS = ("synth", "original")
-# ENC-DEC names a mixed pair: int8-int16x8 is the all-integer bundle with the decoder's precision kept.
-CPU_VARIANTS = ("float32", "float16", "dynamic", "int8", "int8-int16x8")
+# ENC-DEC names a mixed pair: int8-dynamic (the recommended CPU bundle, the demo's) or int8-int16x8.
+CPU_VARIANTS = ("float32", "float16", "dynamic", "int8", "int8-dynamic", "int8-int16x8")
 # The demo bundle's dimensions (demo/build_bundle.py): what the synthetic-scenes model ships as.
 SYNTH_MODEL = dict(image_size=96, alpha=1.0, feature_stride=8, embed_dim=128, units=256, attention_units=128,
                    fc_units=256, max_length=40)

@@ -12,8 +12,13 @@ from scenecap.edge.fileio import atomic_write_bytes, atomic_write_text
 log = logging.getLogger("scenecap.bench")
 
 DIM_TITLES = {"synth": "synthetic-scenes model", "original": "original system's dimensions (random weights)"}
-ORDER = ("float32", "float16", "dynamic", "int8", "int8-int16x8", "edgetpu", "function", "eager")
+ORDER = ("float32", "float16", "dynamic", "int8", "int8-dynamic", "int8-int16x8", "edgetpu", "function", "eager")
 LABELS = {"eager": "naive eager Keras", "function": "Keras + tf.function"}
+
+
+def chart_colour(index: int) -> int:
+    """A tab20 slot: the ten strong hues first (even slots), then their light twins."""
+    return (2 * index) % 20 + (index // 10) % 2
 
 
 def colour_index(variant: str, names: list[str]) -> int:
@@ -254,7 +259,7 @@ def _draw_panel(ax, row: dict, every: list[str], cmap) -> None:
         p90 = [(_p(row[v], s, "p90") or np.nan) for s in STAGES]
         err = np.clip(np.array(p90) - np.array(p50), 0, None)
         ax.bar(x + (i - (len(names) - 1) / 2) * w, p50, w, yerr=[np.zeros_like(err), err], capsize=1.5,
-               label=LABELS.get(v, v), color=cmap(colour_index(v, every) % 10))
+               label=LABELS.get(v, v), color=cmap(chart_colour(colour_index(v, every))))
     ax.set_yscale("log")
     ax.set_xticks(x)
     ax.set_xticklabels([STAGE_TITLES[s].replace(" ", "\n", 1) for s in STAGES], fontsize=7)
@@ -278,7 +283,7 @@ def chart(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, 5.2 * cols), 3.8 * rows + 0.4), squeeze=False)
     dims_order = list(results["dims"])
     threads_order = sorted({t for _, t, _ in panels}, key=int)
-    cmap = plt.get_cmap("tab10")  # ORDER's 8 variants, then 2 more for named --bundle ones
+    cmap = plt.get_cmap("tab20")  # ORDER's 9 variants, then named --bundle ones: 20 colours (see chart_colour)
     every = sorted({v for _, _, row in panels for v in row})
     for n, t, row in panels:
         ax = axes[dims_order.index(n)][threads_order.index(t)]
