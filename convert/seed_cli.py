@@ -23,8 +23,8 @@ def _paragraphs(*paras: str) -> str:
                                        break_on_hyphens=False) for p in paras)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+def _parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    return sub.add_parser(
         "import-seed",
         help="import the replaced system's model (per-layer .npy or .h5) and tokenizer.pickle as a bundle",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "      --out bundles/seed-4000 --vocab-limit 4000     # a cheaper output layer: the 4,000 commonest ids\n"
         "  scenecap caption street.jpg --bundle bundles/seed-f32 --jsonl captions.jsonl",
     )
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, metavar="DIR",
                    help="the original's weights folder (.npy per layer) or a folder with its two .h5 files")
     p.add_argument("--tokenizer", required=True, metavar="PICKLE", help="the original's tokenizer.pickle")
@@ -75,6 +78,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also keep the SavedModel here, to convert other variants later with 'scenecap convert'")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
     p.add_argument("--force", action="store_true", help="replace an existing bundle (and --keep-export folder)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub)
+    _add_options(p)
     p.set_defaults(func=run_import_seed)
 
 
