@@ -46,6 +46,15 @@ def _same_quantisation(a: TensorSpec, b: TensorSpec) -> bool:
     return a.dtype == b.dtype and (not a.quantized or (a.scale == b.scale and a.zero_point == b.zero_point))
 
 
+def _requant_table(src: TensorSpec, dst: TensorSpec) -> np.ndarray | None:
+    """For an 8-bit state stored at one scale and read at another: dst's value for each of src's 256 values,
+    indexed by the raw byte (an int8 value's uint8 view), so carrying the state costs one gather per word."""
+    if not (src.quantized and dst.quantized and np.dtype(src.dtype).itemsize == 1):
+        return None
+    values = np.arange(256, dtype=np.uint8).view(np.dtype(src.dtype))  # byte i as src's dtype reads it
+    return quantize(dequantize(values, src), dst)
+
+
 class DecoderSession:
     """One image on the decoder: its features bound once, then step() advances hypotheses word by word.
 
@@ -67,6 +76,7 @@ class DecoderSession:
         # The state goes back in raw when new_hidden and hidden share a dtype and scale (bit-identical to
         # dequantising and quantising again); otherwise it is requantised.
         self.carry_raw = _same_quantisation(self.specs["new_hidden"], self.specs["hidden"])
+        self.requant = None if self.carry_raw else _requant_table(self.specs["new_hidden"], self.specs["hidden"])
         self.invokes, self.step_ms = 0, []
         for name, value in features.items():  # inputs persist between invokes: once per image, not per word
             dec.set(name, np.repeat(value, self.batch, axis=0) if self.batch > 1 else value)
@@ -94,7 +104,9 @@ class DecoderSession:
                 dequantize(attention, self.specs["attention"]))
 
     def raw_step(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[Logits, np.ndarray, np.ndarray]:
-        if not self.carry_raw:
+        if self.requant is not None:  # one lookup per value: the same bits as dequantising and quantising
+            hidden = self.requant[hidden.view(np.uint8) if hidden.dtype == np.int8 else hidden]
+        elif not self.carry_raw:
             hidden = quantize(dequantize(hidden, self.specs["new_hidden"]), self.specs["hidden"])
         return self._advance(tokens, hidden)
 
