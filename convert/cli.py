@@ -12,30 +12,46 @@ from scenecap.edge.bundle import QUANTS
 
 TARGET_RUNTIMES = ("litert", "tflite-runtime-2.14", "edgetpu-compiler-16")
 
+_DESCRIPTION = (
+    "Convert the SavedModel from 'scenecap export' into encoder.tflite + decoder_step.tflite and "
+    "write a bundle folder (models, vocab.json, manifest.json) atomically.\n\n"
+    "Quantisation, for both models or each separately (any combination):\n"
+    "  float32   no change               float16  half-size weights, float compute\n"
+    "  dynamic   int8 weights, float activations (small, no calibration)\n"
+    "  int8      full-integer, calibrated on real images and on the decoder inputs recorded while the float\n"
+    "            model captions them (default: a sample of the training split)\n"
+    "  int16x8   decoder step only: int16 activations, int8 weights (reference kernels: slow)\n"
+    "  edgetpu   full-integer with static shapes and only Edge TPU ops; the word embedding is looked up on\n"
+    "            the CPU from a table in the bundle; runs edgetpu_compiler if installed, else prints the\n"
+    "            command (then: scenecap convert --add-edgetpu FILES --out BUNDLE); its decoder step's\n"
+    "            hidden state has one symmetric range in and out, and its logits resolve 0 and up\n"
+    "decoder-step recipes (int8 with parts kept float, int8 weights throughout; for the decoder only, e.g.\n"
+    "int8:int8-mixed; measured in benchmarks/results/decoder-recipes.md):\n"
+    "  int8-fstate  the carried state float: hidden in/out float32, the GRU's gate arithmetic float\n"
+    "  int8-fattn   the attention softmax and weighted sum of the features float\n"
+    "  int8-mixed   int8 attention scores and GRU input matmul; the attention softmax and context, the GRU's\n"
+    "               recurrent matmul and gates and the output layers with float activations\n\n"
+    "--target-runtime picks variants whose kernels that runtime has and says what it changed and why.\n"
+    "--report captions a held-out set with each bundle (edge runtime) and writes report.md/.json/.png."
+)
+_EXAMPLES = (
+    "examples:\n"
+    "  scenecap convert exports/synth --out bundles/synth-int8 --quant int8\n"
+    "  scenecap convert exports/synth --out bundles/synth --quant all --report\n"
+    "  scenecap convert exports/synth --out bundles/pi --quant int8:dynamic --target-runtime tflite-runtime-2.14\n"
+    "  scenecap convert exports/synth --out bundles/pi-fast --quant int8:int8-mixed\n"
+    "  scenecap convert exports/synth --out bundles/coral --quant edgetpu --decoder-batch 3\n"
+    "  scenecap convert --add-edgetpu bundles/coral/encoder_edgetpu.tflite "
+    "bundles/coral/decoder_step_edgetpu.tflite --out bundles/coral"
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert", help="convert an export to LiteRT bundles (float32/float16/dynamic/int8/edgetpu)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Convert the SavedModel from 'scenecap export' into encoder.tflite + decoder_step.tflite and "
-        "write a bundle folder (models, vocab.json, manifest.json) atomically.\n\n"
-        "Quantisation, for both models or each separately (any combination):\n"
-        "  float32   no change               float16  half-size weights, float compute\n"
-        "  dynamic   int8 weights, float activations (small, no calibration)\n"
-        "  int8      full-integer, calibrated on real images and on the decoder inputs recorded while the float\n"
-        "            model captions them (default: a sample of the training split)\n"
-        "  edgetpu   full-integer with static shapes and only Edge TPU ops; the word embedding is looked up on\n"
-        "            the CPU from a table in the bundle; runs edgetpu_compiler if installed, else prints the\n"
-        "            command (then: scenecap convert --add-edgetpu FILES --out BUNDLE)\n\n"
-        "--target-runtime picks variants whose kernels that runtime has and says what it changed and why.\n"
-        "--report captions a held-out set with each bundle (edge runtime) and writes report.md/.json/.png.",
-        epilog="examples:\n"
-        "  scenecap convert exports/synth --out bundles/synth-int8 --quant int8\n"
-        "  scenecap convert exports/synth --out bundles/synth --quant all --report\n"
-        "  scenecap convert exports/synth --out bundles/pi --quant int8:dynamic --target-runtime tflite-runtime-2.14\n"
-        "  scenecap convert exports/synth --out bundles/coral --quant edgetpu --decoder-batch 3\n"
-        "  scenecap convert --add-edgetpu bundles/coral/encoder_edgetpu.tflite "
-        "bundles/coral/decoder_step_edgetpu.tflite --out bundles/coral",
+        description=_DESCRIPTION,
+        epilog=_EXAMPLES,
     )
     p.add_argument("export", nargs="?", help="export folder from 'scenecap export'")
     p.add_argument("--out", required=True,
@@ -54,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="runtime the bundle must load on (default litert)")
     p.add_argument("--calibration-images", help="folder of images or an annotation file (default: training split)")
     p.add_argument("--calibration-count", type=int, default=100, help="calibration images to use (default 100)")
+    p.add_argument("--calibration-steps", type=int, default=600,
+                   help="decoder-step inputs kept for calibration, sampled from the float model's captions of "
+                   "the calibration images (default 600)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace existing bundles")
     p.add_argument("--report", nargs="?", const="", default=None, metavar="DIR",
@@ -84,7 +103,8 @@ def run_convert(args: argparse.Namespace) -> int:
         pairs = list(dict.fromkeys(pairs))
     opts = ConvertOptions(
         export=args.export, out=args.out, decoder_batch=args.decoder_batch,
-        calibration_images=args.calibration_images, calibration_count=args.calibration_count, seed=args.seed,
+        calibration_images=args.calibration_images, calibration_count=args.calibration_count,
+        calibration_steps=args.calibration_steps, seed=args.seed,
         force=args.force, target_runtime=args.target_runtime)
     results = convert_variants(opts, pairs)
     for r in results:

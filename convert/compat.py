@@ -17,7 +17,9 @@ for every model), so we keep measured tables:
 Variant choice: for each requested quantisation the converter tries `candidates()` in order and keeps the first
 whose ops the target has. Measured with this project's model: TF >= 2.18 writes dynamic-range dense layers
 with per-channel weight scales as FULLY_CONNECTED v12 (tflite-runtime 2.14 stops at v10); the same weights with
-one scale per tensor give FULLY_CONNECTED v9, which loads, at the same size.
+one scale per tensor give FULLY_CONNECTED v9, which loads, at the same size. The selective decoder recipes
+(int8-fstate, int8-fattn, int8-mixed) try the same two weight layouts, then fall back to `dynamic` (which keeps the
+float model's captions as well), then float16 and float32; the conversion says what it gave up and why.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scenecap import ScenecapError
+from scenecap.convert.selective import SELECTIVE
 from scenecap.edge.edgetpu_plan import COMPILER_16_VERSIONS
 from scenecap.edge.modelinfo import OP_CODES, OpInfo
 
@@ -133,7 +136,13 @@ def candidates(quant: str, target: Target) -> tuple[list[Variant], str]:
         note = f"{target.name} compiles only full-integer models with Edge TPU-mappable ops, so {quant} -> edgetpu"
         quant = "edgetpu"
     chain = [Variant(quant)]
-    if quant in ("dynamic", "int8", "edgetpu"):
+    if quant in ("dynamic", "int8", "edgetpu", *SELECTIVE):
+        chain.append(Variant(quant, per_tensor_dense=True))
+    if quant in SELECTIVE:
+        # Their float layers' hybrid kernels (FULLY_CONNECTED v9+) and float/int8 boundaries may be newer than a
+        # runtime has; `dynamic` keeps the float captions as well (benchmarks/results/decoder-recipes.md).
+        quant = "dynamic"
+        chain.append(Variant(quant))
         chain.append(Variant(quant, per_tensor_dense=True))
     if quant == "dynamic":
         chain += [Variant("float16"), Variant("float32")]

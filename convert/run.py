@@ -22,6 +22,7 @@ from scenecap.convert.calibrate import (
 )
 from scenecap.convert.compat import Target, Variant, candidates, get_target
 from scenecap.convert.export_reader import ExportInfo, check_signatures, read_export
+from scenecap.convert.selective import SELECTIVE
 from scenecap.convert.tflite import QUANTS, convert_signature
 from scenecap.edge.export_contract import EMBED, ENCODE, ENCODE_PIXELS, decode_signature, encoder_signature
 from scenecap.edge.modelinfo import ModelInfo, parse_model
@@ -41,6 +42,7 @@ class ConvertOptions:
     decoder_batch: int = 1
     calibration_images: str | None = None
     calibration_count: int = 100
+    calibration_steps: int = 600  # decoder-step inputs kept from the float model's captions of those images
     seed: int = 0
     force: bool = False
     recipe: str = ""  # how to rebuild this bundle, recorded in the manifest
@@ -77,8 +79,8 @@ def parse_quant_list(text: str) -> list[tuple[str, str]]:
 
 
 # Calibrated quantisations (need real images and decoder inputs), and those for the decoder step only.
-CALIBRATED = ("int8", "int16x8", "edgetpu")
-DECODER_ONLY = ("int16x8",)
+CALIBRATED = ("int8", "int16x8", "edgetpu", *SELECTIVE)
+DECODER_ONLY = ("int16x8", *SELECTIVE)
 # Decoders whose word-embedding lookup runs on the CPU from a table in the bundle: the Edge TPU cannot map the
 # GATHER, and int16x8 cannot calibrate an integer token input.
 EMBEDDED = ("edgetpu", "int16x8")
@@ -128,7 +130,8 @@ class Calibration:
     @property
     def rows(self) -> list[dict[str, np.ndarray]]:
         if self._rows is None:
-            self._rows = record_decoder_inputs(self.export, self.images, seed=self.opts.seed, progress=self.progress)
+            self._rows = record_decoder_inputs(self.export, self.images, max_rows=self.opts.calibration_steps,
+                                               seed=self.opts.seed, progress=self.progress)
             log.info("recorded %d real decoder-step inputs", len(self._rows))
         return self._rows
 
@@ -244,6 +247,8 @@ def _check_request(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> tuple[
     target = get_target(opts.target_runtime)
     if opts.decoder_batch < 1:
         raise ScenecapError(f"--decoder-batch {opts.decoder_batch}; expected a positive integer (the beam width)")
+    if opts.calibration_steps < 1:
+        raise ScenecapError(f"--calibration-steps {opts.calibration_steps}; expected a positive integer")
     out = Path(opts.out)
     dests = [out] if len(pairs) == 1 else [out / variant_name(e, d) for e, d in pairs]
     for d in dests:
@@ -289,6 +294,8 @@ def _provenance(opts: ConvertOptions, target: Target, cal: Calibration, enc: str
         "changes": changes,
         "calibration_images": opts.calibration_images or "training split sample",
         "calibration_count": len(cal.images) if any(v.quant in CALIBRATED for _, v, _ in parts.values()) else 0,
+        "calibration_steps": len(cal.rows) if any(v.quant in CALIBRATED for n, (_, v, _) in parts.items()
+                                                  if n == "decoder_step") else 0,
         "seed": opts.seed,
         "recipe": opts.recipe,
         "command": " ".join(sys.argv) if sys.argv and "scenecap" in sys.argv[0] else "",
