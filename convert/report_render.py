@@ -128,8 +128,20 @@ def _objects_lines(report: dict) -> list[str]:
     return lines
 
 
+def _label(v: float) -> str:
+    """A bar's value as a person reads it: 18,432 rather than 1.84e+04."""
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
+def _meets(row: dict, float_bleu: float | None) -> bool:
+    agree, bleu = row.get("agreement"), row.get("BLEU-4")
+    return ((agree is None or agree >= MIN_AGREEMENT)
+            and (bleu is None or float_bleu is None or float_bleu - bleu <= MAX_BLEU4_LOSS))
+
+
 def chart(report: dict, path: Path) -> None:
-    """report.png: one bar chart per figure, a bar per variant (the float SavedModel in grey)."""
+    """report.png: one bar chart per figure, a bar per variant (the float SavedModel in grey; a bundle that
+    misses the target in red), with the target drawn where it has one."""
 
     import matplotlib
 
@@ -138,19 +150,26 @@ def chart(report: dict, path: Path) -> None:
 
     rows = report["variants"]
     names = [r["name"] for r in rows]
+    float_bleu = next((r["BLEU-4"] for r in rows if r["kind"] != "bundle"), None)
     panels = [("BLEU-4", [r["BLEU-4"] or 0 for r in rows]), ("CIDEr-D", [r["CIDEr-D"] or 0 for r in rows]),
               ("agreement with float (%)", [100 * (r.get("agreement") or 0) for r in rows]),
               ("size (KiB)", [r["total_bytes"] / 1024 for r in rows]),
               ("encoder median (ms)", [r["encoder_ms_median"] or 0 for r in rows]),
               ("decoder step median (ms)", [r["decoder_step_ms_median"] or 0 for r in rows])]
+    targets = {"agreement with float (%)": 100 * MIN_AGREEMENT,
+               "BLEU-4": None if float_bleu is None else float_bleu - MAX_BLEU4_LOSS}
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    colours = ["#4c72b0" if r["kind"] == "bundle" else "#999999" for r in rows]
+    colours = ["#999999" if r["kind"] != "bundle" else "#4c72b0" if _meets(r, float_bleu) else "#c44e52"
+               for r in rows]
     for ax, (title, values) in zip(axes.flat, panels, strict=True):
         ax.bar(range(len(values)), values, color=colours)
         ax.set_title(title, fontsize=10)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        if targets.get(title) is not None:
+            ax.axhline(targets[title], color="#c44e52", linestyle="--", linewidth=1, label="target")
+            ax.legend(fontsize=7, loc="lower right")
         for i, v in enumerate(values):
-            ax.text(i, v, f"{v:.3g}", ha="center", va="bottom", fontsize=7)
+            ax.text(i, v, _label(v), ha="center", va="bottom", fontsize=7)
     fig.suptitle(f"What quantisation costs ({report['images']} held-out images, {report['decoding']})")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
