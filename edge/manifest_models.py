@@ -14,8 +14,9 @@ from scenecap.edge.errors import ScenecapError
 from scenecap.edge.manifest_fields import check_dtype, check_shape, err, key, plain_name, quant_params, string_list
 
 # int16x8: int16 activations, int8 weights (decoder step only): full-integer, yet the attention softmax and the
-# carried hidden state keep their precision.
-QUANTS = ("float32", "float16", "dynamic", "int8", "int16x8", "edgetpu")
+# carried hidden state keep their precision. int8-fstate/-fattn/-mixed: int8 decoder steps with parts kept float
+# (convert/tflite.py says which).
+QUANTS = ("float32", "float16", "dynamic", "int8", "int16x8", "edgetpu", "int8-fstate", "int8-fattn", "int8-mixed")
 _MODEL_KEYS = {"file", "quant", "inputs", "outputs", "ops", "edgetpu_file", "options", "runtimes"}
 _OP_RE = re.compile(r"^[A-Za-z0-9_]+(\([^)]*\))?:v\d+$")
 
