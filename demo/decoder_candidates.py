@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_QUANTS = ("float32", "float16", "dynamic", "int8", "int16x8")
+DEFAULT_QUANTS = ("float32", "float16", "dynamic", "int8", "int8-fstate", "int8-fattn", "int8-mixed", "int16x8")
 
 
 def caption_all(bundle: Path, images: dict) -> dict:

@@ -96,6 +96,40 @@ def test_arabic_end_to_end_train_export_convert_caption(ar_run, ar_data, tmp_pat
     assert rates["position"] >= 0.5
 
 
+def test_an_arabic_bundle_says_when_it_is_unsure_in_arabic(ar_run, ar_data, tmp_path):
+    """The same confidence fields as an English bundle: calibrated on its own training images, every caption
+    carries confidence and unsure in JSONL, stdout marks unsure ones, and the phrase spoken instead is Arabic."""
+    import shutil
+
+    from scenecap.convert.run import ConvertOptions, convert
+    from scenecap.edge.bundle import read_manifest
+    from scenecap.edge.speech import unsure_phrase
+    from scenecap.train.export import export_run
+
+    bundle = tmp_path / "bundle"
+    convert(ConvertOptions(export=str(export_run(ar_run, tmp_path / "export")), out=str(bundle),
+                           encoder_quant="float32", decoder_quant="float32", calibration_count=16, force=True))
+    for split in ("train", "val"):  # calibrate takes a folder per role
+        (tmp_path / split).mkdir()
+        for f in sorted((ar_data / "images").glob(f"{split}_*.jpg")):
+            shutil.copy(f, tmp_path / split / f.name)
+    run = [sys.executable, "-m", "scenecap"]
+    r = subprocess.run([*run, "calibrate", str(bundle), "--images", str(tmp_path / "train"), "--val-images",
+                        str(tmp_path / "val")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = read_manifest(bundle)
+    assert m.language == "ar" and m.confidence is not None and 0 < m.confidence.threshold < 1
+    tests = sorted((ar_data / "images").glob("test_*.jpg"))[:4]
+    out = tmp_path / "c.jsonl"
+    r = subprocess.run([*run, "caption", *map(str, tests), "--bundle", str(bundle), "--jsonl", str(out),
+                        "--min-confidence", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+    assert len(recs) == 4 and all(rec["unsure"] and 0 <= rec["confidence"] <= 1 for rec in recs)
+    assert all(line.split("\t")[1].startswith("(unsure) ") for line in r.stdout.splitlines())
+    assert unsure_phrase(m.language) == "لست متأكدا مما أمامك"  # what --unsure say speaks for this bundle
+
+
 @pytest.mark.slow
 def test_run_folder_has_history_checkpoints_and_tensorboard(ar_run):
     import tensorflow as tf
