@@ -97,25 +97,13 @@ class _Graph:
 
     def forward(self, starts: Iterable[int], through) -> set[int]:
         """Ops reachable from ops `starts` through consumers while `through(op)` holds (starts included)."""
-        seen, todo = set(), list(starts)
-        while todo:
-            i = todo.pop()
-            if i in seen:
-                continue
-            seen.add(i)
-            todo += [c for t in self.op_outputs(i) for c in self.consumers.get(t, []) if through(c)]
-        return seen
+        return _walk(starts, lambda i: [c for t in self.op_outputs(i) for c in self.consumers.get(t, [])
+                                        if through(c)])
 
     def backward(self, starts: Iterable[int], through) -> set[int]:
         """Ops reaching ops `starts` through producers while `through(op)` holds (starts included)."""
-        seen, todo = set(), list(starts)
-        while todo:
-            i = todo.pop()
-            if i in seen:
-                continue
-            seen.add(i)
-            todo += [self.producer[t] for t in self.op_inputs(i) if t in self.producer and through(self.producer[t])]
-        return seen
+        return _walk(starts, lambda i: [self.producer[t] for t in self.op_inputs(i)
+                                        if t in self.producer and through(self.producer[t])])
 
 
 def _part_ops(g: _Graph, part: str) -> set[int]:
@@ -273,3 +261,15 @@ def integer_decoder_ranges(calibrated: bytes) -> dict[str, tuple[float, float]]:
     if "logits" in r and r["logits"][1] > 0:
         out["logits"] = (0.0, r["logits"][1])
     return out
+
+
+def _walk(starts: Iterable[int], neighbours) -> set[int]:
+    """Every op reachable from `starts` (included) by repeatedly taking `neighbours(op)`."""
+    seen, todo = set(), list(starts)
+    while todo:
+        i = todo.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        todo += neighbours(i)
+    return seen

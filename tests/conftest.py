@@ -32,6 +32,12 @@ def _cache_dir(tmp_path_factory, name: str) -> tuple[Path, bool]:
 
 
 @pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """cache_dir(name) -> (folder, already built?): a test's own artefact, kept under SCENECAP_TEST_CACHE."""
+    return lambda name: _cache_dir(tmp_path_factory, name)
+
+
+@pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> Path:
     from scenecap.train.synthetic import generate
 

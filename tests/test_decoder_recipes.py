@@ -8,7 +8,6 @@ of images whose float caption is the most common one, and it has few distinct ca
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -23,16 +22,8 @@ MIN_AGREEMENT = 0.8
 MIN_DISTINCT_SHARE = 0.8  # distinct captions, as a share of the float32 bundle's
 
 
-def _cached(tmp_path_factory, name: str) -> tuple[Path, bool]:
-    root = os.environ.get("SCENECAP_TEST_CACHE")
-    if root:
-        d = Path(root) / name
-        return d, (d / ".done").exists()
-    return tmp_path_factory.mktemp(name), False
-
-
 @pytest.fixture(scope="session")
-def default_size_export(synth_data, tmp_path_factory) -> Path:
+def default_size_export(synth_data, cache_dir) -> Path:
     """`scenecap train`'s default model sizes (embed 256, GRU 512, attention 512, alpha 0.35, 96 px) at stride 8
     (144 locations, as the demo), trained briefly on the tiny scenes (about 2 minutes on 2 cores), then exported.
     Batch 8 for 300 updates: at batch 16-32 for 150 the model still gives 1-2 captions whatever the image."""
@@ -40,7 +31,7 @@ def default_size_export(synth_data, tmp_path_factory) -> Path:
     from scenecap.train.model import ModelConfig
     from scenecap.train.trainer import TrainConfig, run
 
-    d, done = _cached(tmp_path_factory, "default_size_v2")
+    d, done = cache_dir("default_size_v2")
     if not done:
         shutil.rmtree(d, ignore_errors=True)
         model = ModelConfig(vocab_size=0, max_length=32, feature_stride=8)
