@@ -41,7 +41,8 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-## Rebuild demo/bundle from scratch (synthetic data, seeded): about 35 minutes on 2 CPU cores (measured: 31 min of training).
+## Rebuild demo/bundle and demo/bundle-float32 from scratch (synthetic data, seeded): about an hour on 2 CPU cores
+## (measured: 45 min of training beside other work, then conversion, calibration and the quality report).
 demo-bundle: $(VENV)/.installed
 	$(VENV)/bin/python demo/build_bundle.py
 
