@@ -42,7 +42,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 ## Rebuild demo/bundle and demo/bundle-float32 from scratch (synthetic data, seeded): about an hour on 2 CPU cores
-## (measured: 45 min of training beside other work, then conversion, calibration and the quality report).
+## (measured: 58 min of training beside other work, then conversion, calibration and the quality report).
 demo-bundle: $(VENV)/.installed
 	$(VENV)/bin/python demo/build_bundle.py
 
