@@ -83,12 +83,14 @@ def tiny_export(tiny_run, tmp_path_factory) -> Path:
 
 
 def _bundle(tiny_export, tmp_path_factory, quant: str, batch: int = 1) -> Path:
+    """quant: one for both models, or ENC:DEC (int8:int16x8)."""
     from scenecap.convert.run import ConvertOptions, convert
 
-    d, done = _cache_dir(tmp_path_factory, f"bundle_{quant}_b{batch}")
+    enc, _, dec = quant.partition(":")
+    d, done = _cache_dir(tmp_path_factory, f"bundle_{quant.replace(':', '-')}_b{batch}")
     if not done:
-        convert(ConvertOptions(export=str(tiny_export), out=str(d / "bundle"), encoder_quant=quant,
-                               decoder_quant=quant, decoder_batch=batch, calibration_count=60, force=True))
+        convert(ConvertOptions(export=str(tiny_export), out=str(d / "bundle"), encoder_quant=enc,
+                               decoder_quant=dec or enc, decoder_batch=batch, calibration_count=60, force=True))
         (d / ".done").touch()
     return d / "bundle"
 
