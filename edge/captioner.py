@@ -73,10 +73,7 @@ class DecoderSession:
         self.token_input = "token" if self.embedding is None else "embedding"
         self.specs = {n: dec.input_spec(n) for n in ("hidden", self.token_input)}
         self.specs.update({n: dec.output_spec(n) for n in ("logits", "new_hidden", "attention")})
-        # The state goes back in raw when new_hidden and hidden share a dtype and scale (bit-identical to
-        # dequantising and quantising again); otherwise it is requantised.
-        self.carry_raw = _same_quantisation(self.specs["new_hidden"], self.specs["hidden"])
-        self.requant = None if self.carry_raw else _requant_table(self.specs["new_hidden"], self.specs["hidden"])
+        self.carry_raw, self.requant = captioner.carry_raw, captioner.requant  # decided once per Captioner
         self.invokes, self.step_ms = 0, []
         for name, value in features.items():  # inputs persist between invokes: once per image, not per word
             dec.set(name, np.repeat(value, self.batch, axis=0) if self.batch > 1 else value)
@@ -189,6 +186,12 @@ class Captioner:
         self.embedding = load_embedding(bundle)
         self.batch = m.decoder_batch
         self.units = int(m.models["decoder_step"].inputs["hidden"].shape[-1])
+        # How the state returned by one step goes back in at the next, decided once for every caption: raw when
+        # new_hidden and hidden share a dtype and scale (bit-identical to dequantising and quantising again),
+        # else through a 256-entry table for an 8-bit state, else requantised.
+        state_out, state_in = self.decoder.output_spec("new_hidden"), self.decoder.input_spec("hidden")
+        self.carry_raw = _same_quantisation(state_out, state_in)
+        self.requant = None if self.carry_raw else _requant_table(state_out, state_in)
         self.beam = max(1, int(beam))
         self.length_penalty = check_length_penalty(length_penalty)
         self.feature_names = [n for n in m.models["encoder"].outputs]

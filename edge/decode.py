@@ -64,9 +64,8 @@ def word_log_prob(lg: Logits, row: int, word: int) -> float:
     raw = lg.raw[row] if lg.raw.ndim > 1 else lg.raw
     top = raw.max()
     z = np.subtract(raw, top, dtype=np.float32)
-    scale = np.float32(1.0 if lg.scale is None else lg.scale)
     if lg.scale is not None:
-        np.multiply(z, scale, out=z)
+        np.multiply(z, np.float32(lg.scale), out=z)
     shifted = float(z[word])
     np.exp(z, out=z)
     return shifted - float(np.log(z.sum(dtype=np.float32)))
