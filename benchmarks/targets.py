@@ -35,26 +35,31 @@ def step_macs(model: dict) -> dict[str, int]:
             "fc2 (vocabulary)": f * v}
 
 
+def _recommended(row: dict) -> str:
+    """The variant the targets are judged on: the recommended one when the run measured it, else int8."""
+    return RECOMMENDED if RECOMMENDED in row else "int8"
+
+
 def _speedup(dims: str, t: str, row: dict) -> dict | None:
-    name = RECOMMENDED if RECOMMENDED in row else "int8"
-    int8, eager = row.get(name), row.get("eager")
-    if not int8 or not eager:
+    name = _recommended(row)
+    fast, eager = row.get(name), row.get("eager")
+    if not fast or not eager:
         return None
     limit = SPEEDUP_MIN.get(int(t), SPEEDUP_MIN[2])
-    q, e = _p50(int8, "greedy"), _p50(eager, "greedy")
+    q, e = _p50(fast, "greedy"), _p50(eager, "greedy")
     ratio = e / q
     res = {"target": "speedup", "title": f"{name} greedy caption vs naive eager", "dims": dims, "threads": int(t),
            "measured": ratio, "limit": limit, "unit": "x", "met": ratio >= limit,
-           "figures": {"int8_greedy_ms": q, "eager_greedy_ms": e, "int8_words": int8.get("greedy_words"),
+           "figures": {"int8_greedy_ms": q, "eager_greedy_ms": e, "int8_words": fast.get("greedy_words"),
                        "eager_words": eager.get("greedy_words")}}
-    enc_q, enc_e = _p50(int8, "encoder"), _p50(eager, "encoder")
-    step_q, step_e = _p50(int8, "step"), _p50(eager, "step")
-    words = int8.get("greedy_decoder_invokes") or int8.get("greedy_words", 0) + 1  # decoder steps run
+    enc_q, enc_e = _p50(fast, "encoder"), _p50(eager, "encoder")
+    step_q, step_e = _p50(fast, "step"), _p50(eager, "step")
+    words = fast.get("greedy_decoder_invokes") or fast.get("greedy_words", 0) + 1  # decoder steps run
     res["detail"] = (f"eager {e:.1f} ms vs {name} {q:.1f} ms per caption ({eager.get('greedy_words')} vs "
-                     f"{int8.get('greedy_words')} words); encoder {enc_e:.1f} vs {enc_q:.1f} ms "
+                     f"{fast.get('greedy_words')} words); encoder {enc_e:.1f} vs {enc_q:.1f} ms "
                      f"({enc_e / enc_q:.1f}x), one decoder step {step_e:.2f} vs {step_q:.2f} ms "
                      f"({step_e / step_q:.1f}x)")
-    if int8.get("greedy_words") != eager.get("greedy_words"):
+    if fast.get("greedy_words") != eager.get("greedy_words"):
         per_word = (e / (eager.get("greedy_words", 0) + 1)) / (q / max(1, words))
         res["detail"] += f"; the captions differ in length, per decoder step the ratio is {per_word:.1f}x"
     if not res["met"]:
@@ -65,11 +70,11 @@ def _speedup(dims: str, t: str, row: dict) -> dict | None:
                       f"naive loop's cost is mostly arithmetic that int8 only makes a few times cheaper, not Python "
                       f"dispatch that quantisation removes; the {name} caption spends {enc_share:.0f}% in the encoder "
                       f"and the rest in {words} decoder steps")
-        if "model" in int8:
-            macs = step_macs(int8["model"])
+        if "model" in fast:
+            macs = step_macs(fast["model"])
             total = sum(macs.values())
             res["why"] += (f", each step {total / 1e6:.1f} M multiply-adds of which "
-                           f"{100.0 * macs['fc2 (vocabulary)'] / total:.0f}% the {int8['model']['vocab_size']}-word "
+                           f"{100.0 * macs['fc2 (vocabulary)'] / total:.0f}% the {fast['model']['vocab_size']}-word "
                            "vocabulary projection")
             res["figures"]["step_macs"] = macs
             res["to_close"] = (f"less int8 arithmetic per caption: a smaller vocabulary (fc2 is "
@@ -180,7 +185,7 @@ def _latency_targets(main: str, dims: dict) -> list[dict]:
     """Speed-up and overheads at every thread count of the main set; the synthetic set's overhead beside it."""
     out: list[dict] = []
     for t, row in dims[main].get("latency", {}).items():
-        v = RECOMMENDED if RECOMMENDED in row else "int8"
+        v = _recommended(row)
         out += [_speedup(main, t, row), _overhead(main, t, row, v), _overhead(main, t, row, v, stage="beam")]
     if main != "synth" and "synth" in dims:  # reported, not chased: tiny models' invokes take microseconds
         out += [_overhead("synth", t, row) for t, row in dims["synth"].get("latency", {}).items()]
