@@ -125,11 +125,11 @@ def _fifo(name: str):
     return damage
 
 
-def _in_demo(change: Callable[[Path], None]):
-    """A damage to a copy of an embedding-input bundle (int16x8: its decoder takes embeddings, from embedding.npy;
-    the tests pass the tiny model's, since the demo's decoder now takes token ids)."""
+def _in_embedded(change: Callable[[Path], None]):
+    """A damage to a copy of an embedding-input bundle (int16x8: its decoder takes embeddings, from embedding.npy):
+    the tiny model's, which the tests pass in the demo's place for these cases (see _source)."""
     def damage(b: Path, demo: Path) -> Path:
-        d = b.parent / "demo"
+        d = b.parent / "embedded"
         shutil.copytree(demo, d)
         change(d)
         return d
@@ -254,9 +254,9 @@ CASES: dict[str, tuple] = {
     "model a folder": (_remove("decoder_step.tflite", then_mkdir=True), "decoder_step.tflite",
                        "is a folder; expected a regular bundle file"),
     # small files asking for huge allocations: bounded by what the manifest and the models already say
-    "word table header claims 1e7 x 1e7": (_in_demo(_npy_claiming((10**7, 10**7))), "embedding.npy",
+    "word table header claims 1e7 x 1e7": (_in_embedded(_npy_claiming((10**7, 10**7))), "embedding.npy",
                                            "float32[10000000, 10000000]; the manifest says float32["),
-    "word table data short": (_in_demo(_npy_claiming((33, 64))), "embedding.npy", "bytes of data; float32["),
+    "word table data short": (_in_embedded(_npy_claiming((33, 64))), "embedding.npy", "bytes of data; float32["),
     "vocab far longer than the logits": (_many_tokens, "vocab.json",
                                          "bytes; expected at most 99328 for a vocabulary of 33 tokens"),
     "max_length 10**9": (_set("max_length", 10**9), MANIFEST, "max_length 1000000000; expected 2 to 1024"),
@@ -265,7 +265,7 @@ CASES: dict[str, tuple] = {
     # what the models say, when the manifest's optional copy of it is absent
     "vocab shorter, no model.vocab_size": (_vocab_short_no_size, "vocab.json",
                                            "32 tokens; the decoder's logits score 33"),
-    "embedding input of shape []": (_in_demo(lambda d: edit_manifest(d, manifest_set(
+    "embedding input of shape []": (_in_embedded(lambda d: edit_manifest(d, manifest_set(
         "models", "decoder_step", "inputs", "embedding", "shape", []))), MANIFEST,
         "input embedding has shape []; expected [1, embed_dim]"),
     "word table for a token decoder": (_set("decoder", "embedding", {"file": "vocab.json", "shape": [33, 4],
@@ -291,7 +291,7 @@ def embedded_bundle(make_bundle) -> Path:
 
 def _source(case: str, demo_bundle: Path, request) -> Path:
     """The bundle a case's damage starts from, when not the float one: the demo's, or an embedding-input one."""
-    return request.getfixturevalue("embedded_bundle") if CASES[case][0].__qualname__.startswith("_in_demo") \
+    return request.getfixturevalue("embedded_bundle") if CASES[case][0].__qualname__.startswith("_in_embedded") \
         else demo_bundle
 
 
