@@ -26,7 +26,7 @@ MODEL = dict(image_size=96, alpha=1.0, feature_stride=8, embed_dim=128, units=25
 EPOCHS = 20  # the best val CIDEr checkpoint is bundled, so a run stopped early (--from-run) still gives a bundle
 # The varied style randomises what must not matter (backgrounds, sizes, hues, blur, noise, JPEG, occlusion), so
 # the model learns colours and shapes rather than one renderer; the shifted style stays held out for evaluation.
-# demo_quality.SHIPPED_STYLE and make_samples.STYLE say the same.
+# demo_quality.py and make_samples.py read it from here.
 STYLE = "varied"
 
 

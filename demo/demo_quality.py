@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from build_bundle import STYLE as SHIPPED_STYLE  # the style the shipped demo/bundle was trained on
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_STYLE = "varied"  # what the shipped demo/bundle was trained on (demo/build_bundle.py STYLE)
 OWN_SEED, SHIFTED_SEED, COUNT = 31, 32, 200  # seeds no demo training split uses
 
 

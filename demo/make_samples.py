@@ -1,8 +1,8 @@
 """Write the demo's sample frames and video (run once; the outputs are committed in demo/frames, demo/video).
 
 Scenes come from the synthetic generator with a seed the demo model never trained on, in the style it was trained
-on (SHIPPED_STYLE in demo_quality.py: change both when the bundle is rebuilt on another style). The video holds four
-scenes of three seconds each, so a scene-change detector should fire at 0 s, 3 s, 6 s and 9 s.
+on (build_bundle.STYLE: rerun this when the bundle is rebuilt on another style). The video holds four scenes of
+three seconds each, so a scene-change detector should fire at 0 s, 3 s, 6 s and 9 s.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from build_bundle import STYLE  # the shipped bundle's training style: the frames are drawn in it
 
 from scenecap.train.synthetic import captions_for, make_scene
 
 HERE = Path(__file__).resolve().parent
 SEED = 20261125
-STYLE = "varied"  # the shipped bundle's training style (demo_quality.SHIPPED_STYLE): the frames are drawn in it
 
 
 def main() -> None:
