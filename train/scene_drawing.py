@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from scenecap.train.scene_captions import CELLS, COLOURS, SHAPES, SIZES, SceneObject
 
-STYLES = ("varied", "shifted", "classic")
+STYLES = ("varied", "broad", "shifted", "classic")
 DEFAULT_STYLE = "varied"
 MIN_VISIBLE = 0.6  # an object less visible than this (occluded by later ones) is not drawn, so never named
 
@@ -81,6 +81,7 @@ def _classic_scene(rng: np.random.Generator, img_size: int, max_objects: int) ->
 # Radius as a share of a cell's side, per size word and style: two bands with a gap, so the word is never moot.
 SIZE_BANDS = {
     "varied": {"small": (0.15, 0.25), "large": (0.33, 0.48)},
+    "broad": {"small": (0.15, 0.25), "large": (0.33, 0.48)},
     "shifted": {"small": (0.12, 0.2), "large": (0.4, 0.55)},
 }
 
@@ -174,6 +175,18 @@ def _outline(shape: str, cx: float, cy: float, radius: float,
     return [(cx + r * math.cos(a + rotation), cy + r * math.sin(a + rotation)) for a, r in pairs]
 
 
+def _pose(rng: np.random.Generator, style: str, word: str) -> tuple[int, float, bool]:
+    """(supersampling, rotation in radians, outlined) of one object. varied: sharp, upright, filled. broad: any
+    rotation, a third of the large ones outlined, half anti-aliased (none changes what the shape is called).
+    shifted: always anti-aliased, tilted by up to 0.5 rad, half the large ones outlined."""
+    if style == "broad":
+        return (4 if rng.random() < 0.5 else 1), rng.uniform(-math.pi, math.pi), \
+            bool(rng.random() < 1 / 3 and word == "large")  # a small outline is too faint to name
+    if style == "shifted":
+        return 4, rng.uniform(-0.5, 0.5), bool(rng.random() < 0.5 and word == "large")
+    return 1, 0.0, False
+
+
 @dataclass
 class _Placed:
     obj: SceneObject
@@ -190,9 +203,7 @@ def _place(rng: np.random.Generator, style: str, cell_index: int, size: int) -> 
     radius = cell * rng.uniform(*SIZE_BANDS[style][word])
     cx, cy = (col + rng.uniform(0.25, 0.75)) * cell, (row + rng.uniform(0.25, 0.75)) * cell
     shifted = style == "shifted"
-    k = 4 if shifted else 1
-    rotation = rng.uniform(-0.5, 0.5) if shifted else 0.0
-    hollow = shifted and rng.random() < 0.5 and word == "large"  # a small outline is too faint to name
+    k, rotation, hollow = _pose(rng, style, word)
     width = max(2, int(round(radius * k * 0.3)))
     mask = Image.new("L", (size * k, size * k), 0)
     draw = ImageDraw.Draw(mask)
