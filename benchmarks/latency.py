@@ -8,7 +8,7 @@ from elsewhere on the machine hits every variant alike:
   greedy       a whole caption, greedy: `Captioner.caption(frame)` from the frame to the text
   beam         a whole caption, beam search (width 3)
 For each whole caption the interpreter's own invokes are timed too; what is left is the edge runtime's Python
-overhead (resizing, (de)quantising, log-softmax, search bookkeeping).
+overhead (resizing, (de)quantising, a log-sum-exp per row, top-k, search bookkeeping).
 
     python -m scenecap.benchmarks.latency SPEC.json OUT.json    (what `scenecap bench` runs)
 """
@@ -99,35 +99,44 @@ def file_sizes(bundle: Path) -> dict[str, int]:
     return sizes
 
 
-def python_costs_us(cap, calls: int = 200) -> dict[str, float]:
-    """Median microseconds of the per-word numpy work around an invoke, as the edge loop does it: what the
-    overhead is made of (the log-sum-exp only when a greedy caption's log_prob is read, or per beam)."""
-    from scenecap.edge.decode import Logits, word_log_prob
+def python_costs_us(cap, width: int = 3, calls: int = 200) -> dict[str, float]:
+    """Median microseconds of the per-word numpy work around an invoke, as the edge loop does it (measured apart,
+    with warm caches): what the overhead is made of. Greedy does a log-sum-exp of its row every word (each
+    caption's confidence needs its log-probability); beam search a log-sum-exp and the next words per beam."""
+    from scenecap.edge.decode import Logits, RowScorer, top_words
 
-    spec = cap.decoder.output_spec("logits")
-    raw = cap.decoder.read("logits")
-    lg = Logits(raw, spec.scale if spec.quantized else None, spec.zero_point)
-
-    def med(fn) -> float:
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return float(np.median(times) * 1e6)
-
-    hidden = cap.decoder.read("new_hidden").astype(cap.decoder.input_spec("hidden").dtype)
-    token = "token" if "token" in cap.decoder.spec.inputs else "embedding"
-    value = np.zeros(cap.decoder.input_spec(token).shape, cap.decoder.input_spec(token).dtype)
+    dec = cap.decoder
+    spec = dec.output_spec("logits")
+    raw = dec.read("logits")
+    lg = Logits(raw, spec.scale if spec.quantized else None, spec.zero_point)  # not scratch: raw stays as read
+    scorer, best = RowScorer(), raw.argmax(axis=1)
+    z = scorer.shifted(lg, best).copy()  # its own: log_sum_exp overwrites the scorer's buffer
+    hidden = dec.read("new_hidden").astype(dec.input_spec("hidden").dtype)
+    token = "token" if "token" in dec.spec.inputs else "embedding"
+    value = np.zeros(dec.input_spec(token).shape, dec.input_spec(token).dtype)
 
     def write_inputs() -> None:
-        cap.decoder.write(token, value)
-        cap.decoder.write("hidden", hidden)
+        dec.write(token, value)
+        dec.write("hidden", hidden)
 
-    return {"read_outputs": med(lambda: [cap.decoder.read(n) for n in ("logits", "new_hidden", "attention")]),
-            "argmax": med(lambda: int(raw[0].argmax())),  # on the raw (e.g. int8) logits
-            "write_inputs": med(write_inputs),
-            "log_sum_exp": med(lambda: word_log_prob(lg, 0, 0))}
+    def read_outputs() -> None:  # as DecoderSession does: the logits viewed, the state and attention copied
+        view = dec.view("logits")
+        dec.read("new_hidden"), dec.read("attention")
+        del view
+
+    return {"read_outputs": _median_us(read_outputs, calls), "write_inputs": _median_us(write_inputs, calls),
+            "argmax": _median_us(lambda: raw.argmax(axis=1), calls),  # on the raw (e.g. int8) logits
+            "log_sum_exp": _median_us(lambda: scorer.log_norms(scorer.shifted(lg, best)), calls),
+            "top_k": _median_us(lambda: top_words(z, best, width), calls)}
+
+
+def _median_us(fn, calls: int) -> float:
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e6)
 
 
 # Per variant and round: what each stage's list of samples holds (summarised at the end).
@@ -234,7 +243,7 @@ def measure_edge(spec: dict) -> dict:
         bar.update()
     bar.close()
     for name, cap in caps.items():
-        out[name]["python_costs_us"] = python_costs_us(cap)
+        out[name]["python_costs_us"] = python_costs_us(cap, beam)
     for name in out:
         out[name]["stages"] = {k: summarize(v) for k, v in out[name].pop("samples").items()}
     return out

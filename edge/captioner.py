@@ -61,9 +61,13 @@ class DecoderSession:
     From `with captioner.start(features) as session:` (features = captioner.encode(image)); it holds the
     Captioner's lock until the block ends, since the decoder's tensors now hold this image.
 
-    step(tokens[n], hidden[n, U] float32) -> (logits[n, V], new_hidden[n, U], attention[n, L]), float32: n may
-    exceed the model's batch (several invokes) or fall short (padding). raw_step is the same in the model's own
-    dtypes: `hidden` as raw_step returned it (hidden0() to begin) and Logits for argmax without dequantising.
+    step(tokens[n], hidden[n, U] float32) -> (logits[n, V], new_hidden[n, U], attention[n, L]), float32 copies:
+    n may exceed the model's batch (several invokes) or fall short (padding). raw_step is the same in the model's
+    own dtypes: `hidden` as raw_step returned it (hidden0() to begin) and Logits for argmax without dequantising.
+    raw_step's logits are not copied: a view of the decoder's output (or, over several invokes, this session's
+    buffer), valid only until the next step, which overwrites them; the caller must drop them before then
+    (LiteRT refuses to invoke while a view of its tensors lives) and may overwrite them (Logits.scratch).
+    new_hidden and attention are copies, to keep.
     """
 
     def __init__(self, captioner: Captioner, features: dict[str, np.ndarray]):
@@ -75,6 +79,7 @@ class DecoderSession:
         self.specs.update({n: dec.output_spec(n) for n in ("logits", "new_hidden", "attention")})
         self.carry_raw, self.requant = captioner.carry_raw, captioner.requant  # decided once per Captioner
         self.invokes, self.step_ms = 0, []
+        self._logits_buf: np.ndarray | None = None  # logits of a step that took several invokes (_logits_rows)
         for name, value in features.items():  # inputs persist between invokes: once per image, not per word
             dec.set(name, np.repeat(value, self.batch, axis=0) if self.batch > 1 else value)
 
@@ -97,7 +102,8 @@ class DecoderSession:
     def step(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         logits, new_hidden, attention = self._advance(np.asarray(tokens, np.int32),
                                                       quantize(hidden, self.specs["hidden"]))
-        return (logits.floats(), dequantize(new_hidden, self.specs["new_hidden"]),
+        floats = logits.raw.astype(np.float32) if logits.scale is None else logits.floats()  # a copy, to keep
+        return (floats, dequantize(new_hidden, self.specs["new_hidden"]),
                 dequantize(attention, self.specs["attention"]))
 
     def raw_step(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[Logits, np.ndarray, np.ndarray]:
@@ -116,27 +122,37 @@ class DecoderSession:
         return quantize(self.embedding[tokens], self.specs["embedding"])
 
     def _advance(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[Logits, np.ndarray, np.ndarray]:
-        """`hidden` already as the hidden input stores it; outputs copied out raw."""
+        """`hidden` already as the hidden input stores it; outputs raw, the logits uncopied (see raw_step)."""
         n, b, dec = len(tokens), self.batch, self.decoder
         t0 = time.perf_counter()
         if n == b:  # the common case: one invoke, no padding, no concatenation
             dec.write(self.token_input, self._token_values(tokens))
             dec.write("hidden", hidden)
             dec.invoke()
-            outs = dec.read("logits"), dec.read("new_hidden"), dec.read("attention")
+            outs = dec.view("logits"), dec.read("new_hidden"), dec.read("attention")
             self.invokes += 1
         else:
             outs = self._advance_chunks(tokens, hidden)
         self.step_ms.append((time.perf_counter() - t0) * 1e3)
         spec = self.specs["logits"]
-        return (Logits(outs[0], spec.scale if spec.quantized else None, spec.zero_point), outs[1], outs[2])
+        return (Logits(outs[0], spec.scale if spec.quantized else None, spec.zero_point, scratch=True), outs[1],
+                outs[2])
+
+    def _logits_rows(self, n: int) -> np.ndarray:
+        """This session's buffer for n rows of logits, reused from step to step (grown when n grows)."""
+        spec = self.specs["logits"]
+        if self._logits_buf is None or len(self._logits_buf) < n:
+            self._logits_buf = np.empty((n, *spec.shape[1:]), spec.dtype)
+        return self._logits_buf[:n]
 
     def _advance_chunks(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Several invokes (or a padded one): each invoke's logits copied into the session's buffer before the
+        next overwrites them; the states and attention rows (a few hundred values) copied out and joined."""
         n, b, dec = len(tokens), self.batch, self.decoder
         # Padding rows: token 0 and a zero state, as quantised; their outputs are dropped.
         pad_token = self._token_values(np.zeros(b, np.int32))
         pad_hidden = quantize(np.zeros((b, self.units), np.float32), self.specs["hidden"])
-        parts = []
+        logits, states, attention = self._logits_rows(n), [], []
         for s in range(0, n, b):
             k = min(b, n - s)
             tk, hd = self._token_values(tokens[s : s + k]), hidden[s : s + k]
@@ -146,10 +162,12 @@ class DecoderSession:
             dec.write("hidden", hd)
             dec.invoke()
             self.invokes += 1
-            parts.append((dec.read("logits", k), dec.read("new_hidden", k), dec.read("attention", k)))
-        if len(parts) == 1:
-            return parts[0]
-        return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
+            dec.read_into("logits", logits[s : s + k])
+            states.append(dec.read("new_hidden", k))
+            attention.append(dec.read("attention", k))
+        if len(states) == 1:
+            return logits, states[0], attention[0]
+        return logits, np.concatenate(states), np.concatenate(attention)
 
 
 class Captioner:

@@ -40,11 +40,13 @@ class Hypothesis:
 class Logits:
     """Logits as the model stored them, `raw` [n, V] (int8, int16 or float), and their dequantisation
     (raw - zero_point) * scale; scale None: `raw` are the float logits. The map is increasing (scale > 0), so
-    argmax and top-k need no dequantisation."""
+    argmax and top-k need no dequantisation. `scratch`: the search may overwrite `raw` (a decoder session's
+    output, rewritten by its next step anyway), so a float row's log-sum-exp needs no buffer of its own."""
 
     raw: np.ndarray
     scale: float | None = None
     zero_point: int = 0
+    scratch: bool = False
 
     def floats(self) -> np.ndarray:
         """Dequantised float32, computed as the edge runtime's dequantize() does (same bits)."""
@@ -57,18 +59,43 @@ def as_logits(x: np.ndarray | Logits) -> Logits:
     return x if isinstance(x, Logits) else Logits(np.asarray(x))
 
 
-def word_log_prob(lg: Logits, row: int, word: int) -> float:
-    """log_softmax(row)[word] in float32, without building the log-softmax array: once per word, so the row is
-    shifted by its raw maximum (the zero point cancels), scaled and exponentiated in one buffer (four passes over
-    the vocabulary, no temporaries: at 26,556 words each temporary would be a fresh page-faulted allocation)."""
+class RowScorer:
+    """Log-sum-exps of logits rows for one search, in numpy's fewest passes over the vocabulary.
+
+    Each row is shifted by its raw maximum (the zero point cancels) and scaled into a float32 buffer reused for
+    every word (a fresh one per word would be 106 KB at 26,556 words, page-faulted each time), or in place when
+    the logits are float32 scratch; then exponentiated in place and summed. The sum is numpy's pairwise one, as
+    log_softmax's: a dot product with a ones vector is no faster inside the loop (the invoke evicts the vector
+    from the cache; measured), and the pairwise sum keeps float32 logits' log-probabilities bit for bit."""
+
+    def __init__(self) -> None:
+        self._buf: np.ndarray | None = None
+
+    def shifted(self, lg: Logits, best: np.ndarray) -> np.ndarray:
+        """(raw - raw[best]) * scale as float32 [n, V], `best` each row's argmax: 0 at the maximum."""
+        raw = lg.raw if lg.raw.ndim > 1 else lg.raw[None]
+        top = raw[np.arange(len(raw)), best][:, None]
+        if lg.scratch and raw.dtype == np.float32 and lg.scale is None:
+            return np.subtract(raw, top, out=raw)
+        if self._buf is None or self._buf.shape[0] < raw.shape[0] or self._buf.shape[1] != raw.shape[1]:
+            self._buf = np.empty(raw.shape, np.float32)
+        z = np.subtract(raw, top, out=self._buf[: len(raw)], dtype=np.float32)
+        return z if lg.scale is None else np.multiply(z, np.float32(lg.scale), out=z)
+
+    @staticmethod
+    def log_norms(z: np.ndarray) -> np.ndarray:
+        """log(sum(exp(z))) per row, float32 [n]; overwrites z."""
+        return np.log(np.exp(z, out=z).sum(axis=1))
+
+
+def word_log_prob(lg: Logits, row: int, word: int, scorer: RowScorer | None = None) -> float:
+    """log_softmax(row)[word] in float32, without building the log-softmax array (one log-sum-exp of the row)."""
     raw = lg.raw[row] if lg.raw.ndim > 1 else lg.raw
-    top = raw.max()
-    z = np.subtract(raw, top, dtype=np.float32)
-    if lg.scale is not None:
-        np.multiply(z, np.float32(lg.scale), out=z)
-    shifted = float(z[word])
-    np.exp(z, out=z)
-    return shifted - float(np.log(z.sum(dtype=np.float32)))
+    one = Logits(raw[None], lg.scale, lg.zero_point, lg.scratch)
+    z = (scorer or RowScorer()).shifted(one, np.array([int(raw.argmax())]))
+    shifted = float(z[0, word])
+    return shifted - float(RowScorer.log_norms(z)[0])
+
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float32, copy=False)
@@ -95,20 +122,31 @@ def greedy(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_steps: i
     token = np.array([start], np.int32)
     hidden = hidden0[:1]
     hyp = Hypothesis([], 0.0)
+    scorer = RowScorer()
     for _ in range(max_steps):
         if _stopped(stop):
             hyp.stopped = True
             break
-        logits, hidden, attn = step(token, hidden)
-        lg = as_logits(logits)
-        best = int(lg.raw[0].argmax())  # first maximum, as on the dequantised row (same order, same ties)
-        hyp.log_prob += word_log_prob(lg, 0, best)  # one log-sum-exp of the row, not a log-softmax array
+        best, log_prob, hidden, attn = _greedy_word(step, token, hidden, scorer)
+        hyp.log_prob += log_prob
         hyp.tokens.append(best)
-        hyp.attention.append(attn[0])
+        hyp.attention.append(attn)
         if best == end:
             break
         token = np.array([best], np.int32)
     return hyp
+
+
+def _greedy_word(step: StepFn, token: np.ndarray, hidden: np.ndarray,
+                 scorer: RowScorer) -> tuple[int, float, np.ndarray, np.ndarray]:
+    """One greedy step: (word, its log-probability, the new state, its attention row). The logits die with this
+    frame, before the next step (a session's are a view LiteRT will not invoke past)."""
+    logits, hidden, attn = step(token, hidden)
+    lg = as_logits(logits)
+    best = lg.raw[0].argmax()  # first maximum, as on the dequantised row (same order, same ties)
+    # One log-sum-exp of the row, not a log-softmax array; the word is the row's maximum, shifted to 0.
+    log_prob = -float(scorer.log_norms(scorer.shifted(lg, best[None]))[0])
+    return int(best), log_prob, hidden, attn[0]
 
 
 def length_normalised(h: Hypothesis, alpha: float) -> float:
@@ -133,13 +171,13 @@ def beam_search(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_ste
     hiddens = hidden0[:1]
     greedy_idx = 0  # which live beam is the greedy path
     finished: list[Hypothesis] = []
+    scorer = RowScorer()
     for t in range(max_steps):
         if _stopped(stop):
             best = max(beams, key=lambda h: length_normalised(h, length_penalty))
             return Hypothesis(best.tokens, best.log_prob, best.attention, stopped=True)
         last = np.array([h.tokens[-1] if h.tokens else start for h in beams], np.int32)
-        logits, new_hidden, attn = step(last, hiddens)
-        chosen, g_pick = _choose(beams, as_logits(logits), width, greedy_idx)
+        chosen, g_pick, new_hidden, attn = _beam_step(step, last, hiddens, beams, width, greedy_idx, scorer)
         next_beams, rows, next_greedy = _extend(beams, chosen, g_pick, attn, end, t == max_steps - 1, finished)
         if not next_beams:
             break
@@ -153,6 +191,8 @@ def beam_search(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_ste
 
 
 Choice = tuple[float, int, int]  # (total log-probability, beam it extends, word)
+# Up to this many words per beam, top-k is k argmax passes; beyond, one stable sort of each row.
+ARGMAX_TOP_K = 16
 
 
 def _top(hyps: list[Hypothesis]) -> float:
@@ -160,28 +200,56 @@ def _top(hyps: list[Hypothesis]) -> float:
     return max((h.log_prob for h in hyps), default=-np.inf)
 
 
-def _choose(beams: list[Hypothesis], lg: Logits, width: int, greedy_idx: int) -> tuple[list[Choice], int]:
+def _beam_step(step: StepFn, last: np.ndarray, hiddens: np.ndarray, beams: list[Hypothesis], width: int,
+               greedy_idx: int, scorer: RowScorer) -> tuple[list[Choice], int, np.ndarray, np.ndarray]:
+    """One decoder step for every live beam and the extensions chosen from it. The logits die with this frame,
+    before the next step (a session's are a view LiteRT will not invoke past)."""
+    logits, new_hidden, attn = step(last, hiddens)
+    chosen, g_pick = _choose(beams, as_logits(logits), width, greedy_idx, scorer)
+    return chosen, g_pick, new_hidden, attn
+
+
+def top_words(z: np.ndarray, first: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k largest values of z [n, V] and their words [n, k]: largest first, the lower word id first
+    among equals (as argmax picks), whatever the platform. `first`: each row's argmax, already known.
+
+    For a few words, k - 1 more argmax passes with the words found masked by -inf (then restored): a pass is
+    about 3 us a row at 26,556 words, where argpartition took about 300 us (and ordered ties as the CPU's sort
+    kernels happen to: AVX-512 numpy unlike a Pi's)."""
+    rows = np.arange(len(z))
+    if k > ARGMAX_TOP_K:
+        words = np.argsort(-z, axis=1, kind="stable")[:, :k]
+        return words, z[rows[:, None], words]
+    words = np.empty((len(z), k), np.intp)
+    vals = np.empty((len(z), k), np.float32)
+    words[:, 0], vals[:, 0] = first, z[rows, first]
+    for j in range(1, k):
+        z[rows, words[:, j - 1]] = -np.inf
+        words[:, j] = z.argmax(axis=1)
+        vals[:, j] = z[rows, words[:, j]]
+    z[rows[:, None], words] = vals
+    return words, vals
+
+
+def _choose(beams: list[Hypothesis], lg: Logits, width: int, greedy_idx: int,
+            scorer: RowScorer) -> tuple[list[Choice], int]:
     """The best `width` one-word extensions of the beams, with the greedy path's own next word among them (in
     the weakest's place if it was not), and where it is in the list."""
-    # Per beam one log-sum-exp; log-probabilities only for the candidates, as log_softmax would give them.
-    d = lg.floats()
-    d = d - d.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(d).sum(axis=1))
-    k = min(width, d.shape[1])
-    # Top-k per beam, then the best `width` of those: the full n x V sort is never needed. Ranked on -d, in
-    # the same order (and float32 dtype) as -log_softmax, so ties (frequent in int8 logits) break as before.
-    part = np.argpartition(-d, k - 1, axis=1)[:, :k]
-    cand = [(beams[b].log_prob + float(d[b, w] - log_norm[b]), b, int(w))
-            for b in range(len(beams)) for w in part[b]]
-    cand.sort(key=lambda c: -c[0])
-    chosen = cand[:width]
-    g_word = int(lg.raw[greedy_idx].argmax())
-    g_pick = next((i for i, c in enumerate(chosen) if c[1] == greedy_idx and c[2] == g_word), None)
-    if g_pick is None:
-        chosen[-1] = (beams[greedy_idx].log_prob + float(d[greedy_idx, g_word] - log_norm[greedy_idx]),
-                      greedy_idx, g_word)
-        g_pick = len(chosen) - 1
-    return chosen, g_pick
+    first = lg.raw.argmax(axis=1)  # each beam's likeliest word, the greedy path's among them
+    z = scorer.shifted(lg, first)
+    k = min(width, z.shape[1])
+    # Top-k per beam, then the best `width` of those: the full n x V sort is never needed. Log-probabilities
+    # only for the candidates: one log-sum-exp per beam row, after top-k has read the row.
+    words, vals = top_words(z, first, k)
+    gain = vals - scorer.log_norms(z)[:, None]  # float32, as log_softmax gives them
+    total = np.array([h.log_prob for h in beams])[:, None] + gain  # float64 sums, as Python's floats
+    # A stable sort, beam by beam and word by word: equal scores keep that order.
+    picks = list(np.argsort(-total.ravel(), kind="stable")[:width])
+    g_flat = greedy_idx * k  # the greedy beam's first candidate is its argmax
+    if g_flat not in picks:
+        picks[-1] = g_flat
+    chosen = [(float(total.flat[i]), int(i) // k, int(words.flat[i])) for i in picks]
+    return chosen, picks.index(g_flat)
 
 
 def _extend(beams: list[Hypothesis], chosen: list[Choice], g_pick: int, attn: np.ndarray, end: int,

@@ -249,6 +249,17 @@ class TFLiteModel:
         """A copy of an output as stored (int8 stays int8), optionally its first `rows`."""
         return self._out_views[name]()[slice(rows)].copy()
 
+    def read_into(self, name: str, out: np.ndarray) -> None:
+        """The output's first len(out) rows copied into `out` (a buffer reused from invoke to invoke)."""
+        view = self._out_views[name]()
+        np.copyto(out, view[: len(out)])
+        del view  # before any invoke
+
+    def view(self, name: str) -> np.ndarray:
+        """An output as stored, not copied: valid until the next invoke, which overwrites it, and the caller must
+        drop it before then (LiteRT's invoke raises while a view of its tensors lives)."""
+        return self._out_views[name]()
+
     def input_spec(self, name: str) -> TensorSpec:
         return self._in[name][1]
 

@@ -12,7 +12,20 @@ from catalogue_helpers import one_line_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scenecap.edge.decode import MAX_LENGTH_PENALTY, Hypothesis, beam_search, greedy, length_normalised, log_softmax
+from scenecap.edge.decode import (
+    ARGMAX_TOP_K,
+    MAX_LENGTH_PENALTY,
+    Hypothesis,
+    Logits,
+    RowScorer,
+    as_logits,
+    beam_search,
+    greedy,
+    length_normalised,
+    log_softmax,
+    top_words,
+    word_log_prob,
+)
 
 DEMO = Path(__file__).resolve().parents[1] / "demo"
 
@@ -184,6 +197,98 @@ def test_the_largest_length_penalty_stays_finite_at_the_longest_caption():
     assert np.isfinite(length_normalised(h, MAX_LENGTH_PENALTY))
 
 
+class QuantisedToy(ToyDecoder):
+    """A toy decoder over `vocab` words whose logits come out as a coarse int8 (or float rounded to halves) model's
+    would: many words share a value, so top-k meets ties at and within its k-th place."""
+
+    def __init__(self, seed: int, vocab: int, kind: str):
+        super().__init__(seed, vocab=vocab, sharpness=1.5)
+        self.kind = kind
+
+    def __call__(self, tokens, hidden):
+        logits, h, attn = super().__call__(tokens, hidden)
+        if self.kind == "float":
+            return np.round(logits * 2) / 2, h, attn
+        raw = np.clip(np.round(logits / 0.5) - 3, -128, 127).astype(np.int8)  # scale 0.5, zero point -3
+        return Logits(raw, 0.5, -3), h, attn
+
+
+def reference_beam(step, hidden0, start, end, max_steps, width, alpha=0.0) -> tuple[list[int], float]:
+    """Beam search written out plainly: a whole log-softmax per step, each beam's top-k by a stable sort (value
+    first, the lower word id among equals), every candidate in one stable sort; the greedy path kept; early stop."""
+    beams, hiddens, greedy_idx, finished = [([], 0.0)], hidden0[:1], 0, []
+    for t in range(max_steps):
+        logits, new_hidden, _ = step(np.array([h[-1] if h else start for h, _ in beams], np.int32), hiddens)
+        logp = log_softmax(as_logits(logits).floats())
+        top = np.argsort(-logp, axis=1, kind="stable")[:, : min(width, logp.shape[1])]
+        cand = sorted([(beams[b][1] + float(logp[b, w]), b, int(w)) for b in range(len(beams)) for w in top[b]],
+                      key=lambda c: -c[0])[:width]
+        g = (beams[greedy_idx][1] + float(logp[greedy_idx].max()), greedy_idx, int(np.argmax(logp[greedy_idx])))
+        if g not in cand:
+            cand[-1] = g
+        nxt, rows, nxt_greedy = [], [], None
+        for score, b, w in cand:
+            if w == end or t == max_steps - 1:
+                finished.append((beams[b][0] + [w], score))
+            else:
+                nxt_greedy = len(nxt) if (score, b, w) == g else nxt_greedy
+                nxt.append((beams[b][0] + [w], score))
+                rows.append(b)
+        if not nxt or (alpha <= 0 and finished and max(s for _, s in finished) >= max(s for _, s in nxt)):
+            break
+        beams, hiddens, greedy_idx = nxt, new_hidden[rows], nxt_greedy if nxt_greedy is not None else 0
+    return max(finished or beams, key=lambda h: length_normalised(Hypothesis(*h), alpha))
+
+
+@pytest.mark.parametrize("kind", ["int8", "float"])
+@pytest.mark.parametrize("width", [2, 3, 5, ARGMAX_TOP_K + 4])
+def test_beam_search_is_the_plain_reference_on_logits_full_of_ties(kind, width):
+    """The same words as the plain search on 60 random decoders whose logits tie often (int8 at a coarse scale,
+    floats rounded to halves); log-probabilities equal to float32 rounding (the row is shifted by its raw maximum
+    before scaling, where log_softmax scales first). Width ARGMAX_TOP_K + 4 takes the stable-sort top-k."""
+    for seed in range(60):
+        dec = QuantisedToy(seed, vocab=40, kind=kind)
+        for alpha in (0.0, 0.7):
+            b = beam_search(dec, dec.hidden0(), START, END, 12, width=width, length_penalty=alpha)
+            tokens, total = reference_beam(dec, dec.hidden0(), START, END, 12, width, alpha)
+            assert b.tokens == tokens, (seed, alpha)
+            assert b.log_prob == pytest.approx(total, rel=1e-6, abs=1e-5)
+            assert len(b.attention) == len(b.tokens)
+
+
+@pytest.mark.parametrize("k", [1, 3, ARGMAX_TOP_K, ARGMAX_TOP_K + 1, 40])
+def test_top_words_are_a_stable_sorts_first_k_and_leave_the_row_as_it_was(k):
+    rng = np.random.default_rng(k)
+    z = rng.integers(-4, 3, size=(5, 40)).astype(np.float32)  # 7 values over 40 words: ties everywhere
+    before = z.copy()
+    words, vals = top_words(z, z.argmax(axis=1), k)
+    want = np.argsort(-before, axis=1, kind="stable")[:, :k]
+    assert (words == want).all() and (vals == np.take_along_axis(before, want, axis=1)).all()
+    assert (z == before).all()
+
+
+@pytest.mark.parametrize("dtype, scale, zero_point", [(np.float32, None, 0), (np.int8, 0.03, -5),
+                                                      (np.int16, 0.001, 0)])
+def test_a_words_log_probability_is_log_softmaxs_to_float32_rounding(dtype, scale, zero_point):
+    rng = np.random.default_rng(1)
+    raw = (rng.normal(size=(2, 26556)) * (4 if scale is None else 40)).astype(dtype)
+    lg = Logits(raw, scale, zero_point)
+    want = log_softmax(lg.floats())
+    scorer = RowScorer()
+    for row, word in ((0, int(raw[0].argmax())), (1, 17), (0, 26555)):
+        assert word_log_prob(lg, row, word, scorer) == pytest.approx(float(want[row, word]), rel=2e-6, abs=2e-6)
+    assert (raw == lg.raw).all()  # not scratch: the caller's logits are left alone
+
+
+def test_scratch_float_logits_are_scored_in_place_and_others_in_the_scorers_buffer():
+    raw = np.array([[1.0, 3.0, 2.0]], np.float32)
+    scorer = RowScorer()
+    z = scorer.shifted(Logits(raw.copy()), np.array([1]))
+    assert (z == [[-2.0, 0.0, -1.0]]).all()
+    mine = raw.copy()
+    assert scorer.shifted(Logits(mine, scratch=True), np.array([1])) is not z and (mine == z).all()
+
+
 # -- real bundles ------------------------------------------------------------------------------------------------
 def test_captioner_refuses_a_length_penalty_out_of_range_at_load():
     from scenecap.edge.captioner import Captioner
@@ -332,7 +437,8 @@ def _reference_beam(step, start, end, max_steps, width, units):
     for t in range(max_steps):
         logits, new_hidden, _ = step(np.array([h[-1] if h else start for h, _ in beams], np.int32), hiddens)
         logp = log_softmax(logits)
-        part = np.argpartition(-logp, width - 1, axis=1)[:, :width]
+        # Each beam's top words by a stable sort: among equal values the lower word id, as the search ranks them.
+        part = np.argsort(-logp, axis=1, kind="stable")[:, :width]
         cand = sorted([(beams[b][1] + float(logp[b, w]), b, int(w)) for b in range(len(beams)) for w in part[b]],
                       key=lambda c: -c[0])[:width]
         g_word = int(np.argmax(logp[greedy_idx]))
