@@ -8,7 +8,8 @@ from elsewhere on the machine hits every variant alike:
   greedy       a whole caption, greedy: `Captioner.caption(frame)` from the frame to the text
   beam         a whole caption, beam search (width 3)
 For each whole caption the interpreter's own invokes are timed too; what is left is the edge runtime's Python
-overhead (resizing, (de)quantising, a log-sum-exp per row, top-k, search bookkeeping).
+overhead (resizing, (de)quantising, each word's log-probability: its logit minus the graph's log_norm, or a
+log-sum-exp per row in numpy for decoders without it; top-k, search bookkeeping).
 
     python -m scenecap.benchmarks.latency SPEC.json OUT.json    (what `scenecap bench` runs)
 """
@@ -21,6 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from scenecap.edge.export_contract import LOG_NORM
 
 STAGES = ("preprocess", "encoder", "step", "greedy", "beam")
 # "step": a decoder step as it runs inside a greedy caption (median over its words, weights warm in cache);
@@ -101,16 +104,17 @@ def file_sizes(bundle: Path) -> dict[str, int]:
 
 def python_costs_us(cap, width: int = 3, calls: int = 200) -> dict[str, float]:
     """Median microseconds of the per-word numpy work around an invoke, as the edge loop does it (measured apart,
-    with warm caches): what the overhead is made of. Greedy does a log-sum-exp of its row every word (each
-    caption's confidence needs its log-probability); beam search a log-sum-exp and the next words per beam."""
-    from scenecap.edge.decode import Logits, RowScorer, top_words
+    with warm caches): what the overhead is made of. Every word needs its log-probability (each caption's
+    confidence): with the decoder's log_norm output that is its logit minus log_norm (`log_prob`); without, a
+    log-sum-exp of the row (`log_sum_exp`). Beam search also takes the next words per beam (`top_k`): on the
+    logits themselves with log_norm, else on the shifted rows."""
+    from scenecap.edge.decode import Logits, RowScorer
 
     dec = cap.decoder
     spec = dec.output_spec("logits")
     raw = dec.read("logits")
-    lg = Logits(raw, spec.scale if spec.quantized else None, spec.zero_point)  # not scratch: raw stays as read
-    scorer, best = RowScorer(), raw.argmax(axis=1)
-    z = scorer.shifted(lg, best).copy()  # its own: log_sum_exp overwrites the scorer's buffer
+    norm = dec.read(LOG_NORM) if LOG_NORM in dec.spec.outputs else None
+    lg = Logits(raw, spec.scale if spec.quantized else None, spec.zero_point, log_norm=norm)  # not scratch
     hidden = dec.read("new_hidden").astype(dec.input_spec("hidden").dtype)
     token = "token" if "token" in dec.spec.inputs else "embedding"
     value = np.zeros(dec.input_spec(token).shape, dec.input_spec(token).dtype)
@@ -119,14 +123,30 @@ def python_costs_us(cap, width: int = 3, calls: int = 200) -> dict[str, float]:
         dec.write(token, value)
         dec.write("hidden", hidden)
 
-    def read_outputs() -> None:  # as DecoderSession does: the logits viewed, the state and attention copied
+    def read_outputs() -> None:  # as DecoderSession does: the logits viewed, the rest copied
         view = dec.view("logits")
         dec.read("new_hidden"), dec.read("attention")
+        if norm is not None:
+            dec.read(LOG_NORM)
         del view
 
-    return {"read_outputs": _median_us(read_outputs, calls), "write_inputs": _median_us(write_inputs, calls),
-            "argmax": _median_us(lambda: raw.argmax(axis=1), calls),  # on the raw (e.g. int8) logits
-            "log_sum_exp": _median_us(lambda: scorer.log_norms(scorer.shifted(lg, best)), calls),
+    costs = {"read_outputs": _median_us(read_outputs, calls), "write_inputs": _median_us(write_inputs, calls),
+             "argmax": _median_us(lambda: raw.argmax(axis=1), calls)}  # on the raw (e.g. int8) logits
+    return {**costs, **_word_costs(lg, RowScorer(), width, calls)}
+
+
+def _word_costs(lg, scorer, width: int, calls: int) -> dict[str, float]:
+    """The log-probability of the chosen word and (beam search) the next words per beam, as decode.py takes them."""
+    from scenecap.edge.decode import top_words
+
+    best = lg.raw.argmax(axis=1)
+    if lg.log_norm is not None:
+        rows = lg.floats().copy()  # its own: top_words masks and restores it
+        b0 = int(best[0])
+        return {"log_prob": _median_us(lambda: lg.logit(0, b0) - float(lg.log_norm[0]), calls),
+                "top_k": _median_us(lambda: top_words(rows, best, width), calls)}
+    z = scorer.shifted(lg, best).copy()  # its own: log_sum_exp overwrites the scorer's buffer
+    return {"log_sum_exp": _median_us(lambda: scorer.log_norms(scorer.shifted(lg, best)), calls),
             "top_k": _median_us(lambda: top_words(z, best, width), calls)}
 
 
@@ -151,6 +171,7 @@ def _describe(cap, item: dict) -> dict:
             "quant": {k: v.quant for k, v in m.models.items()},
             "decoder_state": m.decoder_state, "decoder_batch": m.decoder_batch,
             "max_words": m.max_length - 1,
+            "log_norm": LOG_NORM in m.models["decoder_step"].outputs,  # the log-sum-exp in the graph, not numpy
             "vocab_size": m.vocab_size, "model": m.model.to_json(),
             "sizes": file_sizes(item["path"]),
             "samples": {s: [] for s in SAMPLES}}

@@ -13,10 +13,13 @@ synthetic-scenes dimensions and says so.
 
 from __future__ import annotations
 
+from scenecap.edge.manifest_models import LOG_NORM_QUANTS
+
 SPEEDUP_MIN = {1: 30.0, 2: 55.0}  # by thread count; more threads: the 2-thread figure
 RECOMMENDED = "int8-dynamic"  # README's CPU recommendation: the decoder that keeps float32's captions
 OVERHEAD_MAX_PCT = 5.0
-BEAM_OVERHEAD_MAX_PCT = 15.0  # beam search's per-step work (a log-sum-exp and top-k per beam, the ranking) is Python
+# beam search's per-step work (top-k per beam, the ranking; a log-sum-exp per beam without log_norm) is Python
+BEAM_OVERHEAD_MAX_PCT = 15.0
 SIZE_MAX_RATIO = 0.30
 RSS_MAX_MB = 150.0
 
@@ -87,18 +90,33 @@ def _speedup(dims: str, t: str, row: dict) -> dict | None:
 
 def _python_parts(costs: dict | None, stage: str) -> dict[str, float]:
     """The per-invoke Python work measured apart (microseconds), by what it is; empty when not measured. Results
-    without top_k are older: their outputs were all copied, their greedy loop's log-sum-exp already every word."""
+    without top_k are older: their outputs were all copied, their greedy loop's log-sum-exp already every word.
+    `log_prob` (a decoder with log_norm): the word's log-probability from the graph's normaliser; `log_sum_exp`
+    (one without): the normaliser computed in numpy, a pass over the vocabulary per row."""
     if not costs or "read_outputs" not in costs:
         return {}
     reading = ("reading the outputs (the logits viewed, the state and attention copied)" if "top_k" in costs
                else "copying the three outputs out")
     parts = {reading: costs["read_outputs"],
-             "writing the token and state": costs["write_inputs"], "argmax on the raw logits": costs["argmax"],
-             # every word: each caption's confidence needs its log-probability (per beam, for beam search)
-             "a log-sum-exp over the vocabulary": costs["log_sum_exp"]}
+             "writing the token and state": costs["write_inputs"], "argmax on the raw logits": costs["argmax"]}
+    # every word: each caption's confidence needs its log-probability (per beam, for beam search)
+    if "log_prob" in costs:
+        parts["the word's logit minus the graph's log_norm"] = costs["log_prob"]
+    else:
+        parts["a log-sum-exp over the vocabulary"] = costs["log_sum_exp"]
     if stage == "beam" and "top_k" in costs:  # the beam's other words: more argmax passes per beam row
         parts["the next words per beam (top-k)"] = costs["top_k"]
     return parts
+
+
+def _normaliser(v: dict) -> str:
+    """Where this bundle's word log-probabilities are normalised, for the detail line."""
+    if v.get("log_norm"):
+        return "; the log-sum-exp over the vocabulary runs inside the decoder invoke (its log_norm output)"
+    if "log_norm" in v:
+        return ("; the log-sum-exp over the vocabulary runs in numpy every word (this decoder has no log_norm "
+                "output: an integer one, or converted from an export made before it)")
+    return ""  # results from before log_norm: not recorded
 
 
 def _overhead_why(f: dict, parts: dict[str, float], per_word: float, step_inv: float) -> str:
@@ -138,11 +156,17 @@ def _overhead(dims: str, t: str, row: dict, variant: str = "int8", stage: str = 
     if parts:
         res["figures"]["python_costs_us"] = v["python_costs_us"]
         res["detail"] += "; per invoke, measured apart: " + ", ".join(f"{k} {us:.0f} us" for k, us in parts.items())
+    if "log_norm" in v:
+        res["figures"]["log_norm_in_graph"] = bool(v["log_norm"])
+    res["detail"] += _normaliser(v)
     if dims != "original":
         res["note"] = "reported only: at these dimensions the invokes take microseconds (the target is for original)"
     if not res["met"]:
         res["missed_by"] = f"{pct - limit:.1f} points over"
         res["why"] = _overhead_why(f, parts, per_word, step_inv)
+        if v.get("log_norm") is False and v.get("quant", {}).get("decoder_step") in LOG_NORM_QUANTS:
+            res["to_close"] = ("re-export and re-convert: this float-logit decoder was converted without log_norm, "
+                               "so its log-sum-exp over the vocabulary runs in numpy every word")
     return res
 
 

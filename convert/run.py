@@ -25,6 +25,7 @@ from scenecap.convert.export_reader import ExportInfo, check_signatures, read_ex
 from scenecap.convert.selective import SELECTIVE
 from scenecap.convert.tflite import QUANTS, convert_signature
 from scenecap.edge.export_contract import EMBED, ENCODE, ENCODE_PIXELS, decode_signature, encoder_signature
+from scenecap.edge.manifest_models import LOG_NORM_QUANTS
 from scenecap.edge.modelinfo import ModelInfo, parse_model
 from scenecap.edge.preprocess import PreprocessSpec
 from scenecap.train.quiet import native_stderr_to_debug, quiet_tensorflow_logger
@@ -94,11 +95,13 @@ def _check_pair(enc: str, dec: str) -> None:
         raise ScenecapError(f"--quant {enc}: for the decoder step only; give the encoder another, e.g. int8:{enc}")
 
 
-def _signature(which: str, quant: str, batch: int) -> str:
-    """The export's signature a model of this quantisation is converted from."""
+def _signature(which: str, quant: str, batch: int, log_norm: bool = False) -> str:
+    """The export's signature a model of this quantisation is converted from. `log_norm`: the export has the
+    decode_step_norm signatures (its sidecar says so), which the float-logit decoders are converted from; an
+    older export's are converted from decode_step, as before."""
     if which == "encoder":
         return encoder_signature(pixels=quant == "edgetpu")
-    return decode_signature(batch, embedded=quant in EMBEDDED)
+    return decode_signature(batch, embedded=quant in EMBEDDED, log_norm=log_norm and quant in LOG_NORM_QUANTS)
 
 
 class Calibration:
@@ -161,7 +164,7 @@ def _convert_model(export: ExportInfo, which: str, quant: str, batch: int, targe
     chain, note = candidates(quant, target)
     first_problems: list[str] = []
     for variant in chain:
-        sig = _signature(which, variant.quant, batch)
+        sig = _signature(which, variant.quant, batch, export.sidecar.log_norm)
         rep = cal.data(sig, batch) if variant.quant in CALIBRATED else None
         t0 = time.perf_counter()
         with native_stderr_to_debug():  # the quantiser prints 'fully_quantize: 0, inference_type: 6 ...'
@@ -213,7 +216,7 @@ def convert_variants(opts: ConvertOptions, pairs: list[tuple[str, str]]) -> list
     quiet_tensorflow_logger()
     export = read_export(opts.export)
     export.decoder_signature(opts.decoder_batch)  # fails with the re-export command if the batch is missing
-    needed = sorted({_signature(w, v.quant, opts.decoder_batch)
+    needed = sorted({_signature(w, v.quant, opts.decoder_batch, export.sidecar.log_norm)
                      for e, d in pairs for w, q in (("encoder", e), ("decoder", d))
                      for v in candidates(q, target)[0]})
     embedded = decode_signature(opts.decoder_batch, embedded=True)

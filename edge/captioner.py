@@ -13,6 +13,7 @@ from scenecap.edge import confidence as conf
 from scenecap.edge.bundle import Bundle, TensorSpec, load_bundle, load_confidence_arrays, load_embedding
 from scenecap.edge.decode import Hypothesis, Logits, beam_search, check_length_penalty, greedy
 from scenecap.edge.errors import ScenecapError
+from scenecap.edge.export_contract import LOG_NORM
 from scenecap.edge.interpreter import TFLiteModel, dequantize, find_runtime, load_edgetpu_delegate, quantize
 from scenecap.edge.preprocess import prepare
 
@@ -67,7 +68,8 @@ class DecoderSession:
     raw_step's logits are not copied: a view of the decoder's output (or, over several invokes, this session's
     buffer), valid only until the next step, which overwrites them; the caller must drop them before then
     (LiteRT refuses to invoke while a view of its tensors lives) and may overwrite them (Logits.scratch).
-    new_hidden and attention are copies, to keep.
+    new_hidden and attention are copies, to keep. When the decoder outputs log_norm (each logits row's
+    log-sum-exp, computed in the graph), raw_step's Logits carry it (a copy); else their log_norm is None.
     """
 
     def __init__(self, captioner: Captioner, features: dict[str, np.ndarray]):
@@ -77,6 +79,8 @@ class DecoderSession:
         self.token_input = "token" if self.embedding is None else "embedding"
         self.specs = {n: dec.input_spec(n) for n in ("hidden", self.token_input)}
         self.specs.update({n: dec.output_spec(n) for n in ("logits", "new_hidden", "attention")})
+        # A bundle converted before log_norm (or an integer decoder) has none: the search computes it in numpy.
+        self.log_norm = LOG_NORM in dec.spec.outputs
         self.carry_raw, self.requant = captioner.carry_raw, captioner.requant  # decided once per Captioner
         self.invokes, self.step_ms = 0, []
         self._logits_buf: np.ndarray | None = None  # logits of a step that took several invokes (_logits_rows)
@@ -129,14 +133,16 @@ class DecoderSession:
             dec.write(self.token_input, self._token_values(tokens))
             dec.write("hidden", hidden)
             dec.invoke()
-            outs = dec.view("logits"), dec.read("new_hidden"), dec.read("attention")
+            outs = (dec.view("logits"), dec.read("new_hidden"), dec.read("attention"),
+                    dec.read(LOG_NORM) if self.log_norm else None)
             self.invokes += 1
         else:
             outs = self._advance_chunks(tokens, hidden)
         self.step_ms.append((time.perf_counter() - t0) * 1e3)
         spec = self.specs["logits"]
-        return (Logits(outs[0], spec.scale if spec.quantized else None, spec.zero_point, scratch=True), outs[1],
-                outs[2])
+        logits = Logits(outs[0], spec.scale if spec.quantized else None, spec.zero_point, scratch=True,
+                        log_norm=outs[3])
+        return logits, outs[1], outs[2]
 
     def _logits_rows(self, n: int) -> np.ndarray:
         """This session's buffer for n rows of logits, reused from step to step (grown when n grows)."""
@@ -145,14 +151,15 @@ class DecoderSession:
             self._logits_buf = np.empty((n, *spec.shape[1:]), spec.dtype)
         return self._logits_buf[:n]
 
-    def _advance_chunks(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _advance_chunks(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray | None, ...]:
         """Several invokes (or a padded one): each invoke's logits copied into the session's buffer before the
-        next overwrites them; the states and attention rows (a few hundred values) copied out and joined."""
+        next overwrites them; the states, attention rows and log_norms (a few hundred values) copied out and
+        joined. (logits, new_hidden, attention, log_norm or None)."""
         n, b, dec = len(tokens), self.batch, self.decoder
         # Padding rows: token 0 and a zero state, as quantised; their outputs are dropped.
         pad_token = self._token_values(np.zeros(b, np.int32))
         pad_hidden = quantize(np.zeros((b, self.units), np.float32), self.specs["hidden"])
-        logits, states, attention = self._logits_rows(n), [], []
+        logits, states, attention, norms = self._logits_rows(n), [], [], []
         for s in range(0, n, b):
             k = min(b, n - s)
             tk, hd = self._token_values(tokens[s : s + k]), hidden[s : s + k]
@@ -165,9 +172,12 @@ class DecoderSession:
             dec.read_into("logits", logits[s : s + k])
             states.append(dec.read("new_hidden", k))
             attention.append(dec.read("attention", k))
+            if self.log_norm:
+                norms.append(dec.read(LOG_NORM, k))
+        norm = (norms[0] if len(norms) == 1 else np.concatenate(norms)) if norms else None
         if len(states) == 1:
-            return logits, states[0], attention[0]
-        return logits, np.concatenate(states), np.concatenate(attention)
+            return logits, states[0], attention[0], norm
+        return logits, np.concatenate(states), np.concatenate(attention), norm
 
 
 class Captioner:

@@ -4,7 +4,9 @@
 word; the caller binds the image's features. Each hypothesis carries its own hidden state, which the search only
 passes back and selects rows of (so it may stay in the model's own dtype). `logits` is a float array or a
 `Logits` (the model's raw, e.g. int8, values and their scale): argmax and top-k run on the raw values, and
-log-probabilities are computed only for the words that need them (one log-sum-exp of the row each).
+log-probabilities are computed only for the words that need them: the word's logit minus its row's `log_norm`
+when the decoder graph computed it (float-logit decoders converted from a recent export), else one numpy
+log-sum-exp of the row each.
 
 `stop` (a threading.Event, optional) is checked before every step: once it is set the search returns the best
 hypothesis so far with `stopped=True` (unfinished: never to be spoken or shown as a caption), so a signal stops
@@ -41,18 +43,28 @@ class Logits:
     """Logits as the model stored them, `raw` [n, V] (int8, int16 or float), and their dequantisation
     (raw - zero_point) * scale; scale None: `raw` are the float logits. The map is increasing (scale > 0), so
     argmax and top-k need no dequantisation. `scratch`: the search may overwrite `raw` (a decoder session's
-    output, rewritten by its next step anyway), so a float row's log-sum-exp needs no buffer of its own."""
+    output, rewritten by its next step anyway), so a float row's log-sum-exp needs no buffer of its own.
+    `log_norm`: each row's log(sum(exp(logits))) [n] float32 as the decoder graph computed it, or None (the search
+    computes it in numpy)."""
 
     raw: np.ndarray
     scale: float | None = None
     zero_point: int = 0
     scratch: bool = False
+    log_norm: np.ndarray | None = None
 
     def floats(self) -> np.ndarray:
         """Dequantised float32, computed as the edge runtime's dequantize() does (same bits)."""
         if self.scale is None:
             return self.raw.astype(np.float32, copy=False)
         return (self.raw.astype(np.float32) - self.zero_point) * np.float32(self.scale)
+
+    def logit(self, row: int, word: int) -> float:
+        """One dequantised logit (the bits floats() gives it)."""
+        raw = self.raw[row] if self.raw.ndim > 1 else self.raw
+        if self.scale is None:
+            return float(raw[word])
+        return float((np.float32(raw[word]) - np.float32(self.zero_point)) * np.float32(self.scale))
 
 
 def as_logits(x: np.ndarray | Logits) -> Logits:
@@ -71,16 +83,33 @@ class RowScorer:
     def __init__(self) -> None:
         self._buf: np.ndarray | None = None
 
+    def _rows(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The reused float32 buffer's first shape[0] rows (grown when more rows come)."""
+        if self._buf is None or self._buf.shape[0] < shape[0] or self._buf.shape[1] != shape[1]:
+            self._buf = np.empty(shape, np.float32)
+        return self._buf[: shape[0]]
+
     def shifted(self, lg: Logits, best: np.ndarray) -> np.ndarray:
         """(raw - raw[best]) * scale as float32 [n, V], `best` each row's argmax: 0 at the maximum."""
         raw = lg.raw if lg.raw.ndim > 1 else lg.raw[None]
         top = raw[np.arange(len(raw)), best][:, None]
-        if lg.scratch and raw.dtype == np.float32 and lg.scale is None:
+        if _in_place(lg, raw):
             return np.subtract(raw, top, out=raw)
-        if self._buf is None or self._buf.shape[0] < raw.shape[0] or self._buf.shape[1] != raw.shape[1]:
-            self._buf = np.empty(raw.shape, np.float32)
-        z = np.subtract(raw, top, out=self._buf[: len(raw)], dtype=np.float32)
+        z = np.subtract(raw, top, out=self._rows(raw.shape), dtype=np.float32)
         return z if lg.scale is None else np.multiply(z, np.float32(lg.scale), out=z)
+
+    def floats(self, lg: Logits) -> np.ndarray:
+        """The logits as float32 [n, V] that top_words may mask: float32 scratch logits themselves (no pass over
+        them), else dequantised into the buffer (the bits Logits.floats gives)."""
+        raw = lg.raw if lg.raw.ndim > 1 else lg.raw[None]
+        if _in_place(lg, raw):
+            return raw
+        rows = self._rows(raw.shape)
+        if lg.scale is None:
+            np.copyto(rows, raw, casting="same_kind")
+            return rows
+        np.subtract(raw, np.float32(lg.zero_point), out=rows, dtype=np.float32)
+        return np.multiply(rows, np.float32(lg.scale), out=rows)
 
     @staticmethod
     def log_norms(z: np.ndarray) -> np.ndarray:
@@ -88,8 +117,16 @@ class RowScorer:
         return np.log(np.exp(z, out=z).sum(axis=1))
 
 
+def _in_place(lg: Logits, raw: np.ndarray) -> bool:
+    """Whether the search may work on the logits themselves: float32, and the caller's to overwrite."""
+    return lg.scratch and raw.dtype == np.float32 and lg.scale is None
+
+
 def word_log_prob(lg: Logits, row: int, word: int, scorer: RowScorer | None = None) -> float:
-    """log_softmax(row)[word] in float32, without building the log-softmax array (one log-sum-exp of the row)."""
+    """log_softmax(row)[word] in float32, without building the log-softmax array: the logit minus the graph's
+    log_norm when the logits carry it, else one log-sum-exp of the row."""
+    if lg.log_norm is not None:
+        return lg.logit(row, word) - float(lg.log_norm[row])
     raw = lg.raw[row] if lg.raw.ndim > 1 else lg.raw
     one = Logits(raw[None], lg.scale, lg.zero_point, lg.scratch)
     z = (scorer or RowScorer()).shifted(one, np.array([int(raw.argmax())]))
@@ -144,9 +181,16 @@ def _greedy_word(step: StepFn, token: np.ndarray, hidden: np.ndarray,
     logits, hidden, attn = step(token, hidden)
     lg = as_logits(logits)
     best = lg.raw[0].argmax()  # first maximum, as on the dequantised row (same order, same ties)
-    # One log-sum-exp of the row, not a log-softmax array; the word is the row's maximum, shifted to 0.
-    log_prob = -float(scorer.log_norms(scorer.shifted(lg, best[None]))[0])
-    return int(best), log_prob, hidden, attn[0]
+    return int(best), _best_log_prob(lg, best, scorer), hidden, attn[0]
+
+
+def _best_log_prob(lg: Logits, best: np.intp, scorer: RowScorer) -> float:
+    """The log-probability of row 0's argmax `best`. With the graph's log_norm: its logit minus log_norm, no pass
+    over the vocabulary here. Else one log-sum-exp of the row, not a log-softmax array; the word is the row's
+    maximum, shifted to 0."""
+    if lg.log_norm is not None:
+        return lg.logit(0, int(best)) - float(lg.log_norm[0])
+    return -float(scorer.log_norms(scorer.shifted(lg, best[None]))[0])
 
 
 def length_normalised(h: Hypothesis, alpha: float) -> float:
@@ -236,12 +280,10 @@ def _choose(beams: list[Hypothesis], lg: Logits, width: int, greedy_idx: int,
     """The best `width` one-word extensions of the beams, with the greedy path's own next word among them (in
     the weakest's place if it was not), and where it is in the list."""
     first = lg.raw.argmax(axis=1)  # each beam's likeliest word, the greedy path's among them
-    z = scorer.shifted(lg, first)
-    k = min(width, z.shape[1])
+    k = min(width, lg.raw.shape[1])
     # Top-k per beam, then the best `width` of those: the full n x V sort is never needed. Log-probabilities
-    # only for the candidates: one log-sum-exp per beam row, after top-k has read the row.
-    words, vals = top_words(z, first, k)
-    gain = vals - scorer.log_norms(z)[:, None]  # float32, as log_softmax gives them
+    # only for the candidates.
+    words, gain = _candidates(lg, first, k, scorer)
     total = np.array([h.log_prob for h in beams])[:, None] + gain  # float64 sums, as Python's floats
     # A stable sort, beam by beam and word by word: equal scores keep that order.
     picks = list(np.argsort(-total.ravel(), kind="stable")[:width])
@@ -250,6 +292,18 @@ def _choose(beams: list[Hypothesis], lg: Logits, width: int, greedy_idx: int,
         picks[-1] = g_flat
     chosen = [(float(total.flat[i]), int(i) // k, int(words.flat[i])) for i in picks]
     return chosen, picks.index(g_flat)
+
+
+def _candidates(lg: Logits, first: np.ndarray, k: int, scorer: RowScorer) -> tuple[np.ndarray, np.ndarray]:
+    """Each beam row's k likeliest words [n, k] and their log-probabilities [n, k] (float32, as log_softmax gives
+    them). With the graph's log_norm, top-k reads the logits themselves and each candidate's log-probability is
+    its logit minus its row's log_norm; else top-k reads the shifted rows and one log-sum-exp per row follows."""
+    if lg.log_norm is not None:
+        words, vals = top_words(scorer.floats(lg), first, k)
+        return words, vals - lg.log_norm.astype(np.float32, copy=False)[:, None]
+    z = scorer.shifted(lg, first)
+    words, vals = top_words(z, first, k)
+    return words, vals - scorer.log_norms(z)[:, None]  # after top-k has read the row: log_norms overwrites it
 
 
 def _extend(beams: list[Hypothesis], chosen: list[Choice], g_pick: int, attn: np.ndarray, end: int,

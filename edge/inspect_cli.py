@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scenecap.edge.export_contract import LOG_NORM
 from scenecap.edge.terminal import escape
 
 if TYPE_CHECKING:
@@ -106,7 +107,9 @@ def _summary(bundle: Bundle, path: Path) -> None:
           f"keep_aspect={m.preprocess.keep_aspect}")
     tokens = ", ".join(f"{escape(k)}: {v}" for k, v in m.tokens.items())
     print(f"  vocabulary: {len(bundle.vocab)} tokens {{{tokens}}}, max_length {m.max_length}")
-    print(f"  decoder: state {m.decoder_state}, batch {m.decoder_batch} (beam width one invoke advances)")
+    # log_norm: the word log-probabilities' normaliser comes out of the graph (else numpy computes it each word).
+    norm = ", log_norm in the graph" if LOG_NORM in m.models["decoder_step"].outputs else ""
+    print(f"  decoder: state {m.decoder_state}, batch {m.decoder_batch} (beam width one invoke advances){norm}")
     if m.embedding:
         e = m.embedding
         print(f"  embedding table: {escape(e.file)} {e.dtype}{e.shape} scale={e.scale:.6g} "

@@ -34,6 +34,9 @@ FORMAT = "scenecap-bundle"
 # major.minor: a newer minor adds optional keys; a newer major is refused.
 # 1.1 adds models.*.options/runtimes and decoder.embedding (the Edge TPU decoder's lookup table).
 # 1.2 adds the optional `confidence` section (image statistics and the unsure threshold, from `scenecap calibrate`).
+# models.decoder_step.outputs.log_norm (optional, float32 [batch]: each logits row's log-sum-exp, from convert's
+# float-logit decoders) needs no new version: outputs always mapped names to tensors, and a runtime from before it
+# binds every output the manifest lists and reads only the three it knows (so it computes the log-sum-exp itself).
 FORMAT_VERSION = "1.2"
 MANIFEST = "manifest.json"
 DECODER_STATES = ("carry", "legacy-zero")

@@ -17,6 +17,10 @@ from scenecap.edge.manifest_fields import check_dtype, check_shape, err, key, pl
 # carried hidden state keep their precision. int8-fstate/-fattn/-mixed: int8 decoder steps with parts kept float
 # (convert/tflite.py says which).
 QUANTS = ("float32", "float16", "dynamic", "int8", "int16x8", "edgetpu", "int8-fstate", "int8-fattn", "int8-mixed")
+# Decoder steps whose logits stay float all the way: convert gives them the `log_norm` output (the log-sum-exp of
+# each logits row, in the graph). The integer-quantised ones never carry it: a quantised log_norm would be too
+# coarse, and its ops would run on the CPU beside an Edge TPU.
+LOG_NORM_QUANTS = ("float32", "float16", "dynamic")
 _MODEL_KEYS = {"file", "quant", "inputs", "outputs", "ops", "edgetpu_file", "options", "runtimes"}
 _OP_RE = re.compile(r"^[A-Za-z0-9_]+(\([^)]*\))?:v\d+$")
 

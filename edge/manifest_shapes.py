@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from scenecap.edge.export_contract import LOG_NORM
 from scenecap.edge.manifest_fields import err, key
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ def check_shapes(models: dict[str, ModelSpec], pre: PreprocessSpec, dims: ModelD
             "models.decoder_step output new_hidden", where)
     _expect(_need(dec, "output", "attention", where, "decoder_step"), [batch, feats.shape[1]],
             "models.decoder_step output attention", where)
+    _log_norm(dec, batch, where)
     for name, value in (("vocab_size", vocab_size), ("locations", feats.shape[1]), ("units", units)):
         recorded = getattr(dims, name)
         if recorded is not None and recorded != value:
@@ -52,6 +54,15 @@ def _need(spec: ModelSpec, kind: str, name: str, where: str, model: str) -> Tens
 def _expect(t: TensorSpec, shape: list[int], what: str, where: str) -> None:
     if t.shape != shape:
         raise err(where, f"{what} has shape {t.shape}; expected {shape}")
+
+
+def _log_norm(dec: ModelSpec, batch: int, where: str) -> None:
+    """The optional log_norm output (each logits row's log-sum-exp): float32 [batch]. A quantised one is refused:
+    a word's log-probability is its logit minus log_norm, and int8 steps of it would swamp the difference."""
+    norm = dec.outputs.get(LOG_NORM)
+    if norm is not None and (norm.shape != [batch] or norm.dtype != "float32"):
+        raise err(where, f"models.decoder_step output {LOG_NORM} is {norm.dtype}{norm.shape}; expected "
+                  f"float32[{batch}] (each logits row's log-sum-exp)")
 
 
 def _encoder_io(enc: ModelSpec, pre: PreprocessSpec, where: str) -> tuple[TensorSpec, TensorSpec]:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from scenecap.edge.export_contract import SIGNATURES_REVISION
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Small enough to train in about two minutes on 2 cores, big enough to learn colours and shapes.
@@ -75,7 +77,8 @@ def tiny_run(synth_data, tmp_path_factory) -> Path:
 def tiny_export(tiny_run, tmp_path_factory) -> Path:
     from scenecap.train.export import export_run
 
-    d, done = _cache_dir(tmp_path_factory, "tiny_export_v2")  # v2: with the Edge TPU signatures
+    # Keyed on the export's signatures (3: with decode_step_norm): a cached export never lacks what convert uses.
+    d, done = _cache_dir(tmp_path_factory, f"tiny_export_v{SIGNATURES_REVISION}")
     if not done:
         export_run(tiny_run, d / "export", decoder_batches=(1, 3), force=True)
         (d / ".done").touch()
@@ -87,7 +90,7 @@ def _bundle(tiny_export, tmp_path_factory, quant: str, batch: int = 1) -> Path:
     from scenecap.convert.run import ConvertOptions, convert
 
     enc, _, dec = quant.partition(":")
-    d, done = _cache_dir(tmp_path_factory, f"bundle_{quant.replace(':', '-')}_b{batch}")
+    d, done = _cache_dir(tmp_path_factory, f"bundle_{quant.replace(':', '-')}_b{batch}_sig{SIGNATURES_REVISION}")
     if not done:
         convert(ConvertOptions(export=str(tiny_export), out=str(d / "bundle"), encoder_quant=enc,
                                decoder_quant=dec or enc, decoder_batch=batch, calibration_count=60, force=True))
@@ -138,7 +141,7 @@ def variant_bundles(tiny_export, tmp_path_factory) -> dict[str, Path]:
     (which tflite-runtime 2.14 cannot load), the Edge TPU pair, and dynamic-range for tflite-runtime 2.14."""
     from scenecap.convert.run import ConvertOptions, convert_variants
 
-    d, done = _cache_dir(tmp_path_factory, "variant_bundles")
+    d, done = _cache_dir(tmp_path_factory, f"variant_bundles_sig{SIGNATURES_REVISION}")
     if not done:
         convert_variants(ConvertOptions(export=str(tiny_export), out=str(d / "litert"), calibration_count=60,
                                         force=True), [("float16", "dynamic"), ("edgetpu", "edgetpu")])

@@ -155,3 +155,42 @@ def test_every_variant_in_the_chart_has_its_own_colour():
 
     names = [*ORDER, "mine", "theirs"]
     assert len({chart_colour(colour_index(n, names)) for n in names}) == len(names)
+
+
+def _overhead_row(log_norm: bool | None, decoder: str = "dynamic") -> dict:
+    """One variant's latency entry as the edge worker writes it, with made-up figures: a caption over the limit."""
+    stat = lambda p50: {"n": 3, "p50": p50}  # noqa: E731
+    costs = {"read_outputs": 4.0, "write_inputs": 3.0, "argmax": 5.0, "top_k": 17.0,
+             **({"log_prob": 1.0} if log_norm else {"log_sum_exp": 30.0})}
+    row = {"quant": {"encoder": "int8", "decoder_step": decoder}, "greedy_decoder_invokes": 46,
+           "python_costs_us": costs,
+           "stages": {"greedy_overhead_pct": stat(9.0), "greedy_overhead": stat(3.0), "greedy_invokes": stat(30.0),
+                      "greedy": stat(33.0), "preprocess": stat(0.3), "step": stat(0.5), "step_invoke": stat(0.4)}}
+    if log_norm is not None:  # results from before log_norm do not say
+        row["log_norm"] = log_norm
+    return row
+
+
+@pytest.mark.parametrize("log_norm", [True, False, None])
+def test_the_overhead_target_says_where_the_log_sum_exp_runs(log_norm):
+    from scenecap.benchmarks.targets import _overhead
+
+    t = _overhead("original", "1", {"int8-dynamic": _overhead_row(log_norm)}, "int8-dynamic")
+    assert not t["met"] and t["why"]
+    if log_norm:
+        assert "the word's logit minus the graph's log_norm 1 us" in t["detail"]
+        assert "runs inside the decoder invoke (its log_norm output)" in t["detail"]
+        assert "log-sum-exp over the vocabulary (" not in t["why"] and "to_close" not in t
+        assert t["figures"]["log_norm_in_graph"] is True
+    elif log_norm is False:
+        assert "a log-sum-exp over the vocabulary (30 us)" in t["why"] and "runs in numpy every word" in t["detail"]
+        assert "re-export and re-convert" in t["to_close"] and t["figures"]["log_norm_in_graph"] is False
+    else:
+        assert "log_norm" not in t["detail"] and "log_norm_in_graph" not in t["figures"]
+
+
+def test_an_integer_decoder_without_log_norm_is_not_told_to_re_export():
+    from scenecap.benchmarks.targets import _overhead
+
+    t = _overhead("original", "1", {"int8": _overhead_row(False, decoder="int8")}, "int8")
+    assert "runs in numpy every word" in t["detail"] and "to_close" not in t

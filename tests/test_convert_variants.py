@@ -77,6 +77,16 @@ def test_int8_models_record_scale_and_zero_point_for_every_quantised_tensor(int8
         assert not any(t.dynamic for t in info.tensors)  # static shapes only
 
 
+def test_only_the_float_logit_decoders_compute_log_norm(variant_bundles, int8_bundle):
+    """float16-dynamic and dynamic (for tflite-runtime 2.14 too, whose kernels it has) carry the decoder's log_norm
+    output; int8 and the Edge TPU pair do not."""
+    bundles = {**variant_bundles, "int8": int8_bundle}
+    has = {name: "log_norm" in read_manifest(b).models["decoder_step"].outputs for name, b in bundles.items()}
+    assert has == {"float16-dynamic": True, "dynamic-tflite214": True, "edgetpu": False, "int8": False}
+    old = read_manifest(variant_bundles["dynamic-tflite214"]).models["decoder_step"]
+    assert old.runtimes["tflite-runtime-2.14"] == "ok" and "LOG:v1" in old.ops
+
+
 def test_decoder_calibration_uses_inputs_recorded_while_the_float_model_captions(tiny_export, test_split):
     """Not random tensors: each row is what decode_step really receives along a greedy caption."""
     from scenecap.convert.calibrate import record_decoder_inputs

@@ -118,6 +118,11 @@ def test_selective_recipes_float_only_what_they_name(tiny_recipe_bundles):
         # the features feed only the weighted sum: float where that is float, set once per image either way
         assert (s.inputs["features"].dtype == "float32") == attention_float
     assert spec("int8-mixed").outputs["logits"].dtype == "float32"  # its output layers are float
+    # log_norm only where the whole step is float (dynamic): never beside int8 parts, nor on the Edge TPU
+    assert {r: "log_norm" in spec(r).outputs for r in ("dynamic", "int8-mixed", "int8-fstate", "int8-fattn",
+                                                        "edgetpu")} == {"dynamic": True, "int8-mixed": False,
+                                                                        "int8-fstate": False, "int8-fattn": False,
+                                                                        "edgetpu": False}
     float_size = (tiny_recipe_bundles["float32"] / "decoder_step.tflite").stat().st_size
     assert (tiny_recipe_bundles["int8-mixed"] / "decoder_step.tflite").stat().st_size < 0.4 * float_size
 

@@ -289,6 +289,69 @@ def test_scratch_float_logits_are_scored_in_place_and_others_in_the_scorers_buff
     assert scorer.shifted(Logits(mine, scratch=True), np.array([1])) is not z and (mine == z).all()
 
 
+class NormToy(ToyDecoder):
+    """A toy decoder whose logits come as a float decoder session's do: float32 scratch, with each row's log_norm
+    computed in float32 as the graph does (max, then the log of the sum of the shifted exps, plus the max)."""
+
+    def __call__(self, tokens, hidden):
+        logits, h, attn = super().__call__(tokens, hidden)
+        raw = np.ascontiguousarray(logits, np.float32)
+        top = raw.max(axis=1, keepdims=True)
+        norm = (np.log(np.exp(raw - top).sum(axis=1, keepdims=True)) + top)[:, 0].astype(np.float32)
+        return Logits(raw, scratch=True, log_norm=norm), h, attn
+
+
+def _without_norm(step):
+    """The same step with its log_norm dropped: the numpy path, as for a bundle without the output."""
+    def plain(tokens, hidden):
+        lg, h, attn = step(tokens, hidden)
+        return Logits(lg.raw, lg.scale, lg.zero_point, lg.scratch), h, attn
+
+    return plain
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_greedy_with_the_graphs_log_norm_gives_the_numpy_paths_words_and_log_probability(seed):
+    dec = NormToy(seed, vocab=300, sharpness=1.0)
+    with_norm = greedy(dec, dec.hidden0(), START, END, 12)
+    plain = greedy(_without_norm(dec), dec.hidden0(), START, END, 12)
+    assert with_norm.tokens == plain.tokens
+    assert with_norm.log_prob == pytest.approx(plain.log_prob, rel=1e-6, abs=1e-5)
+    exact = ToyDecoder(seed, vocab=300, sharpness=1.0).score(with_norm.tokens)  # the same decoder, float logits
+    assert with_norm.log_prob == pytest.approx(exact, rel=1e-5, abs=1e-4)
+
+
+@pytest.mark.parametrize("width", [2, 3, ARGMAX_TOP_K + 4])
+def test_beam_search_with_log_norm_is_the_plain_reference(width):
+    """Top-k on the logits themselves, candidates scored as logit minus log_norm: the plain search's words."""
+    for seed in range(30):
+        dec = NormToy(seed, vocab=40, sharpness=1.5)
+        for alpha in (0.0, 0.7):
+            b = beam_search(dec, dec.hidden0(), START, END, 12, width=width, length_penalty=alpha)
+            plain = beam_search(_without_norm(dec), dec.hidden0(), START, END, 12, width=width, length_penalty=alpha)
+            tokens, total = reference_beam(dec, dec.hidden0(), START, END, 12, width, alpha)
+            assert b.tokens == plain.tokens == tokens, (seed, alpha)
+            assert b.log_prob == pytest.approx(total, rel=1e-6, abs=1e-5)
+
+
+def test_a_words_log_probability_from_log_norm_and_the_rows_left_as_they_were():
+    rng = np.random.default_rng(2)
+    raw = (rng.normal(size=(2, 26556)) * 4).astype(np.float32)
+    want = log_softmax(raw)
+    norm = (np.log(np.exp(raw - raw.max(1, keepdims=True)).sum(1)) + raw.max(1)).astype(np.float32)
+    lg = Logits(raw.copy(), log_norm=norm)
+    for row, word in ((0, int(raw[0].argmax())), (1, 17), (0, 26555)):
+        assert word_log_prob(lg, row, word) == pytest.approx(float(want[row, word]), rel=2e-6, abs=2e-6)
+    scorer = RowScorer()
+    rows = scorer.floats(lg)
+    assert rows is not lg.raw and (rows == raw).all()  # not scratch: a copy in the scorer's buffer
+    q = Logits(rng.integers(-128, 128, size=(3, 50)).astype(np.int8), 0.03, -5)
+    assert (scorer.floats(q) == q.floats()).all()  # the same bits as dequantising
+    assert [q.logit(1, w) for w in range(50)] == q.floats()[1].tolist()
+    mine = raw.copy()
+    assert scorer.floats(Logits(mine, scratch=True, log_norm=norm)) is mine  # scratch float32: no pass over it
+
+
 # -- real bundles ------------------------------------------------------------------------------------------------
 def test_captioner_refuses_a_length_penalty_out_of_range_at_load():
     from scenecap.edge.captioner import Captioner

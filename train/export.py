@@ -8,6 +8,11 @@ Pixel normalisation is inside `encode`, so the edge side only resizes. The atten
 come out of `encode`: computed once per image, never once per word. `decode_step_b{B}` signatures with a
 fixed batch B are added for beam search (one invoke advances B beams).
 
+  decode_step_norm[_b{B}](as decode_step) -> as decode_step, plus {log_norm: [B]}: log(sum(exp(logits))) per row,
+      computed in the graph. Float-logit decoders (float32, float16, dynamic) are converted from these, so the
+      caption loop takes a word's log-probability as logit - log_norm with no pass over the vocabulary in Python;
+      integer ones from decode_step (a quantised log_norm is too coarse). The sidecar's log_norm says they exist.
+
 For the Edge TPU (whose compiler maps neither CAST nor GATHER) three more signatures are exported:
   encode_pixels(image: float32[1, H, W, 3] in 0..255) -> as encode; converted with a quantised uint8 input
   embed(token: int32[N]) -> {embedding: [N, E]}: the word-embedding table, looked up on the CPU at run time
@@ -25,7 +30,14 @@ import keras
 import tensorflow as tf
 
 from scenecap import ScenecapError, __version__
-from scenecap.edge.export_contract import EMBED, SIDECAR, ExportSidecar, decode_signature, encoder_signature
+from scenecap.edge.export_contract import (
+    EMBED,
+    LOG_NORM,
+    SIDECAR,
+    ExportSidecar,
+    decode_signature,
+    encoder_signature,
+)
 from scenecap.edge.fileio import atomic_write_text, default_mode
 from scenecap.train.model import ShowAttendTell
 
@@ -88,6 +100,23 @@ def _step_fn(step: keras.Model):
     return decode_step
 
 
+def log_norm(logits: tf.Tensor) -> tf.Tensor:
+    """log(sum(exp(logits))) over the vocabulary, [B] float32, shifted by each row's maximum so exp cannot
+    overflow. Written out, not tf.reduce_logsumexp, so it lowers to cheap builtins (REDUCE_MAX, SUB, EXP, SUM, LOG,
+    ADD, RESHAPE: about 12 us a row at 26,556 words; reduce_logsumexp lowers to more)."""
+    top = tf.reduce_max(logits, axis=-1, keepdims=True)
+    total = tf.reduce_sum(tf.exp(logits - top), axis=-1, keepdims=True)
+    return tf.reshape(tf.math.log(total) + top, [-1])
+
+
+def _norm_step_fn(step: keras.Model):
+    def decode_step_norm(token, hidden, features, keys):
+        out = step([token, hidden, features, keys])
+        return {**out, LOG_NORM: log_norm(out["logits"])}
+
+    return decode_step_norm
+
+
 def _embedded_step_fn(step: keras.Model):
     def decode_step_embedded(embedding, hidden, features, keys):
         return step([embedding, hidden, features, keys])
@@ -114,6 +143,9 @@ def write_saved_model(model: ShowAttendTell, out_dir: Path, decoder_batches=(1,)
     for (b, embedded), step in steps.items():
         fn = _embedded_step_fn(step) if embedded else _step_fn(step)
         archive.add_endpoint(decode_signature(b, embedded), fn, input_signature=_step_specs(model, b, embedded))
+    for b in decoder_batches:  # the same step with log_norm, for the float-logit decoders (token input only)
+        archive.add_endpoint(decode_signature(b, log_norm=True), _norm_step_fn(steps[(b, False)]),
+                             input_signature=_step_specs(model, b, False))
     archive.write_out(str(out_dir), verbose=False)
 
 
@@ -134,8 +166,8 @@ def export_model(model: ShowAttendTell, vocab, out: str | Path, info: dict, deco
         vocab.save(tmp / "vocab.json")
         sidecar = ExportSidecar(
             model=model_dims(model), max_length=model.cfg.max_length, decoder_state=model.cfg.decoder_state,
-            tokens=vocab.ids, decoder_batches=sorted(set(decoder_batches) | {1}), scenecap_version=__version__,
-            **info)
+            tokens=vocab.ids, decoder_batches=sorted(set(decoder_batches) | {1}), log_norm=True,
+            scenecap_version=__version__, **info)
         atomic_write_text(tmp / SIDECAR, json.dumps(sidecar.to_json(), indent=2, ensure_ascii=False))
         if out.exists():
             shutil.rmtree(out)
