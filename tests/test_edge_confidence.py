@@ -51,7 +51,8 @@ def demo():
 
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
-    return synth(tmp_path_factory.mktemp("held"), "varied", seed=21)  # the demo bundle's own style
+    own = json.loads((ROOT / "demo" / "quality.json").read_text(encoding="utf-8"))["style"]  # the demo's own style
+    return synth(tmp_path_factory.mktemp("held"), own, seed=21)
 
 
 def test_the_demo_bundle_is_unsure_of_photographs_and_sure_of_fresh_scenes(demo, held_out):
