@@ -174,10 +174,7 @@ class DecoderSession:
             attention.append(dec.read("attention", k))
             if self.log_norm:
                 norms.append(dec.read(LOG_NORM, k))
-        norm = (norms[0] if len(norms) == 1 else np.concatenate(norms)) if norms else None
-        if len(states) == 1:
-            return logits, states[0], attention[0], norm
-        return logits, np.concatenate(states), np.concatenate(attention), norm
+        return logits, np.concatenate(states), np.concatenate(attention), np.concatenate(norms) if norms else None
 
 
 class Captioner:

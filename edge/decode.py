@@ -189,7 +189,7 @@ def _best_log_prob(lg: Logits, best: np.intp, scorer: RowScorer) -> float:
     over the vocabulary here. Else one log-sum-exp of the row, not a log-softmax array; the word is the row's
     maximum, shifted to 0."""
     if lg.log_norm is not None:
-        return lg.logit(0, int(best)) - float(lg.log_norm[0])
+        return word_log_prob(lg, 0, int(best))
     return -float(scorer.log_norms(scorer.shifted(lg, best[None]))[0])
 
 
