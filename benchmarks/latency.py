@@ -161,7 +161,8 @@ def _median_us(fn, calls: int) -> float:
 
 # Per variant and round: what each stage's list of samples holds (summarised at the end).
 SAMPLES = (*STAGES, "step_lone", "step_lone_invoke", "step_invoke", "greedy_invokes", "beam_invokes",
-           "greedy_overhead", "beam_overhead", "greedy_overhead_pct", "beam_overhead_pct")
+           "greedy_overhead", "beam_overhead", "greedy_overhead_pct", "beam_overhead_pct",
+           "greedy_search_overhead", "beam_search_overhead", "greedy_search_overhead_pct", "beam_search_overhead_pct")
 
 
 def _describe(cap, item: dict) -> dict:
@@ -227,6 +228,11 @@ def _record_caption(s: dict, stage: str, c, whole: float, inv: float, dec_inv: l
     s[f"{stage}_invokes"].append(inv)
     s[f"{stage}_overhead"].append(whole - inv)
     s[f"{stage}_overhead_pct"].append(100.0 * (whole - inv) / whole)
+    # The search's own share: the decoder stage (binding the features, then every word) minus its invokes, i.e.
+    # the Python per word times the words; the rest of the overhead is per frame (resizing, the encoder's output).
+    search = c.timings["decoder"] - sum(dec_inv)
+    s[f"{stage}_search_overhead"].append(search)
+    s[f"{stage}_search_overhead_pct"].append(100.0 * search / whole)
 
 
 def _one_round(cap, entry: dict, invokes: tuple, frame: np.ndarray, beam: int, rec: bool) -> None:

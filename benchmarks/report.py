@@ -81,8 +81,13 @@ def _dims_header(name: str, d: dict) -> list[str]:
 
 
 def _overhead_cell(row: dict, stage: str) -> str:
+    """The whole caption's overhead, and the search loop's share of the caption beside it (when recorded)."""
     over = _p(row, f"{stage}_overhead")
-    return f"{_ms(over)} ({_p(row, f'{stage}_overhead_pct'):.0f}%)" if over is not None else "-"
+    if over is None:
+        return "-"
+    search = _p(row, f"{stage}_search_overhead_pct")
+    return f"{_ms(over)} ({_p(row, f'{stage}_overhead_pct'):.0f}%" + \
+        (f"; search {search:.1f}%)" if search is not None else ")")
 
 
 def _stage_row(t: str, v: str, row: dict, eager: dict | None) -> str:
@@ -95,7 +100,9 @@ def _stage_row(t: str, v: str, row: dict, eager: dict | None) -> str:
 
 def _stage_table(latency: dict) -> list[str]:
     lines = ["", "Median (p50) milliseconds per stage; whole captions start from a 640x480 frame. *Overhead* is the "
-             "greedy caption minus its interpreter invokes; *speed-up* is the naive eager greedy caption over this "
+             "greedy caption minus its interpreter invokes (*search*: the part inside the search loop, i.e. Python "
+             "per word times the words, as a share of the caption; the rest is per frame: resizing, the encoder's "
+             "output); *speed-up* is the naive eager greedy caption over this "
              "one's (same thread count). *Decoder step*: as it runs inside a greedy caption (median over its words; "
              "the baselines: one step alone); *lone step*: one edge step timed alone after the other models ran "
              "(caches cold).", "",

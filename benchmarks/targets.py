@@ -131,6 +131,15 @@ def _overhead_why(f: dict, parts: dict[str, float], per_word: float, step_inv: f
     return text
 
 
+def _search_share(f: dict, words: int) -> str:
+    """The search loop's part of the overhead (Python per word times the words), when the run recorded it."""
+    if f.get("search_overhead_ms") is None:
+        return ""
+    return (f"; of it, the search loop around the decoder invokes {f['search_overhead_ms']:.2f} ms "
+            f"({f['search_overhead_pct']:.1f}% of the caption, {f['search_overhead_ms'] * 1e3 / words:.0f} us per "
+            "invoke) and per frame the rest (resizing, the encoder's output, the caption's text and confidence)")
+
+
 def _overhead(dims: str, t: str, row: dict, variant: str = "int8", stage: str = "greedy") -> dict | None:
     v = row.get(variant)
     if not v or f"{stage}_overhead_pct" not in v.get("stages", {}):
@@ -144,6 +153,8 @@ def _overhead(dims: str, t: str, row: dict, variant: str = "int8", stage: str = 
            "figures": {"overhead_ms": _p50(v, f"{stage}_overhead"), "invokes_ms": _p50(v, f"{stage}_invokes"),
                        "whole_ms": _p50(v, stage), "preprocess_ms": _p50(v, "preprocess"),
                        "step_ms": _p50(v, "step"), "step_invoke_ms": _p50(v, "step_invoke"),
+                       "search_overhead_ms": _p50(v, f"{stage}_search_overhead"),
+                       "search_overhead_pct": _p50(v, f"{stage}_search_overhead_pct"),
                        "decoder_invokes": v.get(f"{stage}_decoder_invokes")}}
     f = res["figures"]
     words = max(1, f["decoder_invokes"] or 1)
@@ -152,6 +163,7 @@ def _overhead(dims: str, t: str, row: dict, variant: str = "int8", stage: str = 
     res["detail"] = (f"{f['overhead_ms']:.2f} ms of {f['whole_ms']:.2f} ms outside the interpreter: preprocessing "
                      f"{f['preprocess_ms']:.2f} ms, then about {per_word * 1e3:.0f} us per invoke for {words} "
                      f"invokes (a decoder invoke inside the caption takes {step_inv * 1e3:.0f} us)")
+    res["detail"] += _search_share(f, words)
     parts = _python_parts(v.get("python_costs_us"), stage)
     if parts:
         res["figures"]["python_costs_us"] = v["python_costs_us"]

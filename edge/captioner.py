@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from scenecap.edge import confidence as conf
+from scenecap.edge import lean_search
 from scenecap.edge.bundle import Bundle, TensorSpec, load_bundle, load_confidence_arrays, load_embedding
-from scenecap.edge.decode import Hypothesis, Logits, beam_search, check_length_penalty, greedy
+from scenecap.edge.decode import Hypothesis, Logits, beam_search, check_length_penalty, greedy, search_beams
 from scenecap.edge.errors import ScenecapError
 from scenecap.edge.export_contract import LOG_NORM
 from scenecap.edge.interpreter import TFLiteModel, dequantize, find_runtime, load_edgetpu_delegate, quantize
@@ -111,11 +112,35 @@ class DecoderSession:
                 dequantize(attention, self.specs["attention"]))
 
     def raw_step(self, tokens: np.ndarray, hidden: np.ndarray) -> tuple[Logits, np.ndarray, np.ndarray]:
-        if self.requant is not None:  # one lookup per value: the same bits as dequantising and quantising
-            hidden = self.requant[hidden.view(np.uint8) if hidden.dtype == np.int8 else hidden]
-        elif not self.carry_raw:
-            hidden = quantize(dequantize(hidden, self.specs["new_hidden"]), self.specs["hidden"])
-        return self._advance(tokens, hidden)
+        return self._advance(tokens, self.carried(hidden))
+
+    def carried(self, hidden: np.ndarray) -> np.ndarray:
+        """A state as new_hidden stores it, as the hidden input stores it: itself when they share a quantisation,
+        else through the 256-entry table (an 8-bit state), else dequantised and quantised again (same bits)."""
+        if self.requant is not None:  # one lookup per value
+            return self.requant[hidden.view(np.uint8) if hidden.dtype == np.int8 else hidden]
+        if self.carry_raw:
+            return hidden
+        return quantize(dequantize(hidden, self.specs["new_hidden"]), self.specs["hidden"])
+
+    def greedy(self, start: int, end: int, max_steps: int, stop: threading.Event | None = None) -> Hypothesis:
+        """Greedy search from <start> over this image: edge/lean_search.py's flat loop where the decoder takes it
+        (batch 1, token ids in), else decode.greedy through raw_step. The same words either way."""
+        if lean_search.supports(self):
+            return lean_search.lean_greedy(self, start, end, max_steps, stop)
+        return greedy(self.raw_step, self.hidden0(), start, end, max_steps, stop)
+
+    def beam_search(self, start: int, end: int, max_steps: int, width: int, length_penalty: float = 0.0,
+                    stop: threading.Event | None = None) -> Hypothesis:
+        """Beam search from <start> over this image (greedy at width 1): decode.search_beams with
+        edge/lean_search.py's expand step where the decoder takes it, else decode.beam_search through raw_step."""
+        length_penalty = check_length_penalty(length_penalty)
+        if width <= 1:
+            return self.greedy(start, end, max_steps, stop)
+        if lean_search.supports(self):
+            return search_beams(lean_search.lean_expander(self), self.hidden0(), start, end, max_steps, width,
+                                length_penalty, stop)
+        return beam_search(self.raw_step, self.hidden0(), start, end, max_steps, width, length_penalty, stop)
 
     def attention_floats(self, attention: np.ndarray) -> np.ndarray:
         return dequantize(attention, self.specs["attention"])
@@ -287,11 +312,8 @@ class Captioner:
         t2 = time.perf_counter()
         ids = m.tokens
         with self.start(feats) as session:
-            if self.beam > 1:
-                hyp = beam_search(session.raw_step, session.hidden0(), ids["start"], ids["end"], m.max_length - 1,
-                                  self.beam, self.length_penalty, stop)
-            else:
-                hyp = greedy(session.raw_step, session.hidden0(), ids["start"], ids["end"], m.max_length - 1, stop)
+            hyp = session.beam_search(ids["start"], ids["end"], m.max_length - 1, self.beam, self.length_penalty,
+                                      stop)
             t3 = time.perf_counter()
             cap = self._finish(hyp, session, {
                 "preprocess": preprocess_ms,

@@ -181,10 +181,10 @@ def _greedy_word(step: StepFn, token: np.ndarray, hidden: np.ndarray,
     logits, hidden, attn = step(token, hidden)
     lg = as_logits(logits)
     best = lg.raw[0].argmax()  # first maximum, as on the dequantised row (same order, same ties)
-    return int(best), _best_log_prob(lg, best, scorer), hidden, attn[0]
+    return int(best), best_log_prob(lg, best, scorer), hidden, attn[0]
 
 
-def _best_log_prob(lg: Logits, best: np.intp, scorer: RowScorer) -> float:
+def best_log_prob(lg: Logits, best: np.intp, scorer: RowScorer) -> float:
     """The log-probability of row 0's argmax `best`. With the graph's log_norm: its logit minus log_norm, no pass
     over the vocabulary here. Else one log-sum-exp of the row, not a log-softmax array; the word is the row's
     maximum, shifted to 0."""
@@ -211,17 +211,41 @@ def beam_search(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_ste
     length_penalty = check_length_penalty(length_penalty)
     if width <= 1:
         return greedy(step, hidden0, start, end, max_steps, stop)
+    return search_beams(step_expander(step), hidden0, start, end, max_steps, width, length_penalty, stop)
+
+
+# expand(last tokens [n], hidden states [n, U], k) -> (words [n, k], their log-probabilities [n, k] float32,
+# new states [n, U], attention rows [n, L]): one decoder step for n beams and each beam's k likeliest next words,
+# its argmax first (top_words' order). step_expander makes one from a StepFn; a session may run its own.
+ExpandFn = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+
+
+def step_expander(step: StepFn) -> ExpandFn:
+    """An ExpandFn over a StepFn: the step's logits, then beam_candidates of all its rows."""
+    scorer = RowScorer()
+
+    def expand(last: np.ndarray, hiddens: np.ndarray, k: int):
+        logits, new_hidden, attn = step(last, hiddens)
+        words, gain = beam_candidates(as_logits(logits), k, scorer)
+        return words, gain, new_hidden, attn  # the logits die here, before the next step
+
+    return expand
+
+
+def search_beams(expand: ExpandFn, hidden0: np.ndarray, start: int, end: int, max_steps: int, width: int,
+                 length_penalty: float = 0.0, stop: threading.Event | None = None) -> Hypothesis:
+    """beam_search's search (width >= 2) over any ExpandFn."""
     beams = [Hypothesis([], 0.0)]
     hiddens = hidden0[:1]
     greedy_idx = 0  # which live beam is the greedy path
     finished: list[Hypothesis] = []
-    scorer = RowScorer()
     for t in range(max_steps):
         if _stopped(stop):
             best = max(beams, key=lambda h: length_normalised(h, length_penalty))
             return Hypothesis(best.tokens, best.log_prob, best.attention, stopped=True)
         last = np.array([h.tokens[-1] if h.tokens else start for h in beams], np.int32)
-        chosen, g_pick, new_hidden, attn = _beam_step(step, last, hiddens, beams, width, greedy_idx, scorer)
+        words, gain, new_hidden, attn = expand(last, hiddens, width)
+        chosen, g_pick = _choose(beams, words, gain, width, greedy_idx)
         next_beams, rows, next_greedy = _extend(beams, chosen, g_pick, attn, end, t == max_steps - 1, finished)
         if not next_beams:
             break
@@ -244,15 +268,6 @@ def _top(hyps: list[Hypothesis]) -> float:
     return max((h.log_prob for h in hyps), default=-np.inf)
 
 
-def _beam_step(step: StepFn, last: np.ndarray, hiddens: np.ndarray, beams: list[Hypothesis], width: int,
-               greedy_idx: int, scorer: RowScorer) -> tuple[list[Choice], int, np.ndarray, np.ndarray]:
-    """One decoder step for every live beam and the extensions chosen from it. The logits die with this frame,
-    before the next step (a session's are a view LiteRT will not invoke past)."""
-    logits, new_hidden, attn = step(last, hiddens)
-    chosen, g_pick = _choose(beams, as_logits(logits), width, greedy_idx, scorer)
-    return chosen, g_pick, new_hidden, attn
-
-
 def top_words(z: np.ndarray, first: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k largest values of z [n, V] and their words [n, k]: largest first, the lower word id first
     among equals (as argmax picks), whatever the platform. `first`: each row's argmax, already known.
@@ -260,6 +275,8 @@ def top_words(z: np.ndarray, first: np.ndarray, k: int) -> tuple[np.ndarray, np.
     For a few words, k - 1 more argmax passes with the words found masked by -inf (then restored): a pass is
     about 3 us a row at 26,556 words, where argpartition took about 300 us (and ordered ties as the CPU's sort
     kernels happen to: AVX-512 numpy unlike a Pi's)."""
+    if len(z) == 1 and k <= ARGMAX_TOP_K:  # one beam's row (the lean beam step's case): no fancy indexing
+        return _row_top_words(z[0], int(first[0]), k)
     rows = np.arange(len(z))
     if k > ARGMAX_TOP_K:
         words = np.argsort(-z, axis=1, kind="stable")[:, :k]
@@ -275,15 +292,24 @@ def top_words(z: np.ndarray, first: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return words, vals
 
 
-def _choose(beams: list[Hypothesis], lg: Logits, width: int, greedy_idx: int,
-            scorer: RowScorer) -> tuple[list[Choice], int]:
-    """The best `width` one-word extensions of the beams, with the greedy path's own next word among them (in
-    the weakest's place if it was not), and where it is in the list."""
-    first = lg.raw.argmax(axis=1)  # each beam's likeliest word, the greedy path's among them
-    k = min(width, lg.raw.shape[1])
-    # Top-k per beam, then the best `width` of those: the full n x V sort is never needed. Log-probabilities
-    # only for the candidates.
-    words, gain = _candidates(lg, first, k, scorer)
+def _row_top_words(row: np.ndarray, first: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """top_words of one row [V]: the same passes, masks and restoring, on scalars."""
+    words, vals = [first], [row[first]]
+    for _ in range(1, k):
+        row[words[-1]] = -np.inf
+        w = int(row.argmax())
+        words.append(w)
+        vals.append(row[w])
+    row[words] = vals
+    return np.array([words], np.intp), np.array([vals], np.float32)
+
+
+def _choose(beams: list[Hypothesis], words: np.ndarray, gain: np.ndarray, width: int,
+            greedy_idx: int) -> tuple[list[Choice], int]:
+    """The best `width` one-word extensions of the beams from each beam's candidates (words and log-probabilities
+    [n, k], argmax first), with the greedy path's own next word among them (in the weakest's place if it was
+    not), and where it is in the list. The full n x V sort is never needed."""
+    k = words.shape[1]
     total = np.array([h.log_prob for h in beams])[:, None] + gain  # float64 sums, as Python's floats
     # A stable sort, beam by beam and word by word: equal scores keep that order.
     picks = list(np.argsort(-total.ravel(), kind="stable")[:width])
@@ -294,10 +320,14 @@ def _choose(beams: list[Hypothesis], lg: Logits, width: int, greedy_idx: int,
     return chosen, picks.index(g_flat)
 
 
-def _candidates(lg: Logits, first: np.ndarray, k: int, scorer: RowScorer) -> tuple[np.ndarray, np.ndarray]:
-    """Each beam row's k likeliest words [n, k] and their log-probabilities [n, k] (float32, as log_softmax gives
-    them). With the graph's log_norm, top-k reads the logits themselves and each candidate's log-probability is
-    its logit minus its row's log_norm; else top-k reads the shifted rows and one log-sum-exp per row follows."""
+def beam_candidates(lg: Logits, k: int, scorer: RowScorer) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's min(k, V) likeliest words [n, k], its argmax first, and their log-probabilities [n, k] (float32,
+    as log_softmax gives them; only for the candidates). With the graph's log_norm, top-k reads the logits
+    themselves and each candidate's log-probability is its logit minus its row's log_norm; else top-k reads the
+    shifted rows and one log-sum-exp per row follows. Rows are independent: one row at a time gives the same
+    bits as all at once."""
+    first = lg.raw.argmax(axis=-1).reshape(-1)  # each beam's likeliest word, the greedy path's among them
+    k = min(k, lg.raw.shape[-1])
     if lg.log_norm is not None:
         words, vals = top_words(scorer.floats(lg), first, k)
         return words, vals - lg.log_norm.astype(np.float32, copy=False)[:, None]

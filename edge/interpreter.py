@@ -11,7 +11,7 @@ import logging
 import os
 import platform
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +259,15 @@ class TFLiteModel:
         """An output as stored, not copied: valid until the next invoke, which overwrites it, and the caller must
         drop it before then (LiteRT's invoke raises while a view of its tensors lives)."""
         return self._out_views[name]()
+
+    def input_view_fn(self, name: str) -> Callable[[], np.ndarray]:
+        """The zero-copy view maker of an input: call it for a numpy view to write into, drop the view before
+        invoke() (a loop that fetches the function once saves a lookup per word)."""
+        return self._in_views[name]
+
+    def output_view_fn(self, name: str) -> Callable[[], np.ndarray]:
+        """The zero-copy view maker of an output: see view()."""
+        return self._out_views[name]
 
     def input_spec(self, name: str) -> TensorSpec:
         return self._in[name][1]

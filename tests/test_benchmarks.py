@@ -51,8 +51,12 @@ def test_every_latency_figure_is_present_and_positive(quick):
         row = lat[name]
         for extra in ("step_invoke", "step_lone", "step_lone_invoke", "greedy_invokes", "greedy_overhead",
                       "greedy_overhead_pct", "beam_invokes",
-                      "beam_overhead"):
+                      "beam_overhead", "greedy_search_overhead", "beam_search_overhead"):
             positive_summary(row["stages"][extra], runs, f"{name} {extra}")
+        for stage in ("greedy", "beam"):  # the search loop's part is part of the whole caption's overhead
+            st = row["stages"]
+            assert st[f"{stage}_search_overhead"]["p50"] < st[f"{stage}_overhead"]["p50"]
+            assert 0 < st[f"{stage}_search_overhead_pct"]["p50"] < st[f"{stage}_overhead_pct"]["p50"]
         assert row["greedy_decoder_invokes"] == row["greedy_words"] + 1 or row["greedy_words"] == row["max_words"]
         assert row["runtime"] and row["device"] == "cpu"
         assert all(us > 0 for us in row["python_costs_us"].values())

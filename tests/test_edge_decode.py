@@ -256,14 +256,16 @@ def test_beam_search_is_the_plain_reference_on_logits_full_of_ties(kind, width):
             assert len(b.attention) == len(b.tokens)
 
 
+@pytest.mark.parametrize("rows", [5, 1])  # one row: the lean beam step's case, taken on scalars
 @pytest.mark.parametrize("k", [1, 3, ARGMAX_TOP_K, ARGMAX_TOP_K + 1, 40])
-def test_top_words_are_a_stable_sorts_first_k_and_leave_the_row_as_it_was(k):
+def test_top_words_are_a_stable_sorts_first_k_and_leave_the_row_as_it_was(k, rows):
     rng = np.random.default_rng(k)
-    z = rng.integers(-4, 3, size=(5, 40)).astype(np.float32)  # 7 values over 40 words: ties everywhere
+    z = rng.integers(-4, 3, size=(rows, 40)).astype(np.float32)  # 7 values over 40 words: ties everywhere
     before = z.copy()
     words, vals = top_words(z, z.argmax(axis=1), k)
     want = np.argsort(-before, axis=1, kind="stable")[:, :k]
     assert (words == want).all() and (vals == np.take_along_axis(before, want, axis=1)).all()
+    assert words.shape == vals.shape == (rows, k) and vals.dtype == np.float32
     assert (z == before).all()
 
 

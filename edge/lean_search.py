@@ -1,0 +1,114 @@
+"""Greedy and beam steps written flat for the common case: a batch-1 decoder fed token ids, one image bound.
+
+decode.greedy and decode.beam_search through DecoderSession.raw_step are the reference: they work through any
+step function (several invokes, padding, float copies, an embedding table). Each of their words costs a dozen
+small Python calls around the invoke (a Logits, the step's dispatch, the state's copy and write), and the invoke
+evicts the caches they run from. This loop does the same arithmetic on zero-copy views of the interpreter's
+tensors and little else: the new state goes from the output straight into the input (in the model's own dtype,
+or through the session's table), the token is one element written, argmax runs on the raw logits, and the word's
+log-probability is its logit minus the graph's log_norm (or decode's one log-sum-exp of the row, for decoders
+without it). Beam search keeps decode.search_beams and swaps its expand step for one that invokes once per beam
+and takes each beam's candidates from the output tensor itself, with no logits copied. Same tokens,
+log-probabilities and attention rows as the reference, bit for bit (tests/test_edge_lean_search.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scenecap.edge.decode import ExpandFn, Hypothesis, Logits, RowScorer, beam_candidates, best_log_prob
+from scenecap.edge.export_contract import LOG_NORM
+
+if TYPE_CHECKING:
+    from scenecap.edge.captioner import DecoderSession
+
+
+def supports(session: DecoderSession) -> bool:
+    """Whether the session's decoder takes this loop: batch 1 and token ids in (not embedding rows)."""
+    return session.batch == 1 and session.embedding is None
+
+
+def lean_greedy(session: DecoderSession, start: int, end: int, max_steps: int,
+                stop: threading.Event | None = None) -> Hypothesis:
+    """decode.greedy(session.raw_step, session.hidden0(), ...) for a decoder that `supports` it."""
+    dec, specs = session.decoder, session.specs
+    token_in, hidden_in = dec.input_view_fn("token"), dec.input_view_fn("hidden")
+    logits_out, hidden_out = dec.output_view_fn("logits"), dec.output_view_fn("new_hidden")
+    attn_out = dec.output_view_fn("attention")
+    norm_out = dec.output_view_fn(LOG_NORM) if session.log_norm else None
+    lspec = specs["logits"]
+    scale, zero = (lspec.scale, lspec.zero_point) if lspec.quantized else (None, 0)
+    carried, invoke, step_ms, perf = session.carried, dec.invoke, session.step_ms, time.perf_counter
+    view = hidden_in()
+    view[...] = carried(session.hidden0())
+    del view
+    hyp, scorer, token = Hypothesis([], 0.0), RowScorer(), start
+    for _ in range(max_steps):
+        if stop is not None and stop.is_set():
+            hyp.stopped = True
+            break
+        view = token_in()
+        view[0] = token
+        del view  # no view of the tensors may live across the invoke
+        t0 = perf()
+        invoke()
+        step_ms.append((perf() - t0) * 1e3)
+        row = logits_out()
+        token = int(row[0].argmax())  # first maximum: the dequantised row's argmax (same order, same ties)
+        if norm_out is not None and scale is None:
+            hyp.log_prob += float(row[0, token]) - float(norm_out()[0])
+        else:  # decode's own formula for this decoder (quantised logits, or no log_norm in the graph)
+            norm = norm_out().copy() if norm_out is not None else None
+            hyp.log_prob += best_log_prob(Logits(row, scale, zero, True, norm), np.intp(token), scorer)
+        del row
+        hyp.attention.append(attn_out()[0].copy())
+        view = hidden_in()
+        view[...] = carried(hidden_out())  # the state stays in the model's dtype
+        del view
+        hyp.tokens.append(token)
+        if token == end:
+            break
+    session.invokes += len(hyp.tokens)
+    return hyp
+
+
+
+def lean_expander(session: DecoderSession) -> ExpandFn:
+    """decode.step_expander(session.raw_step) for a decoder that `supports` it: one invoke per beam, each beam's
+    candidates taken from the logits tensor in place (a scratch row: top-k may mask it)."""
+    dec, specs = session.decoder, session.specs
+    token_in, hidden_in = dec.input_view_fn("token"), dec.input_view_fn("hidden")
+    logits_out, hidden_out = dec.output_view_fn("logits"), dec.output_view_fn("new_hidden")
+    attn_out = dec.output_view_fn("attention")
+    norm_out = dec.output_view_fn(LOG_NORM) if session.log_norm else None
+    lspec, sspec, aspec = specs["logits"], specs["new_hidden"], specs["attention"]
+    scale, zero = (lspec.scale, lspec.zero_point) if lspec.quantized else (None, 0)
+    carried, invoke, perf, scorer = session.carried, dec.invoke, time.perf_counter, RowScorer()
+
+    def expand(last: np.ndarray, hiddens: np.ndarray, k: int):
+        n, k = len(last), min(k, lspec.shape[-1])
+        words, gain = np.empty((n, k), np.intp), np.empty((n, k), np.float32)
+        states = np.empty((n, *sspec.shape[1:]), sspec.dtype)
+        attention = np.empty((n, *aspec.shape[1:]), aspec.dtype)
+        t0 = perf()
+        for i in range(n):
+            view = token_in()
+            view[0] = last[i]
+            view = hidden_in()
+            view[...] = carried(hiddens[i : i + 1])
+            del view  # no view of the tensors may live across the invoke
+            invoke()
+            norm = norm_out().copy() if norm_out is not None else None
+            row = logits_out()
+            words[i], gain[i] = (a[0] for a in beam_candidates(Logits(row, scale, zero, True, norm), k, scorer))
+            del row
+            states[i], attention[i] = hidden_out()[0], attn_out()[0]
+        session.step_ms.append((perf() - t0) * 1e3)
+        session.invokes += n
+        return words, gain, states, attention
+
+    return expand
