@@ -276,7 +276,8 @@ def top_words(z: np.ndarray, first: np.ndarray, k: int) -> tuple[np.ndarray, np.
     about 3 us a row at 26,556 words, where argpartition took about 300 us (and ordered ties as the CPU's sort
     kernels happen to: AVX-512 numpy unlike a Pi's)."""
     if len(z) == 1 and k <= ARGMAX_TOP_K:  # one beam's row (the lean beam step's case): no fancy indexing
-        return _row_top_words(z[0], int(first[0]), k)
+        words1, vals1 = row_top_words(z[0], int(first[0]), k)
+        return np.array([words1], np.intp), np.array([vals1], np.float32)
     rows = np.arange(len(z))
     if k > ARGMAX_TOP_K:
         words = np.argsort(-z, axis=1, kind="stable")[:, :k]
@@ -292,8 +293,9 @@ def top_words(z: np.ndarray, first: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return words, vals
 
 
-def _row_top_words(row: np.ndarray, first: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """top_words of one row [V]: the same passes, masks and restoring, on scalars."""
+def row_top_words(row: np.ndarray, first: int, k: int) -> tuple[list[int], list]:
+    """top_words of one float32 row [V] (k <= ARGMAX_TOP_K), as lists: the same passes, masks and restoring, on
+    scalars."""
     words, vals = [first], [row[first]]
     for _ in range(1, k):
         row[words[-1]] = -np.inf
@@ -301,7 +303,7 @@ def _row_top_words(row: np.ndarray, first: int, k: int) -> tuple[np.ndarray, np.
         words.append(w)
         vals.append(row[w])
     row[words] = vals
-    return np.array([words], np.intp), np.array([vals], np.float32)
+    return words, vals
 
 
 def _choose(beams: list[Hypothesis], words: np.ndarray, gain: np.ndarray, width: int,

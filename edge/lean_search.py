@@ -20,7 +20,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scenecap.edge.decode import ExpandFn, Hypothesis, Logits, RowScorer, beam_candidates, best_log_prob
+from scenecap.edge.decode import (
+    ARGMAX_TOP_K,
+    ExpandFn,
+    Hypothesis,
+    Logits,
+    RowScorer,
+    beam_candidates,
+    best_log_prob,
+    row_top_words,
+)
 from scenecap.edge.export_contract import LOG_NORM
 
 if TYPE_CHECKING:
@@ -91,6 +100,7 @@ def lean_expander(session: DecoderSession) -> ExpandFn:
 
     def expand(last: np.ndarray, hiddens: np.ndarray, k: int):
         n, k = len(last), min(k, lspec.shape[-1])
+        direct = norm_out is not None and scale is None and lspec.dtype == "float32" and k <= ARGMAX_TOP_K
         words, gain = np.empty((n, k), np.intp), np.empty((n, k), np.float32)
         states = np.empty((n, *sspec.shape[1:]), sspec.dtype)
         attention = np.empty((n, *aspec.shape[1:]), aspec.dtype)
@@ -102,9 +112,13 @@ def lean_expander(session: DecoderSession) -> ExpandFn:
             view[...] = carried(hiddens[i : i + 1])
             del view  # no view of the tensors may live across the invoke
             invoke()
-            norm = norm_out().copy() if norm_out is not None else None
             row = logits_out()
-            words[i], gain[i] = (a[0] for a in beam_candidates(Logits(row, scale, zero, True, norm), k, scorer))
+            if direct:  # float32 logits and the graph's log_norm: beam_candidates' arithmetic on one row
+                w, v = row_top_words(row[0], int(row[0].argmax()), k)
+                words[i], gain[i] = w, np.array(v, np.float32) - norm_out()[0]
+            else:
+                norm = norm_out().copy() if norm_out is not None else None
+                words[i], gain[i] = (a[0] for a in beam_candidates(Logits(row, scale, zero, True, norm), k, scorer))
             del row
             states[i], attention[i] = hidden_out()[0], attn_out()[0]
         session.step_ms.append((perf() - t0) * 1e3)
