@@ -30,7 +30,8 @@ $(VENV)/.installed: pyproject.toml
 demo: $(EDGE_VENV)/.installed
 	$(EDGE_VENV)/bin/scenecap caption demo/frames demo/video --bundle demo/bundle --every 2
 
-## Run the test suite (trains tiny models for real; 12 minutes from a clean clone on 2 CPU cores, install included).
+## Run the test suite (trains tiny models for real; about 20 minutes from a clean clone on 2 CPU cores, install
+## included).
 # The original system's tokenizer.pickle is not public: its tests run when ../shared/seed has it (or when
 # SCENECAP_SEED_TOKENIZER names it) and skip otherwise.
 SEED_TOKENIZER := $(wildcard ../shared/seed/tokenizer.pickle)

@@ -6,6 +6,7 @@ of objects whose colour and shape are both named, scenes named exactly right, di
 decoder's median milliseconds per caption (one thread, this machine).
 
     python demo/decoder_candidates.py build/demo/export demo/bundle-float32 --quants int8,dynamic,int16x8
+    python demo/decoder_candidates.py --bundle demo/bundle demo/bundle-float32     # bundles already made, no export
 """
 
 from __future__ import annotations
@@ -73,6 +74,27 @@ def compare(export: Path, reference_bundle: Path, quants: list[str], style: str,
     return rows
 
 
+def compare_bundles(bundles: list[Path], reference_bundle: Path, style: str, seed: int = 33,
+                    count: int = 200) -> list[dict]:
+    """compare() for bundles already converted (the shipped one, say): one row each, the reference first."""
+    from scenecap.edge.bundle import read_manifest
+
+    def quants(bundle: Path) -> dict:
+        models = read_manifest(bundle).models
+        return {"encoder": models["encoder"].quant, "decoder": models["decoder_step"].quant}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        images, refs, scenes = held_out_scenes(Path(tmp), style, seed, count)
+        ref = caption_all(reference_bundle, images)
+        rows = [{**quants(reference_bundle), "decoder_ms": round(ref["decoder_ms"], 3),
+                 **scores(ref["text"], ref["text"], refs, scenes)}]
+        for b in bundles:
+            got = caption_all(b, images)
+            rows.append({**quants(b), "decoder_ms": round(got["decoder_ms"], 3),
+                         **scores(got["text"], ref["text"], refs, scenes)})
+    return rows
+
+
 def markdown(rows: list[dict]) -> str:
     head = ("| encoder | decoder step | identical to float32 | BLEU-4 | colour+shape | exact scenes | distinct | "
             "decoder ms/caption |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
@@ -84,13 +106,24 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("export", help="the demo model's export folder (build/demo/export after make demo-bundle)")
+    ap.add_argument("export", nargs="?", help="the demo model's export folder (build/demo/export after make "
+                    "demo-bundle); not with --bundle")
     ap.add_argument("reference", help="its all-float32 bundle (demo/bundle-float32)")
+    ap.add_argument("--bundle", action="append", default=[], metavar="DIR",
+                    help="compare this converted bundle instead of converting from the export (repeatable)")
     ap.add_argument("--quants", default=",".join(DEFAULT_QUANTS), help="decoder quantisations to compare")
     ap.add_argument("--style", default="varied", help="style of the held-out scenes (default varied)")
     ap.add_argument("--count", type=int, default=200, help="held-out scenes (default 200)")
     args = ap.parse_args()
-    rows = compare(Path(args.export), Path(args.reference), args.quants.split(","), args.style, count=args.count)
+    if args.bundle and args.export:
+        ap.error("give the export or --bundle, not both")
+    if not args.bundle and not args.export:
+        ap.error("give the export (to convert the --quants) or --bundle DIR")
+    if args.bundle:
+        rows = compare_bundles([Path(b) for b in args.bundle], Path(args.reference), args.style, count=args.count)
+    else:
+        rows = compare(Path(args.export), Path(args.reference), args.quants.split(","), args.style,
+                       count=args.count)
     print(markdown(rows))
 
 

@@ -87,7 +87,8 @@ def test_sizes_memory_install_and_machine_are_reported(quick):
 def test_targets_are_ratios_from_the_same_run(quick):
     results, _, _ = quick
     targets = {t["target"]: t for t in results["targets"]}
-    assert set(targets) == {"speedup", "overhead", "beam_overhead", "size", "memory"}
+    assert set(targets) == {"speedup", "overhead", "search_overhead", "beam_overhead", "beam_search_overhead", "size",
+                            "memory"}
     for t in targets.values():
         assert t["measured"] > 0 and t["limit"] > 0 and isinstance(t["met"], bool) and t["detail"]
         assert t["met"] or (t["missed_by"] and t["why"])
@@ -95,6 +96,9 @@ def test_targets_are_ratios_from_the_same_run(quick):
     assert targets["speedup"]["measured"] == pytest.approx(
         lat["eager"]["stages"]["greedy"]["p50"] / lat["int8"]["stages"]["greedy"]["p50"])
     assert targets["beam_overhead"]["measured"] == lat["int8"]["stages"]["beam_overhead_pct"]["p50"]
+    for stage in ("", "beam_"):  # the search loop's share: part of the whole caption's overhead, same limits
+        search, whole = targets[f"{stage}search_overhead"], targets[f"{stage}overhead"]
+        assert 0 < search["measured"] < whole["measured"] and search["limit"] == whole["limit"]
     assert (targets["overhead"]["limit"], targets["beam_overhead"]["limit"]) == (5.0, 15.0)
 
 
