@@ -1,7 +1,8 @@
 """Rebuild demo/bundle from scratch, reproducibly: synthetic data (seeded) -> train -> export -> integer bundle.
 
 Run with `make demo-bundle` (about 100 minutes on 2 CPU cores, most of them training). Work files go to build/demo/
-inside the clone.
+inside the clone. `--from-run` bundles the run already there; `--recalibrate` only calibrates the shipped bundles
+again and re-measures their quality (minutes).
 The recipe (this file, the seed, the full training config) is recorded in the bundle's manifest.
 """
 
@@ -41,6 +42,9 @@ def main(argv: list[str]) -> int:
     from scenecap.train.synthetic import generate
 
     data = WORK / "data"
+    if "--recalibrate" in argv:  # the shipped bundles' confidence sections again, then quality.json: no training
+        recalibrate()
+        return 0
     if "--from-run" not in argv:  # --from-run: bundle the run already in build/demo (e.g. stopped early)
         from scenecap.train.model import ModelConfig
         from scenecap.train.trainer import TrainConfig, run
@@ -66,13 +70,30 @@ CALIBRATION = dict(n_train=600, n_val=200, n_test=0, seed=11)  # fresh scenes fo
 UNSURE_PERCENTILE = 5
 
 
+def outlier_folder() -> Path:
+    """demo/trust.py's outlier-exposure pictures as PNGs (real pictures none of the quality report's sets use)."""
+    from PIL import Image
+    from trust import outlier_exposure
+
+    folder = WORK / "outliers"
+    if not folder.is_dir():
+        tmp = folder.with_name("outliers.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for k, (name, im) in enumerate(outlier_exposure().items()):
+            Image.fromarray(im).save(tmp / f"{k:03d}_{name.replace('#', '_')}.png")
+        tmp.rename(folder)
+    return folder
+
+
 def calibrate(bundle_dir: Path) -> None:
-    """The confidence section (scenecap calibrate) from fresh scenes of the training style, never test ones."""
+    """The confidence section (scenecap calibrate) from fresh scenes of the training style, never test ones, with
+    outlier exposure to real pictures that no quality set uses."""
     import subprocess
 
     from scenecap.train.synthetic import generate
 
-    calib = WORK / "calibration"
+    calib = WORK / f"calibration-{STYLE}"
     if not (calib / "val").is_dir():
         generate(calib, style=STYLE, **CALIBRATION)  # drawn like the training scenes
         for split in ("train", "val"):  # synth writes one images/ folder; calibrate takes one folder per role
@@ -80,8 +101,8 @@ def calibrate(bundle_dir: Path) -> None:
             for f in (calib / "images").glob(f"{split}_*.jpg"):
                 f.rename(calib / split / f.name)
     subprocess.run([sys.executable, "-m", "scenecap.cli", "calibrate", str(bundle_dir), "--images",
-                    str(calib / "train"), "--val-images", str(calib / "val"), "--percentile", str(UNSURE_PERCENTILE)],
-                   check=True)
+                    str(calib / "train"), "--val-images", str(calib / "val"), "--percentile", str(UNSURE_PERCENTILE),
+                    "--outlier-images", str(outlier_folder())], check=True)
 
 
 def bundle(data: Path) -> None:
@@ -112,6 +133,21 @@ def bundle(data: Path) -> None:
     shipped["identical_to_float32"] = next(r["identical_to_float32"] for r in rows if r["decoder"] == DECODER_QUANT)
     write_quality(shipped)
     print(markdown(rows))
+
+
+def recalibrate() -> None:
+    """Calibrate demo/bundle-float32 and demo/bundle again (after a change to the gate) and measure the shipped
+    one's quality again, keeping the decoder candidates quality.json has (they need the export)."""
+    from demo_quality import measure_styles, write_quality
+
+    for out in (FLOAT_BUNDLE, BUNDLE):
+        calibrate(out)
+    previous = json.loads((ROOT / "demo" / "quality.json").read_text(encoding="utf-8"))
+    shipped = measure_styles(BUNDLE, STYLE)
+    for key in ("decoder_candidates", "identical_to_float32"):
+        if key in previous:
+            shipped[key] = previous[key]
+    write_quality(shipped)
 
 
 if __name__ == "__main__":

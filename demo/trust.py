@@ -2,8 +2,9 @@
 
 Two out-of-distribution sets, both offline: real photographs and micrographs that scikit-image's wheel ships
 (each also as four corner crops), and procedural non-scenes (noise, rendered text, gradients, 1/f textures, flat
-colours). `gate_figures` gives, for any set of captions, the share marked unsure and the share that is confident
-but wrong; `auroc` says how well the image-familiarity score alone tells two sets apart.
+colours). `outlier_exposure` gives other real pictures, disjoint from both, for `scenecap calibrate
+--outlier-images`. `gate_figures` gives, for any set of captions, the share marked unsure and the share that is
+confident but wrong; `auroc` says how well the image-familiarity score alone tells two sets apart.
 """
 
 from __future__ import annotations
@@ -31,6 +32,41 @@ def photographs() -> dict[str, np.ndarray]:
         out[name] = im
         for i, (y, x) in enumerate([(0, 0), (0, w - s), (h - s, 0), (h - s, w - s)]):
             out[f"{name}#crop{i}"] = im[y:y + s, x:x + s]
+    return out
+
+
+# Outlier exposure (`scenecap calibrate --outlier-images`): real pictures for the gate to learn "not a scene" from,
+# none of them in PHOTOS (what the gate is judged on) and none procedural (the non-scenes it is judged on).
+OUTLIER_SOURCES = ["brick.png", "grass.png", "gravel.png", "color.png"]  # scikit-image's, beside matplotlib's photo
+
+
+def outlier_exposure(crops: int = 40, faces: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
+    """Pictures the demo bundle must be unsure of, disjoint from photographs() and procedural(): random square
+    crops (a quarter of the short side to all of it, half of them mirrored) of scikit-image's brick, grass,
+    gravel and colour-wheel pictures and of matplotlib's portrait of Grace Hopper, and `faces` of the
+    scikit-image wheel's Labeled Faces in the Wild thumbnails."""
+    rng = np.random.default_rng(seed)
+    root = importlib.resources.files("skimage") / "data"
+    sources = {}
+    for name in OUTLIER_SOURCES:
+        with importlib.resources.as_file(root / name) as p:
+            sources[name] = np.asarray(Image.open(p).convert("RGB"))
+    hopper = importlib.resources.files("matplotlib") / "mpl-data" / "sample_data" / "grace_hopper.jpg"
+    with importlib.resources.as_file(hopper) as p:
+        sources["grace_hopper.jpg"] = np.asarray(Image.open(p).convert("RGB"))
+    out = {}
+    for name, im in sources.items():
+        h, w = im.shape[:2]
+        for k in range(crops):
+            s = int(rng.integers(min(h, w) // 4, min(h, w) + 1))
+            y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+            crop = im[y:y + s, x:x + s]
+            out[f"{name}#crop{k}"] = np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
+    with importlib.resources.as_file(root / "lfw_subset.npy") as p:
+        thumbs = np.load(p, allow_pickle=False)
+    for k, face in enumerate(thumbs[:faces]):
+        grey = (np.clip(face, 0, 1) * 255).astype(np.uint8)
+        out[f"lfw_{k:03d}"] = np.repeat(grey[:, :, None], 3, axis=2)
     return out
 
 

@@ -3,6 +3,9 @@
 It runs the bundle's own encoder and decoder on in-distribution images: the encoder features of --images fit the
 image Gaussian (edge/confidence.py); --val-images (else the last quarter of --images, held out from the fit) place
 the familiarity scale and, captioned, choose the threshold that keeps (100 - percentile)% of them confident.
+With --outlier-images (photographs and other pictures the bundle must not describe confidently, never the ones
+you test it on), the statistics also get an outlier direction (edge/confidence.py): familiarity then falls for
+images that look more like those than like the scenes, which a Gaussian of the scenes alone can miss.
 The stats file is named by its hash and written before the manifest (both atomically), so a crash leaves the
 bundle as it was or as it is meant to be, never a manifest naming a file that is not there.
 """
@@ -27,15 +30,19 @@ log = logging.getLogger("scenecap.edge.calibrate")
 
 DEFAULT_PERCENTILE = 2.0  # 98% of validation captions confident: room for held-out images to land lower
 MIN_IMAGES = 20
-SECTION_VERSION = "1.2"
+SECTION_VERSION = "1.2"  # the format that first read the section
+DIRECTION_VERSION = "1.3"  # ... and its outlier direction
 
 EXAMPLES = """examples:
   scenecap synth data/calib --train 600 --val 200 --test 0 --seed 11 --style classic --size 96
   scenecap calibrate demo/bundle --images data/calib/images/train --val-images data/calib/images/val
+  scenecap calibrate demo/bundle --images data/calib/images/train --val-images data/calib/images/val \\
+      --outlier-images photos/   # pictures it must be unsure of: familiarity also falls towards them
 
 The statistics describe the images the bundle was trained on: calibrate with fresh images of the same kind
-(never the test images you judge it on). Captions of images unlike them, or whose words the decoder is unsure
-of, fall below the threshold and are marked unsure ('scenecap caption --help': --min-confidence, --unsure)."""
+(never the test images you judge it on; the same for outlier images). Captions of images unlike them, or whose
+words the decoder is unsure of, fall below the threshold and are marked unsure ('scenecap caption --help':
+--min-confidence, --unsure)."""
 
 
 @dataclass
@@ -60,6 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-images", metavar="DIR",
                    help="other in-distribution images to set the scale and threshold on (default: the last "
                    "quarter of --images, held out from the fit)")
+    p.add_argument("--outlier-images", metavar="DIR",
+                   help="pictures the bundle must mark unsure (photographs, textures, anything but its scenes; "
+                   f"at least {MIN_IMAGES}): adds an outlier direction to the statistics (bundle format 1.3)")
     p.add_argument("--components", type=int_in(1, MAX_COMPONENTS, "the most the bundle format holds"),
                    default=MAX_COMPONENTS, metavar="K",
                    help="PCA dimensions of the image Gaussian, 1-16 (default 16)")
@@ -103,6 +113,16 @@ def stats_bytes(stats) -> bytes:
     return buf.getvalue()
 
 
+def pooled_only(captioner, path: Path) -> np.ndarray:
+    """One image's pooled encoder features (an outlier image: no caption needed)."""
+    from scenecap.edge import confidence as conf
+    from scenecap.edge.images import load_image
+    from scenecap.edge.preprocess import prepare
+
+    feats = captioner.encode(prepare(load_image(path), captioner.bundle.manifest.preprocess))
+    return conf.pooled_features(feats["features"])
+
+
 def write_section(bundle_dir: Path, manifest, stats, section: dict) -> str:
     """The stats file (named by its hash), then the manifest naming it; the previous stats file is removed."""
     from scenecap.edge.bundle import MANIFEST
@@ -118,8 +138,9 @@ def write_section(bundle_dir: Path, manifest, stats, section: dict) -> str:
         data["files"].pop(old, None)
     data["files"][name] = {"sha256": digest, "bytes": len(raw)}
     data["confidence"] = {"file": name, **section}
-    if tuple(map(int, data["format_version"].split("."))) < tuple(map(int, SECTION_VERSION.split("."))):
-        data["format_version"] = SECTION_VERSION
+    needed = DIRECTION_VERSION if stats.direction is not None else SECTION_VERSION
+    if tuple(map(int, data["format_version"].split("."))) < tuple(map(int, needed.split("."))):
+        data["format_version"] = needed
     atomic_write_text(bundle_dir / MANIFEST, json.dumps(data, indent=2, ensure_ascii=False))
     if old and old != name:
         (bundle_dir / old).unlink(missing_ok=True)
@@ -140,19 +161,38 @@ def run_calibrate(args: argparse.Namespace) -> int:
     captioner = Captioner(bundle, threads=1)
     fit = [measure(captioner, p) for p in fit_paths]
     val = [measure(captioner, p) for p in val_paths]
+    outliers = [pooled_only(captioner, p) for p in image_files(args.outlier_images)] if args.outlier_images else []
     stats = conf.fit_stats(np.stack([m.pooled for m in fit]), args.components)
     stats = conf.with_references(stats, np.array([conf.distance(stats, m.pooled) for m in val]))
-    confidences = np.array([conf.combine(m.word, conf.familiarity(stats, conf.distance(stats, m.pooled)))
-                            for m in val])
+    if outliers:
+        direction = conf.fit_direction(np.stack([m.pooled for m in fit]), np.stack(outliers))
+        stats = conf.with_direction(stats, direction, np.stack([m.pooled for m in val]))
+    confidences = np.array([conf.combine(m.word, conf.image_familiarity(stats, m.pooled)) for m in val])
     threshold = conf.threshold_at(confidences, args.percentile)
     kept = float((confidences >= threshold).mean())
     section = {"components": int(stats.components.shape[0]), "pooled_dim": int(stats.mean.shape[0]),
                "references": int(stats.references.size), "threshold": round(threshold, 6),
                "percentile": args.percentile, "pooling": "mean+std of sqrt(features) over locations",
                "images": len(fit), "val_images": len(val), "val_confident": round(kept, 4)}
+    if outliers:
+        section.update(direction_references=int(stats.direction_references.size), outlier_images=len(outliers),
+                       direction="Fisher discriminant towards the outlier images")
     name = write_section(Path(args.bundle), bundle.manifest, stats, section)
     load_bundle(args.bundle)  # what was written reads back, hashes and all
-    print(escape(f"{args.bundle}: {name}: {len(fit)} images fit, {len(val)} validation; distance q50 "
-                 f"{stats.q50:.2f} q95 {stats.q95:.2f}; threshold {threshold:.4f} (percentile {args.percentile:g}): "
-                 f"{kept:.1%} of validation captions confident"), file=sys.stdout)
+    print(escape(f"{args.bundle}: {name}: {len(fit)} images fit, {len(val)} validation"
+                 f"{f', {len(outliers)} outlier' if outliers else ''}; distance q50 {stats.q50:.2f} q95 "
+                 f"{stats.q95:.2f}; threshold {threshold:.4f} (percentile {args.percentile:g}): "
+                 f"{kept:.1%} of validation captions confident{_outliers_unsure(stats, outliers, threshold)}"),
+          file=sys.stdout)
     return 0
+
+
+def _outliers_unsure(stats, outliers: list[np.ndarray], threshold: float) -> str:
+    """How many of the outlier images themselves fall below the threshold on familiarity alone (an upper bound on
+    their confidence: word confidence is at most 1). In-sample: judge the gate on other images."""
+    if not outliers:
+        return ""
+    from scenecap.edge import confidence as conf
+
+    below = np.mean([conf.image_familiarity(stats, p) < threshold for p in outliers])
+    return f"; {below:.1%} of the outlier images unsure on familiarity alone"

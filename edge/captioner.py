@@ -329,8 +329,7 @@ class Captioner:
         """Fill the caption's familiarity, confidence and unsure (timed as the 'confidence' stage)."""
         t0 = time.perf_counter()
         if self.novelty is not None:
-            d = conf.distance(self.novelty, conf.pooled_features(feats["features"]))
-            cap.familiarity = conf.familiarity(self.novelty, d)
+            cap.familiarity = conf.image_familiarity(self.novelty, conf.pooled_features(feats["features"]))
         cap.word_confidence = conf.word_confidence(cap.log_prob, len(cap.hypothesis.tokens))
         cap.confidence = conf.combine(cap.word_confidence, cap.familiarity)
         cap.unsure = cap.confidence < self.min_confidence

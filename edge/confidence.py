@@ -15,6 +15,17 @@ against 0.95 for the plain mean and spread, and 0.68 for the mean alone; a resid
 instead of its 240 hid most of the difference.) So an image as typical as half the calibration set is fully
 familiar, one at the 95th percentile half so, and a photograph tens of spreads away about 0.
 
+Optionally (`scenecap calibrate --outlier-images`), outlier exposure: images the cane must not describe
+confidently (photographs, not scenes) give a direction in the same pooled space, Fisher's linear discriminant
+between them and the fit set (both covariances, shrunk), and each image also gets
+
+  score    = (pooled - mean) . direction
+  familiar = the Gaussian's familiarity * 2 ** -max(0, (score - s50) / (s95 - s50))  (s50, s95: the validation
+             images' scores)
+
+(Measured on the demo bundle, with photographs and textures the tests never see as the outliers: AUROC against
+the test photographs 0.92 -> 1.00, against the held-out shifted drawing style 0.76 -> 0.91.)
+
 confidence = word confidence * familiarity, where word confidence is the geometric mean
 probability of the caption's tokens (<end> included): exp(log_prob / tokens).
 """
@@ -31,19 +42,26 @@ from scenecap.edge.errors import ScenecapError
 MAX_COMPONENTS = 16
 MAX_REFERENCES = 100_000  # calibration distances kept in the stats file (a few thousand images is plenty)
 STATS_ARRAYS = ("mean", "components", "variances", "residual", "references")
+OUTLIER_ARRAYS = ("direction", "direction_references")  # with --outlier-images only
+# Fisher's discriminant regularised towards the identity by this share of the mean variance: a few hundred
+# images in hundreds of dimensions leave the covariance nearly singular.
+DIRECTION_SHRINKAGE = 1e-3
 VARIANCE_FLOOR = 1e-6  # relative to the largest variance: a direction the fit set never moved in is not infinite
 
 
 @dataclass
 class NoveltyStats:
     """The in-distribution features' Gaussian: mean [P], components [k, P] (orthonormal rows), variances [k],
-    residual (mean residual energy on the fit set), references (sorted calibration distances)."""
+    residual (mean residual energy on the fit set), references (sorted calibration distances); with outlier
+    exposure, the discriminant direction [P] and the validation images' sorted scores along it."""
 
     mean: np.ndarray
     components: np.ndarray
     variances: np.ndarray
     residual: float
     references: np.ndarray
+    direction: np.ndarray | None = None
+    direction_references: np.ndarray | None = None
 
     @property
     def q50(self) -> float:
@@ -55,10 +73,14 @@ class NoveltyStats:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """As stored in the bundle's stats file (float32, plain arrays: read back with allow_pickle=False)."""
-        return {"mean": self.mean.astype(np.float32), "components": self.components.astype(np.float32),
-                "variances": self.variances.astype(np.float32),
-                "residual": np.array([self.residual], np.float32),
-                "references": np.sort(self.references).astype(np.float32)}
+        out = {"mean": self.mean.astype(np.float32), "components": self.components.astype(np.float32),
+               "variances": self.variances.astype(np.float32),
+               "residual": np.array([self.residual], np.float32),
+               "references": np.sort(self.references).astype(np.float32)}
+        if self.direction is not None:
+            out["direction"] = self.direction.astype(np.float32)
+            out["direction_references"] = np.sort(self.direction_references).astype(np.float32)
+        return out
 
 
 def pooled_features(features: np.ndarray) -> np.ndarray:
@@ -108,9 +130,49 @@ def with_references(stats: NoveltyStats, distances: np.ndarray) -> NoveltyStats:
 
 def familiarity(stats: NoveltyStats, d: float) -> float:
     """In [0, 1]: 1 up to the calibration median distance, halving with each (q95 - q50) beyond it."""
-    q50, q95 = stats.q50, stats.q95
-    spread = max(q95 - q50, 1e-6 * max(q50, 1.0))
-    return float(2.0 ** -max(0.0, (d - q50) / spread))
+    return _halving(d, stats.references)
+
+
+def _halving(x: float, references: np.ndarray) -> float:
+    """1 up to the references' median, halving with each (q95 - q50) beyond it."""
+    q50, q95 = float(np.quantile(references, 0.5)), float(np.quantile(references, 0.95))
+    spread = max(q95 - q50, 1e-6 * max(abs(q50), 1.0))
+    return float(2.0 ** -max(0.0, (x - q50) / spread))
+
+
+def fit_direction(pooled: np.ndarray, outliers: np.ndarray, shrinkage: float = DIRECTION_SHRINKAGE) -> np.ndarray:
+    """Fisher's discriminant [P] from in-distribution pooled features [n, P] towards outliers' [m, P]: the
+    direction along which the outliers lie farthest from the scenes, in units of both sets' spread."""
+    a, b = np.asarray(pooled, np.float64), np.asarray(outliers, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        raise ScenecapError(f"{len(a)} fit and {len(b)} outlier image(s); need at least 2 of each for the direction")
+    cov = np.cov(a, rowvar=False) + np.cov(b, rowvar=False)
+    cov += shrinkage * max(np.trace(cov) / cov.shape[0], 1e-12) * np.eye(cov.shape[0])
+    w = np.linalg.solve(cov, b.mean(axis=0) - a.mean(axis=0))
+    return w / max(np.linalg.norm(w), 1e-12)
+
+
+def outlier_score(stats: NoveltyStats, pooled: np.ndarray) -> float:
+    """How far along the outlier direction one image lies from the in-distribution mean."""
+    return float((np.asarray(pooled, np.float64) - stats.mean) @ stats.direction)
+
+
+def with_direction(stats: NoveltyStats, direction: np.ndarray, val_pooled: np.ndarray) -> NoveltyStats:
+    """The same statistics with the outlier direction, its scale placed by the validation images' scores."""
+    refs = np.sort((np.asarray(val_pooled, np.float64) - stats.mean) @ np.asarray(direction, np.float64))
+    if refs.size < 2:
+        raise ScenecapError("need at least 2 validation images to place the outlier direction's scale")
+    return NoveltyStats(stats.mean, stats.components, stats.variances, stats.residual, stats.references,
+                        np.asarray(direction, np.float64), refs)
+
+
+def image_familiarity(stats: NoveltyStats, pooled: np.ndarray) -> float:
+    """In [0, 1]: the Gaussian's familiarity of one image's pooled features, times the outlier direction's when
+    the statistics have one."""
+    f = familiarity(stats, distance(stats, pooled))
+    if stats.direction is not None:
+        f *= _halving(outlier_score(stats, pooled), stats.direction_references)
+    return float(f)
 
 
 def word_confidence(log_prob: float, n_tokens: int) -> float:
@@ -125,23 +187,33 @@ def combine(word: float, familiar: float | None) -> float:
     return float(word if familiar is None else word * familiar)
 
 
-def stats_shapes(components: int, pooled_dim: int, references: int) -> dict[str, tuple[int, ...]]:
-    """The stats file's arrays (STATS_ARRAYS, float32 each) and their shapes: what the bundle loader expects."""
-    return {"mean": (pooled_dim,), "components": (components, pooled_dim), "variances": (components,),
-            "residual": (1,), "references": (references,)}
+def stats_shapes(components: int, pooled_dim: int, references: int,
+                 direction_references: int = 0) -> dict[str, tuple[int, ...]]:
+    """The stats file's arrays (STATS_ARRAYS, then OUTLIER_ARRAYS when direction_references > 0; float32 each) and
+    their shapes: what the bundle loader expects."""
+    shapes = {"mean": (pooled_dim,), "components": (components, pooled_dim), "variances": (components,),
+              "residual": (1,), "references": (references,)}
+    if direction_references:
+        shapes.update(direction=(pooled_dim,), direction_references=(direction_references,))
+    return shapes
 
 
 def stats_from_arrays(arrays: dict[str, np.ndarray], where: str) -> NoveltyStats:
     """The stats file's arrays (shapes already checked by the bundle loader) as NoveltyStats; finite values only."""
-    for name in STATS_ARRAYS:
+    for name in (*STATS_ARRAYS, *(n for n in OUTLIER_ARRAYS if n in arrays)):
         if not np.all(np.isfinite(arrays[name])):
             raise ScenecapError(f"{where}: {name} holds NaN or infinite values; re-run 'scenecap calibrate'")
     variances = arrays["variances"].astype(np.float64)
     residual = float(arrays["residual"][0])
     if np.any(variances <= 0) or residual <= 0:
         raise ScenecapError(f"{where}: variances must be > 0; re-run 'scenecap calibrate'")
+    direction = arrays.get("direction")
+    if direction is not None and not np.any(direction):
+        raise ScenecapError(f"{where}: the outlier direction is all zeros; re-run 'scenecap calibrate'")
     return NoveltyStats(arrays["mean"].astype(np.float64), arrays["components"].astype(np.float64), variances,
-                        residual, np.sort(arrays["references"].astype(np.float64)))
+                        residual, np.sort(arrays["references"].astype(np.float64)),
+                        None if direction is None else direction.astype(np.float64),
+                        None if direction is None else np.sort(arrays["direction_references"].astype(np.float64)))
 
 
 def threshold_at(confidences: np.ndarray, percentile: float) -> float:

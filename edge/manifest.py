@@ -34,10 +34,12 @@ FORMAT = "scenecap-bundle"
 # major.minor: a newer minor adds optional keys; a newer major is refused.
 # 1.1 adds models.*.options/runtimes and decoder.embedding (the Edge TPU decoder's lookup table).
 # 1.2 adds the optional `confidence` section (image statistics and the unsure threshold, from `scenecap calibrate`).
+# 1.3 adds confidence.direction_references: outlier exposure (`calibrate --outlier-images`), the discriminant
+# direction and its scale as two more arrays of the stats file, which a 1.2 runtime refuses rather than ignores.
 # models.decoder_step.outputs.log_norm (optional, float32 [batch]: each logits row's log-sum-exp, from convert's
 # float-logit decoders) needs no new version: outputs always mapped names to tensors, and a runtime from before it
 # binds every output the manifest lists and reads only the three it knows (so it computes the log-sum-exp itself).
-FORMAT_VERSION = "1.2"
+FORMAT_VERSION = "1.3"
 MANIFEST = "manifest.json"
 DECODER_STATES = ("carry", "legacy-zero")
 MODEL_NAMES = ("encoder", "decoder_step")
@@ -157,6 +159,7 @@ class ConfidenceSection:
     pooled_dim: int  # mean and spread of each encoder feature channel: 2 * feature_dim
     references: int
     threshold: float
+    direction_references: int = 0  # format 1.3: the outlier direction's scale (0: no outlier exposure)
     extra: dict[str, Any] = field(default_factory=dict)  # how they were chosen (percentile, images...), not read
 
     @classmethod
@@ -175,16 +178,19 @@ class ConfidenceSection:
         t = c.get("threshold")
         if not is_number(t) or not 0 <= t <= 1:
             raise ScenecapError(f"{where}.threshold is {t!r}; expected a number from 0 to 1")
-        return cls(file, components, c["pooled_dim"], references, t, _split(c, cls)[1])
+        direction = whole_number(c, "direction_references", 2, MAX_REFERENCES, where) \
+            if "direction_references" in c else 0
+        return cls(file, components, c["pooled_dim"], references, t, direction, _split(c, cls)[1])
 
     @property
     def array_shapes(self) -> dict[str, tuple[int, ...]]:
         """The stats file's arrays and their shapes (float32 each)."""
-        return stats_shapes(self.components, self.pooled_dim, self.references)
+        return stats_shapes(self.components, self.pooled_dim, self.references, self.direction_references)
 
     def to_json(self) -> dict:
+        direction = {"direction_references": self.direction_references} if self.direction_references else {}
         return {"file": self.file, "components": self.components, "pooled_dim": self.pooled_dim,
-                "references": self.references, "threshold": self.threshold, **self.extra}
+                "references": self.references, "threshold": self.threshold, **direction, **self.extra}
 
 
 @dataclass(frozen=True)

@@ -192,7 +192,8 @@ def test_calibrate_writes_a_hashed_section_and_replaces_the_old_one(copy_bundle,
     assert r.returncode == 0, r.stderr
     m = load_bundle(b).manifest
     section = m.confidence
-    assert m.format_version == "1.2" and section.components == 8
+    assert tuple(map(int, m.format_version.split("."))) >= (1, 2) and section.components == 8
+    assert section.direction_references == 0  # no --outlier-images: the previous section's direction is gone
     assert section.extra["val_images"] == len(list(val.iterdir()))
     assert section.file in m.files and section.file != old and not (b / old).exists()
     assert section.extra["val_confident"] >= 0.95 and 0 < section.threshold < 1
@@ -200,3 +201,69 @@ def test_calibrate_writes_a_hashed_section_and_replaces_the_old_one(copy_bundle,
     few = subprocess.run([sys.executable, "-m", "scenecap", "calibrate", b, "--images", ROOT / "demo" / "frames"],
                          capture_output=True, text=True, timeout=300)
     assert few.returncode != 0 and "at least" in few.stderr and "Traceback" not in few.stderr
+
+
+# -- outlier exposure ---------------------------------------------------------------------------------------------
+def _calibrate(bundle: Path, fit: Path, val: Path, outliers: Path | None = None) -> subprocess.CompletedProcess:
+    extra = ["--outlier-images", outliers] if outliers else []
+    return subprocess.run([sys.executable, "-m", "scenecap", "calibrate", bundle, "--images", fit, "--val-images",
+                           val, "--percentile", "5", *extra], capture_output=True, text=True, timeout=300)
+
+
+def _familiarity_auroc(cap: Captioner, own: list[np.ndarray], other: list[np.ndarray]) -> float:
+    return auroc([cap.caption(im).familiarity for im in own], [cap.caption(im).familiarity for im in other])
+
+
+def test_outlier_images_teach_the_gate_what_the_scenes_alone_miss(copy_bundle, tmp_path, held_out):
+    """A user calibrates twice, once with pictures the cane must be unsure of (demo/trust.py's outlier set: real
+    photographs and textures, none of them the test photographs). With them, the test photographs and a drawing
+    style never seen in training both look less familiar, while fresh scenes of its own kind stay confident."""
+    sys.path.insert(0, str(ROOT / "demo"))
+    try:
+        from trust import PHOTOS, outlier_exposure
+    finally:
+        sys.path.remove(str(ROOT / "demo"))
+    fit, val, out = tmp_path / "fit", tmp_path / "val", tmp_path / "outliers"
+    for d in (fit, val, out):
+        d.mkdir()
+    for k, im in held_out[0].items():
+        Image.fromarray(im).save((fit if k % 3 else val) / f"{k}.png")
+    pictures = outlier_exposure(crops=20, faces=40)
+    assert not {name.split("#")[0] for name in pictures} & set(PHOTOS)  # never what the gate is judged on
+    for k, im in enumerate(pictures.values()):
+        Image.fromarray(im).save(out / f"{k:03d}.png")
+    plain, exposed = copy_bundle(DEMO, "plain"), copy_bundle(DEMO, "exposed")
+    assert _calibrate(plain, fit, val).returncode == 0
+    r = _calibrate(exposed, fit, val, out)
+    assert r.returncode == 0, r.stderr
+    assert f"{len(pictures)} outlier" in r.stdout and "of the outlier images unsure" in r.stdout
+    m = load_bundle(exposed).manifest
+    assert m.format_version == "1.3" and m.confidence.direction_references == len(list(val.iterdir()))
+    assert m.confidence.extra["outlier_images"] == len(pictures)
+
+    fresh, _ = synth(tmp_path / "fresh", json.loads((ROOT / "demo" / "quality.json").read_text())["style"], 22, 60)
+    shifted, _ = synth(tmp_path / "shifted", "shifted", 24, 60)
+    photos = list(photographs().values())
+    caps = {name: Captioner.load(b) for name, b in (("plain", plain), ("exposed", exposed))}
+    for cap in caps.values():
+        assert 1 - np.mean([cap.caption(im).unsure for im in fresh.values()]) >= 0.9  # its own kind: confident
+    got = {name: (_familiarity_auroc(cap, list(fresh.values()), photos),
+                  _familiarity_auroc(cap, list(fresh.values()), list(shifted.values()))) for name, cap in caps.items()}
+    # demo/quality.json (200 scenes each): photographs 0.92 -> 1.00, shifted 0.75 -> 0.88.
+    assert got["exposed"][0] >= max(0.98, got["plain"][0]), got
+    assert got["exposed"][1] >= got["plain"][1] + 0.05, got
+    assert np.mean([caps["exposed"].caption(im).unsure for im in photos]) >= 0.95
+
+
+def test_a_stats_file_without_the_direction_its_manifest_names_is_one_line(copy_bundle):
+    b = copy_bundle(DEMO)
+    assert load_bundle(b).manifest.confidence.direction_references > 0  # the shipped bundle has one
+
+    def claim_more(d):
+        d["confidence"]["direction_references"] += 1
+
+    _rewrite(b, claim_more)
+    with pytest.raises(ScenecapError, match="direction_references.npy"):
+        Captioner.load(b)
+    r = _caption(ROOT / "demo" / "frames", "--bundle", b)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
