@@ -114,6 +114,7 @@ def _summary(bundle: Bundle, path: Path) -> None:
         e = m.embedding
         print(f"  embedding table: {escape(e.file)} {e.dtype}{e.shape} scale={e.scale:.6g} "
               f"zero_point={e.zero_point} (looked up on the CPU; the Edge TPU has no GATHER)")
+    print(f"  confidence: {_confidence_line(m.confidence)}")
     prov = m.provenance
     if prov.get("target_runtime"):
         calibrated = prov.get("calibration_count")
@@ -121,6 +122,21 @@ def _summary(bundle: Bundle, path: Path) -> None:
               + (f"; calibrated on {escape(calibrated)} images" if calibrated else ""))
     for change in _items(prov.get("changes")):
         print(f"  changed: {escape(change)}")
+
+
+def _confidence_line(c) -> str:
+    """What marks a caption unsure: the calibrated threshold and what the familiarity is made of."""
+    if c is None:
+        return "word probabilities only (no image statistics: 'scenecap calibrate' adds them)"
+    x = c.extra
+    fit = f" from {escape(x['images'])} images" if "images" in x else ""
+    line = (f"unsure below {c.threshold:.4g}"
+            + (f" (percentile {escape(x['percentile'])} of {escape(x.get('val_images', '?'))} validation captions)"
+               if "percentile" in x else "")
+            + f"; image Gaussian of {c.components} components{fit}")
+    if c.direction_references:
+        line += f"; outlier direction from {escape(x.get('outlier_images', '?'))} outlier images"
+    return line
 
 
 def _models_report(bundle: Bundle, all_ops: bool) -> list[int]:

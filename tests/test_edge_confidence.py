@@ -267,3 +267,19 @@ def test_a_stats_file_without_the_direction_its_manifest_names_is_one_line(copy_
         Captioner.load(b)
     r = _caption(ROOT / "demo" / "frames", "--bundle", b)
     assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_inspect_says_what_marks_a_caption_unsure(copy_bundle):
+    shown = subprocess.run([sys.executable, "-m", "scenecap", "inspect", DEMO], capture_output=True, text=True,
+                           timeout=120)
+    line = next(ln for ln in shown.stdout.splitlines() if ln.strip().startswith("confidence:"))
+    section = load_bundle(DEMO).manifest.confidence
+    assert f"unsure below {section.threshold:.4g}" in line and "outlier direction from 300" in line
+    b = copy_bundle(DEMO)
+
+    def strip(d):
+        d["files"].pop(d.pop("confidence")["file"])
+
+    _rewrite(b, strip)
+    bare = subprocess.run([sys.executable, "-m", "scenecap", "inspect", b], capture_output=True, text=True, timeout=120)
+    assert "confidence: word probabilities only" in bare.stdout
