@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
 # The decoder step to ship: chosen from the candidates measured below (demo/decoder_candidates.py; the table is
 # kept in quality.json) as the fastest one whose greedy captions match float32's on >= 95% of held-out scenes.
 DECODER_QUANT = "dynamic"
-CANDIDATES = ("float32", "float16", "dynamic", "int8", "int8-fstate", "int8-fattn", "int8-mixed", "int16x8")
+CANDIDATES = ("float32", "float16", "dynamic", "int8", "int8-fstate", "int8-fattn", "int8-mixed", "int16x8", "edgetpu")
 FLOAT_BUNDLE = ROOT / "demo" / "bundle-float32"  # the reference anyone can check the shipped bundle against
 CALIBRATION = dict(n_train=600, n_val=200, n_test=0, seed=11)  # fresh scenes for the confidence statistics
 # 5% of in-distribution captions unsure (calibrate's default is 2%): trained on varied backgrounds, the model's
