@@ -318,6 +318,26 @@ class LiveSource(FrameSource):
         return got
 
     # -- consumer side ----------------------------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        """Whether the capture thread is running (it stops on close() or when it gives up)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def ended(self) -> bool:
+        """Whether the capture thread has finished: stopped, or given up (then `failure` says why)."""
+        with self._cond:
+            return self._ended
+
+    def wait_frames(self, n: int, timeout: float | None = None) -> bool:
+        """Wait until the capture thread has read `n` more frames (False: it ended or `timeout` passed first).
+        The thread notifies at every frame, so this waits on the event, never on a sleep."""
+        self.start()
+        with self._cond:
+            target = self.stats.frames_read + n
+            return self._cond.wait_for(lambda: self.stats.frames_read >= target or self._ended, timeout=timeout) \
+                and self.stats.frames_read >= target
+
     def take(self, timeout: float | None = None) -> Frame | None:
         """The newest frame not yet taken, waiting up to `timeout` seconds for one (None: none came)."""
         self.start()

@@ -348,7 +348,7 @@ def test_no_retry_is_logged_once_stopping(caplog):
     listener.close()
     for conn in held:
         conn.close()
-    assert not src._thread.is_alive()
+    assert not src.alive
     assert not [r.message for r in caplog.records if "retrying" in r.message]
 
 

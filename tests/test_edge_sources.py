@@ -53,7 +53,7 @@ def test_a_lost_stream_is_retried_past_the_start_attempts(caplog):
         assert next(it).image is not None
         server.stop()
         assert wait_for(lambda: len([r for r in caplog.records if "retrying" in r.message]) >= 4, timeout=60)
-        assert src.failure is None and not src._ended
+        assert src.failure is None and not src.ended
     finally:
         src.close()
         server.stop()
@@ -115,9 +115,7 @@ def test_stream_on_loopback_is_read_through_opencv_ffmpeg():
 def _busy_while_frames_come(src: LiveSource, n: int) -> None:
     """A caption loop busy while the camera delivers `n` more frames: waits on the source's own condition, which
     the capture thread notifies at every frame (the timeout only bounds a broken run)."""
-    with src._cond:
-        target = src.stats.frames_read + n
-        assert src._cond.wait_for(lambda: src.stats.frames_read >= target, timeout=60), src.stats
+    assert src.wait_frames(n, timeout=60), src.stats
 
 
 class _LogWatch(logging.Handler):
@@ -212,7 +210,7 @@ def test_camera_that_is_not_there_is_retried_until_stopped_when_asked_to(caplog)
     assert wait_for(lambda: len(retries()) >= 2, timeout=20)
     src.close()
     assert src.stats.frames_read == 0
-    assert not src._thread.is_alive()  # stopping works while it waits between attempts
+    assert not src.alive  # stopping works while it waits between attempts
 
 
 class _FakePicamera2:
