@@ -124,7 +124,7 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
 
 def run_bench_cli(args: argparse.Namespace) -> int:
     from scenecap.benchmarks.bench import run_bench
-    from scenecap.benchmarks.report import write_report
+    from scenecap.benchmarks.publish import write_report
 
     opts = bench_options(args)
     if opts.beam < 1:
@@ -135,7 +135,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
             print(d["models"]["folder"])
         return 0
     paths = write_report(results, opts.out, opts.name)
-    from scenecap.benchmarks.report import markdown
+    from scenecap.benchmarks.publish import markdown
 
     sys.stdout.write(markdown(results))
     for p in paths.values():

@@ -256,6 +256,46 @@ def _one_round(cap, entry: dict, invokes: tuple, frame: np.ndarray, beam: int, r
     cap.beam = 1
 
 
+# A working set that stays in any CPU's cache, to compare the weights' read speed with.
+CACHE_PROBE_BYTES = 1 << 20
+
+
+def read_gbps(nbytes: int, passes: int = 15) -> float:
+    """How fast one core reads a working set of `nbytes` again and again (GB/s, median pass after warm-up): what
+    a decoder step that streams that many bytes of weights per word can at best get on this machine. On a VM the
+    share of the last-level cache another tenant leaves decides whether that is cache or DRAM speed."""
+    words = np.ones(max(1, nbytes // 8), np.int64)
+    for _ in range(3):
+        words.sum()
+    times = []
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        words.sum()
+        times.append(time.perf_counter() - t0)
+    return words.nbytes / float(np.median(times)) / 1e9
+
+
+def streamed_weight_bytes(path: Path) -> int:
+    """Bytes of constant weights a step reads in full: every op's constant inputs except a lookup table's (GATHER
+    reads one row of the word embedding)."""
+    from scenecap.edge.modelinfo import read_model
+
+    info = read_model(path)
+    seen = set()
+    for op in info.operators:
+        if op.name != "GATHER":
+            seen.update(i for i in op.inputs if i >= 0 and info.tensor(i).buffer_bytes)
+    return sum(info.tensor(i).buffer_bytes for i in seen)
+
+
+def memory_reads(cap) -> dict:
+    """The decoder step's streamed weights and one core's read speed for a working set that size and for one that
+    fits in cache: whether the step is bound by memory rather than by arithmetic."""
+    weights = streamed_weight_bytes(cap.bundle.file(cap.bundle.manifest.models["decoder_step"].file))
+    return {"step_weight_bytes": weights, "weights_gbps": read_gbps(weights),
+            "cache_gbps": read_gbps(CACHE_PROBE_BYTES), "cache_probe_bytes": CACHE_PROBE_BYTES}
+
+
 def measure_edge(spec: dict) -> dict:
     """Every variant of one model set at one thread count: {variant: {stage: summary, ...}}."""
     from scenecap.edge.images import load_image
@@ -271,6 +311,7 @@ def measure_edge(spec: dict) -> dict:
     bar.close()
     for name, cap in caps.items():
         out[name]["python_costs_us"] = python_costs_us(cap, beam)
+        out[name]["memory_reads"] = memory_reads(cap)
     for name in out:
         out[name]["stages"] = {k: summarize(v) for k, v in out[name].pop("samples").items()}
     return out

@@ -40,6 +40,33 @@ def step_macs(model: dict) -> dict[str, int]:
             "fc2 (vocabulary)": f * v}
 
 
+def _stage_ratios(limit: float, name: str, step: float, encoder: float) -> str:
+    """Which stages fall short of the ratio: both, or one while the other makes it."""
+    if step < limit and encoder < limit:
+        return (f"neither stage is {limit:.0f}x faster: the eager step is {step:.1f}x the {name} step and the "
+                f"eager encoder {encoder:.1f}x the {name} one")
+    ok, short = (("step", step), ("encoder", encoder)) if step >= limit else (("encoder", encoder), ("step", step))
+    return (f"the {ok[0]} is {ok[1]:.1f}x faster than the eager one, but the {short[0]} only {short[1]:.1f}x, "
+            "and the caption's ratio lies between the two")
+
+
+def memory_bound(variant: dict, step_ms: float | None, threads: int) -> str:
+    """Why a step is slow when reading its weights takes most of it: the sentence for the "why", or "" when the
+    run did not probe memory, the step is not bound by it (reading its weights takes under 60% of the step), or
+    it ran on more threads than the one core the probe reads with."""
+    mr = variant.get("memory_reads")
+    if threads != 1 or not mr or not step_ms or not mr.get("weights_gbps"):
+        return ""
+    read_ms = mr["step_weight_bytes"] / mr["weights_gbps"] / 1e6
+    if read_ms < 0.6 * step_ms:
+        return ""
+    return (f"and the step is bound by memory: it reads {mr['step_weight_bytes'] / 1e6:.1f} MB of weights every "
+            f"word, and on this machine one core reads a working set that size at {mr['weights_gbps']:.1f} GB/s "
+            f"(one of {mr['cache_probe_bytes'] / 2**20:.0f} MB, which stays in cache, at {mr['cache_gbps']:.1f} "
+            f"GB/s), so the read alone takes {read_ms:.2f} of the step's {step_ms:.2f} ms; the eager loop's float "
+            "step is bound by its arithmetic instead, which int8 makes only a few times cheaper")
+
+
 def _recommended(row: dict) -> str:
     """The variant the targets are judged on: the recommended one when the run measured it, else int8."""
     return RECOMMENDED if RECOMMENDED in row else "int8"
@@ -70,11 +97,17 @@ def _speedup(dims: str, t: str, row: dict) -> dict | None:
     if not res["met"]:
         enc_share = 100.0 * enc_q / q
         res["missed_by"] = f"{limit / ratio:.1f}x short ({name} would need {e / limit:.1f} ms)"
-        res["why"] = (f"neither stage is {limit:.0f}x faster: the eager step is {step_e / step_q:.1f}x the "
-                      f"{name} step and the eager encoder {enc_e / enc_q:.1f}x the {name} one, so on this CPU the "
-                      f"naive loop's cost is mostly arithmetic that int8 only makes a few times cheaper, not Python "
-                      f"dispatch that quantisation removes; the {name} caption spends {enc_share:.0f}% in the encoder "
-                      f"and the rest in {words} decoder steps")
+        bound = memory_bound(fast, step_q, int(t))
+        if bound:
+            res["figures"]["memory_reads"] = fast["memory_reads"]
+        res["why"] = _stage_ratios(limit, name, step_e / step_q, enc_e / enc_q)
+        if bound:
+            res["why"] += ", " + bound
+        elif step_e / step_q < limit and enc_e / enc_q < limit:
+            res["why"] += (", so on this CPU the naive loop's cost is mostly arithmetic that int8 only makes a few "
+                           "times cheaper, not Python dispatch that quantisation removes")
+        res["why"] += (f"; the {name} caption spends {enc_share:.0f}% in the encoder and the rest in {words} "
+                       "decoder steps")
         if "model" in fast:
             macs = step_macs(fast["model"])
             total = sum(macs.values())
@@ -82,11 +115,16 @@ def _speedup(dims: str, t: str, row: dict) -> dict | None:
                            f"{100.0 * macs['fc2 (vocabulary)'] / total:.0f}% the {fast['model']['vocab_size']}-word "
                            "vocabulary projection")
             res["figures"]["step_macs"] = macs
-            res["to_close"] = (f"less int8 arithmetic per caption: a smaller vocabulary (fc2 is "
-                               f"{100.0 * macs['fc2 (vocabulary)'] / total:.0f}% of a step), a smaller input or "
-                               f"backbone (the encoder is {enc_share:.0f}% of the caption), or the Edge TPU; the "
-                               "ratio also grows where eager dispatch costs more relative to arithmetic, as on a "
-                               "Raspberry Pi's cores, which only a run there can show (benchmarks/README.md)")
+            res["to_close"] = (("fewer weight bytes per word, so that the step fits in the cache this machine "
+                                "leaves: a smaller vocabulary (--vocab-limit 4000 cuts fc2 from "
+                                f"{macs['fc2 (vocabulary)'] / 1e6:.1f} M weights to "
+                                f"{macs['fc2 (vocabulary)'] * 4000 / fast['model']['vocab_size'] / 1e6:.1f} M), "
+                                "a second thread (each core reads its share), or the Edge TPU; " if bound else
+                                "less int8 arithmetic per caption: a smaller vocabulary (fc2 is "
+                                f"{100.0 * macs['fc2 (vocabulary)'] / total:.0f}% of a step), a smaller input or "
+                                f"backbone (the encoder is {enc_share:.0f}% of the caption), or the Edge TPU; ")
+                               + "the ratio also grows where eager dispatch costs more relative to arithmetic, as "
+                               "on a Raspberry Pi's cores, which only a run there can show (benchmarks/README.md)")
     return res
 
 

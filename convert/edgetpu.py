@@ -1,6 +1,6 @@
 """Edge TPU deployment: running edgetpu_compiler on a bundle's models (or printing the exact commands when it is not
 installed) and adding the compiled files to the bundle. Which ops would map to the TPU is edge/edgetpu_plan.py's
-(re-exported here: plan, summarize)."""
+(re-exported here: place_ops, summarize)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from pathlib import Path
 
 from scenecap import ScenecapError
 from scenecap.edge.bundle import MANIFEST, load_bundle
-from scenecap.edge.edgetpu_plan import EDGETPU_OP, Placement, plan, summarize
+from scenecap.edge.edgetpu_plan import EDGETPU_OP, Placement, place_ops, summarize
 from scenecap.edge.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from scenecap.edge.manifest import FileEntry
 from scenecap.edge.modelinfo import ModelInfo, read_model
 
-__all__ = ["Placement", "add_command", "add_edgetpu", "compile_or_explain", "compiler_command", "plan", "summarize"]
+__all__ = ["Placement", "add_command", "add_edgetpu", "compile_or_explain", "compiler_command", "place_ops",
+           "summarize"]
 log = logging.getLogger("scenecap.convert")
 
 

@@ -72,7 +72,7 @@ def _why_not(info: ModelInfo, i: int) -> str:
     return ""
 
 
-def plan(info: ModelInfo) -> list[Placement]:
+def place_ops(info: ModelInfo) -> list[Placement]:
     """Each op of the main subgraph, in execution order, with the device the compiler would give it."""
     out, split = [], None
     for i, op in enumerate(info.operators):

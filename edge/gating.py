@@ -54,7 +54,7 @@ class Decision:
     score: float  # change score against the last captioned frame (0 when not computed)
 
 
-def plan(live: bool, when: str | None, every: float | None, min_interval: float = MIN_INTERVAL,
+def stride_and_gate(live: bool, when: str | None, every: float | None, min_interval: float = MIN_INTERVAL,
          threshold: float = THRESHOLD) -> tuple[float, GateConfig]:
     """(stride in seconds for video files, gate) from the user's options.
 

@@ -54,9 +54,9 @@ def _model_report(path: Path, edgetpu: bool, all_ops: bool, indent: str = "    "
     print(f"{indent}ops: " + ", ".join(f"{escape(o.name)} v{o.version} x{o.count}" for o in info.all_ops))
     placements = None
     if edgetpu:
-        from scenecap.edge.edgetpu_plan import plan, summarize
+        from scenecap.edge.edgetpu_plan import place_ops, summarize
 
-        placements = plan(info)
+        placements = place_ops(info)
         s = summarize(placements)
         print(f"{indent}Edge TPU (predicted from Coral's op rules; edgetpu_compiler -s is authoritative): "
               f"{s['tpu_ops']} ops on the TPU, {s['cpu_ops']} on the CPU")

@@ -26,7 +26,7 @@ from typing import TextIO
 import numpy as np
 
 from scenecap.edge.errors import ScenecapError
-from scenecap.edge.gating import MIN_INTERVAL, THRESHOLD, GateConfig, SceneGate, plan
+from scenecap.edge.gating import MIN_INTERVAL, THRESHOLD, GateConfig, SceneGate, stride_and_gate
 from scenecap.edge.sinks import Outputs as Outputs  # re-exported: the loop's callers build their outputs from here
 from scenecap.edge.sinks import SkipReporter, say_line
 from scenecap.edge.sources import Frame, FrameSource, is_live, open_source
@@ -109,7 +109,7 @@ class LoopOptions:
     `caption_stream`, and read by both."""
 
     when: str | None = None  # change | every | all; None: change for a live source, every for files
-    every: float | None = None  # see gating.plan
+    every: float | None = None  # see gating.stride_and_gate
     min_interval: float = MIN_INTERVAL
     threshold: float = THRESHOLD
     dedup: bool | None = None  # drop a caption identical to the last; None: on for live sources and --when change
@@ -143,7 +143,7 @@ class Planned:
 def plan_source(source: str | int | Iterable | FrameSource, options: LoopOptions) -> Planned:
     """Open `source` (unless it is a FrameSource already) with the video stride the options ask for."""
     o = options
-    stride, gate = plan(is_live(source), o.when, o.every, o.min_interval, o.threshold)
+    stride, gate = stride_and_gate(is_live(source), o.when, o.every, o.min_interval, o.threshold)
     if not isinstance(source, FrameSource):
         source = open_source(source, every_s=stride, camera_size=o.camera_size)
     return Planned(source, gate, options)

@@ -60,6 +60,11 @@ def test_every_latency_figure_is_present_and_positive(quick):
         assert row["greedy_decoder_invokes"] == row["greedy_words"] + 1 or row["greedy_words"] == row["max_words"]
         assert row["runtime"] and row["device"] == "cpu"
         assert all(us > 0 for us in row["python_costs_us"].values())
+        mr = row["memory_reads"]  # the decoder's fully read weights: every fc and attention matrix, not the table
+        model = row["model"]
+        fc_bytes = model.get("fc_units", model["units"]) * model["vocab_size"]  # fc2 alone, at one byte a weight
+        assert fc_bytes < mr["step_weight_bytes"] < row["sizes"]["decoder_step.tflite"]
+        assert mr["weights_gbps"] > 0 and mr["cache_gbps"] > 0
     assert lat["eager"]["params"] > 0 and lat["eager"]["runtime"].startswith("tensorflow")
     # the baselines run the very model the bundles were converted from: same input, same tokens
     assert lat["float32"]["greedy_tokens"] == lat["eager"]["greedy_tokens_edge_input"]
@@ -159,7 +164,7 @@ def test_help_names_the_variants_that_run_and_quick_runs_stay_out_of_the_committ
 def test_every_variant_in_the_chart_has_its_own_colour():
     """The recommended int8-dynamic variant, int8-int16x8, the baselines and named --bundle variants never share a
     colour."""
-    from scenecap.benchmarks.report import ORDER, chart_colour, colour_index
+    from scenecap.benchmarks.publish import ORDER, chart_colour, colour_index
 
     names = [*ORDER, "mine", "theirs"]
     assert len({chart_colour(colour_index(n, names)) for n in names}) == len(names)
@@ -202,3 +207,15 @@ def test_an_integer_decoder_without_log_norm_is_not_told_to_re_export():
 
     t = _overhead("original", "1", {"int8": _overhead_row(False, decoder="int8")}, "int8")
     assert "runs in numpy every word" in t["detail"] and "to_close" not in t
+
+
+def test_a_step_that_reads_its_weights_for_most_of_its_time_is_called_memory_bound():
+    from scenecap.benchmarks.targets import memory_bound
+
+    variant = {"memory_reads": {"step_weight_bytes": 15_000_000, "weights_gbps": 10.0, "cache_gbps": 30.0,
+                                "cache_probe_bytes": 1 << 20}}
+    why = memory_bound(variant, 1.7, threads=1)  # 15 MB at 10 GB/s: 1.5 of 1.7 ms
+    assert "bound by memory" in why and "15.0 MB" in why and "1.50 of the step's 1.70 ms" in why
+    assert memory_bound(variant, 5.0, threads=1) == ""  # reading takes 30% of the step: arithmetic, not memory
+    assert memory_bound(variant, 1.7, threads=2) == ""  # the probe reads with one core
+    assert memory_bound({}, 1.7, threads=1) == ""  # results from before the probe

@@ -13,7 +13,7 @@ import pytest
 
 from scenecap import ScenecapError
 from scenecap.convert.compat import TARGETS
-from scenecap.convert.edgetpu import plan, summarize
+from scenecap.convert.edgetpu import place_ops, summarize
 from scenecap.edge.bundle import load_bundle, read_manifest
 from scenecap.edge.captioner import Captioner
 from scenecap.edge.modelinfo import read_model, read_ops
@@ -125,7 +125,7 @@ def test_edgetpu_target_maps_every_op_and_keeps_gather_off_the_tpu(variant_bundl
     m = read_manifest(bundle)
     for name, spec in m.models.items():
         info = read_model(bundle / spec.file)
-        s = summarize(plan(info))
+        s = summarize(place_ops(info))
         print(f"\n{name} ops for the Edge TPU: {s['tpu']} (CPU: {s['cpu']})")
         assert s["cpu_ops"] == 0, s["cpu_reasons"]
         assert TARGETS["edgetpu-compiler-16"].problems(info.all_ops) == []
@@ -134,7 +134,7 @@ def test_edgetpu_target_maps_every_op_and_keeps_gather_off_the_tpu(variant_bundl
     table = np.load(bundle / emb.file, allow_pickle=False)
     assert table.dtype == np.int8 and list(table.shape) == [m.model.vocab_size, m.model.embed_dim]
     # The plain int8 decoder, by contrast, would be split mid-graph at the embedding lookup.
-    plain = summarize(plan(read_model(int8_bundle / "decoder_step.tflite")))
+    plain = summarize(place_ops(read_model(int8_bundle / "decoder_step.tflite")))
     assert plain["cpu_ops"] > 0 and "GATHER" in plain["cpu"]
 
 
