@@ -88,6 +88,32 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# Vector extensions that decide how fast int8 kernels run: x86 dot-product (VNNI) and matrix (AMX) units, ARM's
+# dot-product and int8 matrix-multiply ones. Without them an int8 multiply-add takes several instructions.
+INT8_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve")
+
+
+def _cpu_features() -> list[str]:
+    """The INT8_FEATURES this CPU lists in /proc/cpuinfo ('flags' on x86, 'Features' on ARM)."""
+    text = _read("/proc/cpuinfo") or ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            have = set(value.split())
+            return [f for f in INT8_FEATURES if f in have]
+    return []
+
+
+def _caches() -> dict[str, str]:
+    """CPU 0's caches by level (L1d, L2, L3) with their size, and how many CPUs share each."""
+    out = {}
+    for d in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        level, kind, size = _read(str(d / "level")), _read(str(d / "type")), _read(str(d / "size"))
+        if level and size and kind != "Instruction":
+            out[f"L{level}{'d' if kind == 'Data' else ''}"] = size
+    return out
+
+
 def _mem_total_mb() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
@@ -143,6 +169,7 @@ def describe_machine() -> dict:
         "cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "cpu_max_mhz": (int(f) / 1000 if (f := _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"))
                         and f.isdigit() else None),
+        "cpu_features": _cpu_features(), "caches": _caches(),
         "memory_mb": _mem_total_mb(), "os": platform.platform(), "python": platform.python_version(),
         "libraries": {m: _version(m) for m in ("numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "keras",
                                                "cv2", "pillow")},

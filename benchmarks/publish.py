@@ -178,6 +178,18 @@ def _load(la: list[float] | None) -> str:
     return ', '.join(f'{x:.1f}' for x in la) if la else '-'
 
 
+def _cpu_line(m: dict) -> str:
+    """The caches and int8-relevant vector extensions, which decide the int8 rows (absent in older results)."""
+    if "cpu_features" not in m:
+        return ""
+    caches = ", ".join(f"{k} {v}" for k, v in m.get("caches", {}).items())
+    feats = ", ".join(m["cpu_features"]) or "none of them"
+    dot = any(f in m["cpu_features"] for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"))
+    return (f" Caches: {caches or 'not reported'}. Vector extensions for int8: {feats}"
+            + ("" if dot else " (no int8 dot-product instructions: int8 kernels take several instructions per "
+               "multiply-add)") + ".")
+
+
 def _header(results: dict) -> list[str]:
     """Title, machine, load and the run's settings."""
     m, o = results["machine"], results["options"]
@@ -188,7 +200,7 @@ def _header(results: dict) -> list[str]:
     return [f"# scenecap bench ({'quick' if o['quick'] else 'full'}), {m['started_utc']} UTC", "",
             f"Machine: {board}{m['cpu']} ({m['machine']}), {mhz}{m['cores_usable']} usable core(s) of {m['cores']}, "
             f"{(m['memory_mb'] or 0) / 1024:.0f} GB RAM; {m['os']}; Python {m['python']}; {libs}; "
-            f"scenecap {m['scenecap']}{commit}.",
+            f"scenecap {m['scenecap']}{commit}." + _cpu_line(m),
             f"Load average (1/5/15 min) at start {_load(m.get('load_average_start'))}, at end "
             f"{_load(m.get('load_average_end'))}: other work on the machine slows every variant "
             "alike (they take turns within each round) but widens p90/p99."
