@@ -40,6 +40,26 @@ def step_macs(model: dict) -> dict[str, int]:
             "fc2 (vocabulary)": f * v}
 
 
+def _to_close(macs: dict, vocab: int, enc_share: float, bound: bool, step_short: bool, enc_short: bool) -> str:
+    """What would close a missed speed-up, for the stages that fall short."""
+    fc2 = macs["fc2 (vocabulary)"]
+    ways = []
+    if enc_short:
+        ways.append(f"a cheaper encoder (it is {enc_share:.0f}% of the caption): a smaller input or backbone, or a "
+                    "CPU with int8 dot-product instructions (VNNI, ARM dotprod), which XNNPACK's int8 convolutions "
+                    "use where they exist (the machine line says whether this one has them)")
+    if step_short and bound:
+        ways.append(f"fewer weight bytes per word, so that the step stays in the cache this machine leaves: a smaller "
+                    f"vocabulary (--vocab-limit 4000 cuts fc2 from {fc2 / 1e6:.1f} M weights to "
+                    f"{fc2 * 4000 / vocab / 1e6:.1f} M), or a second thread (each core reads its share)")
+    elif step_short:
+        ways.append(f"less arithmetic per step: a smaller vocabulary (fc2 is {100.0 * fc2 / sum(macs.values()):.0f}% "
+                    "of a step)")
+    ways.append("the Edge TPU; the ratio also grows where eager dispatch costs more relative to arithmetic, as on "
+                "a Raspberry Pi's cores, which only a run there can show (benchmarks/README.md)")
+    return "; ".join(ways)
+
+
 def _stage_ratios(limit: float, name: str, step: float, encoder: float) -> str:
     """Which stages fall short of the ratio: both, or one while the other makes it."""
     if step < limit and encoder < limit:
@@ -60,7 +80,7 @@ def memory_bound(variant: dict, step_ms: float | None, threads: int) -> str:
     read_ms = mr["step_weight_bytes"] / mr["weights_gbps"] / 1e6
     if read_ms < 0.6 * step_ms:
         return ""
-    return (f"and the step is bound by memory: it reads {mr['step_weight_bytes'] / 1e6:.1f} MB of weights every "
+    return (f"the step is bound by memory: it reads {mr['step_weight_bytes'] / 1e6:.1f} MB of weights every "
             f"word, and on this machine one core reads a working set that size at {mr['weights_gbps']:.1f} GB/s "
             f"(one of {mr['cache_probe_bytes'] / 2**20:.0f} MB, which stays in cache, at {mr['cache_gbps']:.1f} "
             f"GB/s), so the read alone takes {read_ms:.2f} of the step's {step_ms:.2f} ms; the eager loop's float "
@@ -97,12 +117,12 @@ def _speedup(dims: str, t: str, row: dict) -> dict | None:
     if not res["met"]:
         enc_share = 100.0 * enc_q / q
         res["missed_by"] = f"{limit / ratio:.1f}x short ({name} would need {e / limit:.1f} ms)"
-        bound = memory_bound(fast, step_q, int(t))
+        bound = memory_bound(fast, step_q, int(t)) if step_e / step_q < limit else ""
         if bound:
             res["figures"]["memory_reads"] = fast["memory_reads"]
         res["why"] = _stage_ratios(limit, name, step_e / step_q, enc_e / enc_q)
         if bound:
-            res["why"] += ", " + bound
+            res["why"] += "; " + bound
         elif step_e / step_q < limit and enc_e / enc_q < limit:
             res["why"] += (", so on this CPU the naive loop's cost is mostly arithmetic that int8 only makes a few "
                            "times cheaper, not Python dispatch that quantisation removes")
@@ -115,16 +135,8 @@ def _speedup(dims: str, t: str, row: dict) -> dict | None:
                            f"{100.0 * macs['fc2 (vocabulary)'] / total:.0f}% the {fast['model']['vocab_size']}-word "
                            "vocabulary projection")
             res["figures"]["step_macs"] = macs
-            res["to_close"] = (("fewer weight bytes per word, so that the step fits in the cache this machine "
-                                "leaves: a smaller vocabulary (--vocab-limit 4000 cuts fc2 from "
-                                f"{macs['fc2 (vocabulary)'] / 1e6:.1f} M weights to "
-                                f"{macs['fc2 (vocabulary)'] * 4000 / fast['model']['vocab_size'] / 1e6:.1f} M), "
-                                "a second thread (each core reads its share), or the Edge TPU; " if bound else
-                                "less int8 arithmetic per caption: a smaller vocabulary (fc2 is "
-                                f"{100.0 * macs['fc2 (vocabulary)'] / total:.0f}% of a step), a smaller input or "
-                                f"backbone (the encoder is {enc_share:.0f}% of the caption), or the Edge TPU; ")
-                               + "the ratio also grows where eager dispatch costs more relative to arithmetic, as "
-                               "on a Raspberry Pi's cores, which only a run there can show (benchmarks/README.md)")
+            res["to_close"] = _to_close(macs, fast["model"]["vocab_size"], enc_share, bool(bound),
+                                        step_e / step_q < limit, enc_e / enc_q < limit)
     return res
 
 

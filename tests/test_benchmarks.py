@@ -87,6 +87,9 @@ def test_sizes_memory_install_and_machine_are_reported(quick):
         assert results["install"][env]["bytes"] > 0 and results["install"][env]["source"]
     m = results["machine"]
     assert m["cpu"] and m["cores"] > 0 and m["python"] and m["libraries"]["numpy"] and m["libraries"]["tensorflow"]
+    # what decides the int8 rows: every x86-64 CPU TensorFlow 2.21 runs on has AVX2, and its cache sizes are listed
+    assert "avx2" in m["cpu_features"] or m["machine"] != "x86_64"
+    assert m["caches"].get("L1d") or not Path("/sys/devices/system/cpu/cpu0/cache").exists()
 
 
 def test_targets_are_ratios_from_the_same_run(quick):
@@ -112,6 +115,7 @@ def test_markdown_table_and_chart_are_written(quick):
     md = (folder / "bench-quick.md").read_text(encoding="utf-8")
     assert "| naive eager Keras | 1 |" in md and "| int8 | 1 |" in md and "## Targets" in md
     assert results["machine"]["cpu"] in md
+    assert "Vector extensions for int8: " in md and "Caches: " in md  # the machine line says what int8 runs on
     assert md in stdout  # the table is printed too
     png = (folder / "bench-quick.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
