@@ -102,7 +102,7 @@ def _speedup(dims: str, t: str, row: dict) -> dict | None:
     ratio = e / q
     res = {"target": "speedup", "title": f"{name} greedy caption vs naive eager", "dims": dims, "threads": int(t),
            "measured": ratio, "limit": limit, "unit": "x", "met": ratio >= limit,
-           "figures": {"int8_greedy_ms": q, "eager_greedy_ms": e, "int8_words": fast.get("greedy_words"),
+           "figures": {"variant": name, "greedy_ms": q, "eager_greedy_ms": e, "words": fast.get("greedy_words"),
                        "eager_words": eager.get("greedy_words")}}
     enc_q, enc_e = _p50(fast, "encoder"), _p50(eager, "encoder")
     step_q, step_e = _p50(fast, "step"), _p50(eager, "step")
