@@ -100,9 +100,8 @@ def measure(captioner, path: Path) -> Measured:
     from scenecap.edge.images import load_image
     from scenecap.edge.preprocess import prepare
 
-    frame = load_image(path)
-    feats = captioner.encode(prepare(frame, captioner.bundle.manifest.preprocess))
-    cap = captioner.caption(frame)
+    feats = captioner.encode(prepare(load_image(path), captioner.bundle.manifest.preprocess))
+    cap = captioner.decode(feats)
     return Measured(conf.pooled_features(feats["features"]), cap.word_confidence)
 
 

@@ -306,9 +306,15 @@ class Captioner:
 
     def _caption(self, image: np.ndarray, preprocess_ms: float, stop: threading.Event | None) -> Caption:
         """Encoder then decoder loop, under the lock (the time spent waiting for it is in no stage)."""
-        m = self.bundle.manifest
         t1 = time.perf_counter()
         feats = self.encode(image)
+        return self.decode(feats, stop, preprocess_ms, (time.perf_counter() - t1) * 1e3)
+
+    def decode(self, feats: dict[str, np.ndarray], stop: threading.Event | None = None, preprocess_ms: float = 0.0,
+               encoder_ms: float = 0.0) -> Caption:
+        """The caption of one image's features (from encode()), judged like caption()'s: for a caller that needs
+        the features too (calibration) and should not encode twice."""
+        m = self.bundle.manifest
         t2 = time.perf_counter()
         ids = m.tokens
         with self.start(feats) as session:
@@ -317,10 +323,10 @@ class Captioner:
             t3 = time.perf_counter()
             cap = self._finish(hyp, session, {
                 "preprocess": preprocess_ms,
-                "encoder": (t2 - t1) * 1e3,
+                "encoder": encoder_ms,
                 "decoder": (t3 - t2) * 1e3,
                 "decoder_invokes": sum(session.step_ms),
-                "total": preprocess_ms + (t3 - t1) * 1e3,
+                "total": preprocess_ms + encoder_ms + (t3 - t2) * 1e3,
             })
         self._judge(cap, feats)
         return cap

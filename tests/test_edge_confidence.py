@@ -65,10 +65,21 @@ def test_the_demo_bundle_is_unsure_of_photographs_and_sure_of_fresh_scenes(demo,
     # A do-nothing gate cannot pass the same bounds: always sure fails the photographs, always unsure the scenes.
     assert not bounds_met([False] * len(scenes), [False] * len(photos))
     assert not bounds_met([True] * len(scenes), [True] * len(photos))
-    # Familiarity alone (quality.json: AUROC 0.92 for photographs, 0.98 for non-scenes): trained on varied
-    # backgrounds, the model sees photographs as less foreign than the classic-style one did (0.99); the word
-    # probabilities make up the rest of the gate.
+    # Familiarity alone tells them apart (quality.json: AUROC 0.999 for photographs with the outlier direction the
+    # bundle was calibrated with); the word probabilities make up the rest of the gate.
     assert auroc([c.familiarity for c in scenes], [c.familiarity for c in photos + others]) >= 0.9
+
+
+def test_decoding_encoded_features_gives_the_caption_and_its_judgement(demo, held_out):
+    """What calibration runs: encode once, keep the features, then decode() them; the same as caption()."""
+    from scenecap.edge.preprocess import prepare
+
+    for im in list(held_out[0].values())[:5] + list(photographs().values())[:3]:
+        whole = demo.caption(im)
+        part = demo.decode(demo.encode(prepare(im, demo.bundle.manifest.preprocess)))
+        assert (part.text, part.tokens, part.unsure) == (whole.text, whole.tokens, whole.unsure)
+        assert (part.log_prob, part.familiarity, part.confidence) == (whole.log_prob, whole.familiarity,
+                                                                      whole.confidence)
 
 
 def test_on_a_shifted_style_fewer_confident_captions_are_wrong(demo, tmp_path):
