@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from build_bundle import STYLE  # the style the shipped demo/bundle was trained on
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_QUANTS = ("float32", "float16", "dynamic", "int8", "int8-fstate", "int8-fattn", "int8-mixed", "int16x8")
@@ -112,7 +113,8 @@ def main() -> None:
     ap.add_argument("--bundle", action="append", default=[], metavar="DIR",
                     help="compare this converted bundle instead of converting from the export (repeatable)")
     ap.add_argument("--quants", default=",".join(DEFAULT_QUANTS), help="decoder quantisations to compare")
-    ap.add_argument("--style", default="varied", help="style of the held-out scenes (default varied)")
+    ap.add_argument("--style", default=STYLE, help=f"style of the held-out scenes (default {STYLE}, the shipped "
+                    "bundle's training style)")
     ap.add_argument("--count", type=int, default=200, help="held-out scenes (default 200)")
     args = ap.parse_args()
     if args.bundle and args.export:
