@@ -30,14 +30,16 @@ $(VENV)/.installed: pyproject.toml
 demo: $(EDGE_VENV)/.installed
 	$(EDGE_VENV)/bin/scenecap caption demo/frames demo/video --bundle demo/bundle --every 2
 
-## Run the test suite (trains tiny models for real; about 20 minutes from a clean clone on 2 CPU cores, install
-## included).
+## Run the test suite (trains tiny models for real; about 18 minutes from a clean clone on 2 CPU cores, install
+## included). TEST_JOBS pytest-xdist workers (default 2); each module's tests stay on one worker (its fixtures are
+## built once), and each worker builds the session's shared models itself. TEST_JOBS=0: one process.
 # The original system's tokenizer.pickle is not public: its tests run when ../shared/seed has it (or when
 # SCENECAP_SEED_TOKENIZER names it) and skip otherwise.
 SEED_TOKENIZER := $(wildcard ../shared/seed/tokenizer.pickle)
+TEST_JOBS ?= 2
 test: $(VENV)/.installed
 	@$(ESPEAK_NG)
-	$(if $(SEED_TOKENIZER),SCENECAP_SEED_TOKENIZER="$${SCENECAP_SEED_TOKENIZER:-$(abspath $(SEED_TOKENIZER))}" )$(VENV)/bin/python -m pytest
+	$(if $(SEED_TOKENIZER),SCENECAP_SEED_TOKENIZER="$${SCENECAP_SEED_TOKENIZER:-$(abspath $(SEED_TOKENIZER))}" )$(VENV)/bin/python -m pytest $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadscope)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
