@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 demo: $(EDGE_VENV)/.installed
 	$(EDGE_VENV)/bin/scenecap caption demo/frames demo/video --bundle demo/bundle --every 2
 
-## Run the test suite (trains tiny models for real; about 18 minutes from a clean clone on 2 CPU cores, install
+## Run the test suite (trains tiny models for real; about 15 minutes from a clean clone on 2 CPU cores, install
 ## included). TEST_JOBS pytest-xdist workers (default 2); each module's tests stay on one worker (its fixtures are
 ## built once), and each worker builds the session's shared models itself. TEST_JOBS=0: one process.
 # The original system's tokenizer.pickle is not public: its tests run when ../shared/seed has it (or when
