@@ -90,7 +90,8 @@ def _cpu_model() -> str:
 
 # Vector extensions that decide how fast int8 kernels run: x86 dot-product (VNNI) and matrix (AMX) units, ARM's
 # dot-product and int8 matrix-multiply ones. Without them an int8 multiply-add takes several instructions.
-INT8_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve")
+INT8_DOT_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")  # int8 dot products in one instruction
+INT8_FEATURES = ("avx2", "avx512f", *INT8_DOT_FEATURES, "sve")
 
 
 def _cpu_features() -> list[str]:

@@ -265,14 +265,8 @@ def read_gbps(nbytes: int, passes: int = 15) -> float:
     a decoder step that streams that many bytes of weights per word can at best get on this machine. On a VM the
     share of the last-level cache another tenant leaves decides whether that is cache or DRAM speed."""
     words = np.ones(max(1, nbytes // 8), np.int64)
-    for _ in range(3):
-        words.sum()
-    times = []
-    for _ in range(passes):
-        t0 = time.perf_counter()
-        words.sum()
-        times.append(time.perf_counter() - t0)
-    return words.nbytes / float(np.median(times)) / 1e9
+    _median_us(words.sum, 3)  # warm-up: the first passes fault the pages in
+    return words.nbytes / _median_us(words.sum, passes) / 1e3
 
 
 def streamed_weight_bytes(path: Path) -> int:

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+from scenecap.benchmarks.bench import INT8_DOT_FEATURES
 from scenecap.benchmarks.latency import STAGE_TITLES, STAGES
 from scenecap.edge.fileio import atomic_write_bytes, atomic_write_text
 
@@ -184,7 +185,7 @@ def _cpu_line(m: dict) -> str:
         return ""
     caches = ", ".join(f"{k} {v}" for k, v in m.get("caches", {}).items())
     feats = ", ".join(m["cpu_features"]) or "none of them"
-    dot = any(f in m["cpu_features"] for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"))
+    dot = any(f in m["cpu_features"] for f in INT8_DOT_FEATURES)
     return (f" Caches: {caches or 'not reported'}. Vector extensions for int8: {feats}"
             + ("" if dot else " (no int8 dot-product instructions: int8 kernels take several instructions per "
                "multiply-add)") + ".")

@@ -106,24 +106,24 @@ def _speedup(dims: str, t: str, row: dict) -> dict | None:
                        "eager_words": eager.get("greedy_words")}}
     enc_q, enc_e = _p50(fast, "encoder"), _p50(eager, "encoder")
     step_q, step_e = _p50(fast, "step"), _p50(eager, "step")
+    enc_x, step_x = enc_e / enc_q, step_e / step_q  # how many times faster than the eager stage
     words = fast.get("greedy_decoder_invokes") or fast.get("greedy_words", 0) + 1  # decoder steps run
     res["detail"] = (f"eager {e:.1f} ms vs {name} {q:.1f} ms per caption ({eager.get('greedy_words')} vs "
                      f"{fast.get('greedy_words')} words); encoder {enc_e:.1f} vs {enc_q:.1f} ms "
-                     f"({enc_e / enc_q:.1f}x), one decoder step {step_e:.2f} vs {step_q:.2f} ms "
-                     f"({step_e / step_q:.1f}x)")
+                     f"({enc_x:.1f}x), one decoder step {step_e:.2f} vs {step_q:.2f} ms ({step_x:.1f}x)")
     if fast.get("greedy_words") != eager.get("greedy_words"):
         per_word = (e / (eager.get("greedy_words", 0) + 1)) / (q / max(1, words))
         res["detail"] += f"; the captions differ in length, per decoder step the ratio is {per_word:.1f}x"
     if not res["met"]:
         enc_share = 100.0 * enc_q / q
         res["missed_by"] = f"{limit / ratio:.1f}x short ({name} would need {e / limit:.1f} ms)"
-        bound = memory_bound(fast, step_q, int(t)) if step_e / step_q < limit else ""
+        bound = memory_bound(fast, step_q, int(t)) if step_x < limit else ""
         if bound:
             res["figures"]["memory_reads"] = fast["memory_reads"]
-        res["why"] = _stage_ratios(limit, name, step_e / step_q, enc_e / enc_q)
+        res["why"] = _stage_ratios(limit, name, step_x, enc_x)
         if bound:
             res["why"] += "; " + bound
-        elif step_e / step_q < limit and enc_e / enc_q < limit:
+        elif step_x < limit and enc_x < limit:
             res["why"] += (", so on this CPU the naive loop's cost is mostly arithmetic that int8 only makes a few "
                            "times cheaper, not Python dispatch that quantisation removes")
         res["why"] += (f"; the {name} caption spends {enc_share:.0f}% in the encoder and the rest in {words} "
@@ -136,7 +136,7 @@ def _speedup(dims: str, t: str, row: dict) -> dict | None:
                            "vocabulary projection")
             res["figures"]["step_macs"] = macs
             res["to_close"] = _to_close(macs, fast["model"]["vocab_size"], enc_share, bool(bound),
-                                        step_e / step_q < limit, enc_e / enc_q < limit)
+                                        step_x < limit, enc_x < limit)
     return res
 
 
