@@ -4,6 +4,7 @@ over loopback with MultiWorkerMirroredStrategy. Real TensorFlow, real subprocess
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -306,6 +308,13 @@ def test_language_and_caption_length_come_from_the_captions_and_a_finished_run_s
     assert run(again, resume=True, progress=False) == tmp_path / "run"
     assert caplog.messages == [f"{tmp_path / 'run'}: already finished (1 of 1 epochs); to train more, resume with "
                                "a larger --epochs (e.g. --resume --epochs 6)"]
+
+    # What the message suggests, with a lower rate (a second, settling phase): the rate asked for is the one
+    # used, not the one saved with Adam's moments.
+    run(replace(again, epochs=2, learning_rate=2.5e-4), resume=True, progress=False)
+    with open(tmp_path / "run" / "history.csv", encoding="utf-8") as f:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(f)]
+    assert rates == pytest.approx([cfg.learning_rate, 2.5e-4])
 
 
 def test_augmented_arabic_training_mirrors_images_and_swaps_its_left_and_right(ar_data, tmp_path, caplog):

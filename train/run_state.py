@@ -123,8 +123,11 @@ class Checkpointer:
             raise ScenecapError(f"{d}: optimizer state does not fit this model ({len(arrays)} arrays for "
                                 f"{len(optimizer.variables)} variables); was the config changed? start over with "
                                 "--force")
+        lr = optimizer.learning_rate.numpy() if hasattr(optimizer.learning_rate, "assign") else None
         for v, a in zip(optimizer.variables, arrays, strict=True):
             v.assign(a)
+        if lr is not None:  # the saved state holds the old rate: `--resume --learning-rate X` must mean X
+            optimizer.learning_rate.assign(lr)
 
 
 def write_history(run_dir: Path, history: list[dict]) -> None:
