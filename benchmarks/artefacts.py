@@ -2,7 +2,7 @@
 
 Two model sets ("dims"), each a Keras model for the baselines plus one bundle per quantisation:
   synth     the synthetic-scenes captioner: a training run you pass (--synth-run), else a small one trained here
-            in minutes (800 scenes, 3 epochs) at the demo model's dimensions (MobileNetV2 alpha 1.0 at 96 px, GRU 256)
+            in minutes (800 scenes, 3 epochs) at the demo model's dimensions (MobileNetV2 alpha 1.0 at 128 px, GRU 256)
   original  the replaced system's dimensions (MobileNetV2 alpha 1.4 at 224 px, 49x1792 features, embedding 256,
             GRU 512, vocabulary 26556) with random weights in its original file layout, imported with
             `scenecap import-seed`'s code and converted with `scenecap convert`'s (`scenecap bench --vocab-limit N`:
@@ -34,7 +34,7 @@ DIMS = ("synth", "original")
 # ENC-DEC names a mixed pair: int8-dynamic (the recommended CPU bundle, the demo's) or int8-int16x8.
 CPU_VARIANTS = ("float32", "float16", "dynamic", "int8", "int8-dynamic", "int8-int16x8")
 # The demo bundle's dimensions (demo/build_bundle.py): what the synthetic-scenes model ships as.
-SYNTH_MODEL = dict(image_size=96, alpha=1.0, feature_stride=8, embed_dim=128, units=256, attention_units=128,
+SYNTH_MODEL = dict(image_size=128, alpha=1.0, feature_stride=8, embed_dim=128, units=256, attention_units=128,
                    fc_units=256, max_length=40)
 # --quick: the test suite's tiny model, 64 scenes, 1 epoch.
 QUICK_MODEL = dict(image_size=64, alpha=0.35, feature_stride=8, embed_dim=64, units=128, attention_units=64,

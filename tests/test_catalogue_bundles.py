@@ -228,7 +228,7 @@ CASES: dict[str, tuple] = {
                                   "missing from the bundle"),
     # hash updated: only the check behind it can tell
     "other model's tflite": (_write("encoder.tflite", lambda b, demo: (demo / "encoder.tflite").read_bytes(), True),
-                             "encoder.tflite", "input 'image' is uint8[1, 96, 96, 3]; the manifest expects uint8["),
+                             "encoder.tflite", "input 'image' is uint8[1, 128, 128, 3]; the manifest expects uint8["),
     "models swapped": (_swap_models, "encoder.tflite", "has no input named 'image'"),
     "truncated flatbuffer": (_write("encoder.tflite", lambda b, demo: (b / "encoder.tflite").read_bytes()[:50_000],
                                     True), "encoder.tflite", "cannot load this model"),

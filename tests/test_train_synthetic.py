@@ -50,7 +50,7 @@ def test_each_named_object_is_drawn_where_its_words_say():
 
     from scenecap.train.synthetic import COLOURS
 
-    for style in ("varied", "shifted"):
+    for style in ("varied", "broad", "shifted"):
         for img, objects in _objects(style, 5, 40):
             a = np.asarray(img)
             cell = a.shape[0] / 3
@@ -61,7 +61,27 @@ def test_each_named_object_is_drawn_where_its_words_say():
                 want = colorsys.rgb_to_hsv(*(c / 255 for c in COLOURS[o.colour]))[0]
                 near = (np.minimum(abs(hue - want), 1 - abs(hue - want)) < 0.05) & (sat > 0.4)
                 assert near.mean() > 0.005, (style, o)  # it is drawn in the cell its place word names
-    assert SIZE_BANDS["varied"]["small"][1] < SIZE_BANDS["varied"]["large"][0]  # a gap: no borderline size
+    for style in ("varied", "broad", "shifted"):
+        assert SIZE_BANDS[style]["small"][1] < SIZE_BANDS[style]["large"][0]  # a gap: no borderline size
+
+
+def test_broad_style_spans_the_sizes_and_backgrounds_a_camera_meets():
+    """Sizes from tiny to spilling into the next cell (shifted's included), and backgrounds from near-black to
+    near-white, every one of them desaturated so it is never taken for a named colour."""
+    for word in ("small", "large"):
+        lo, hi = SIZE_BANDS["broad"][word]
+        assert lo <= SIZE_BANDS["shifted"][word][0] and SIZE_BANDS["shifted"][word][1] <= hi
+    brightness, chroma = [], []
+    for img, objects in _objects("broad", 9, 300):
+        a = np.asarray(img).astype(float)
+        cell = a.shape[0] // 3
+        free = [c for c in range(9) if CELLS[c] not in {o.cell for o in objects}]
+        row, col = divmod(free[0], 3)  # scenes hold at most 4 objects: a cell of pure background
+        patch = a[row * cell + 8:(row + 1) * cell - 8, col * cell + 8:(col + 1) * cell - 8]
+        brightness.append(patch.mean())
+        chroma.append(np.median(patch.max(axis=-1) - patch.min(axis=-1)))
+    assert min(brightness) < 40 and max(brightness) > 215
+    assert max(chroma) < 90  # a named colour's is 150-210 levels, about 100 at its darkest
 
 
 def test_shifted_style_draws_differently_from_the_training_style():

@@ -21,6 +21,7 @@ TRAIN_EPILOG = textwrap.dedent("""\
           --image-size 224 --backbone mobilenet_v3_large --alpha 1.0 --out runs/flickr8k
       scenecap train captions.txt --val val.csv --lang ar --config train.toml --set model.units=256
       scenecap train --resume --out runs/flickr8k            # continue after an interruption
+      scenecap train --resume --out runs/flickr8k --epochs 40 --lr 5e-4   # train on, at a lower rate
       tensorboard --logdir runs/                             # loss, BLEU/CIDEr, sample captions
 
     settings come from (later wins): defaults, --config FILE (TOML or YAML, same keys as the

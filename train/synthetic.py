@@ -9,11 +9,13 @@ Styles (`scenecap synth --style`):
            places; hue and brightness jitter around each named colour; blur, sensor noise, JPEG artefacts;
            1-4 objects that may overlap (an object too hidden to name is not drawn, so captions stay true).
   broad    varied, and also what a shape's name does not depend on: any rotation, a third of the large shapes
-           drawn as outlines, half of them anti-aliased. The demo bundle trains on it.
+           drawn as outlines, half of them anti-aliased; sizes from the smallest legible to ones that spill into
+           the next cell, plain backgrounds from near-black to near-white, fractal-noise textures. The demo
+           bundle trains on it.
   shifted  held-out evidence, never trained on by the demo: checkerboard, dot, ring and very pale or very dark
-           backgrounds, sizes beyond both ends of the trained bands, darker colours, every edge anti-aliased,
-           tilted shapes and half the large ones outlined.
-  classic  the generator the shipped demo bundle was trained on (filled shapes, textured backgrounds).
+           backgrounds, sizes beyond both ends of varied's bands (inside broad's), darker colours, every edge
+           anti-aliased, tilted shapes and half the large ones outlined.
+  classic  the first demo bundle's generator (filled shapes, textured backgrounds).
 Caption words come from the drawn geometry: the cell holding an object's centre, "small"/"large" from its radius
 (two bands with a gap between them, so no size is borderline).
 
