@@ -42,20 +42,23 @@ fi
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64 \
   || die "qemu-aarch64 is not registered with binfmt_misc (update-binfmts --enable qemu-aarch64 failed)"
 
+# Everything mounted under the root, deepest first. A run that was killed (not stopped: its EXIT trap never ran)
+# leaves /proc, /sys and /dev bound inside; removing the root then would walk into the host's own.
+mounts_under_root() { findmnt -rn -o TARGET | awk -v r="$ROOT/" 'index($0, r) == 1' | sort -ru; }
+release_mounts() { mounts_under_root | while read -r m; do umount -l "$m" 2>/dev/null || true; done; }
+release_mounts
+[ -z "$(mounts_under_root)" ] || die "cannot unmount what an earlier run left under $ROOT: $(mounts_under_root | head -1)"
+
 step "arm64 root filesystem: Debian bookworm in $ROOT"
 if [ ! -e "$ROOT/.scenecap-root-done" ]; then
-  rm -rf "$ROOT"
+  rm -rf --one-file-system "$ROOT"
   # What Raspberry Pi OS Lite already has; the guide's own apt line runs below.
   debootstrap --arch arm64 --variant=minbase --include=python3,ca-certificates,passwd,sudo,procps \
     bookworm "$ROOT" >"$REPORT/debootstrap.log" 2>&1 || die "debootstrap failed: see $REPORT/debootstrap.log"
   touch "$ROOT/.scenecap-root-done"
 fi
-mounted=()
-cleanup() { for m in "${mounted[@]}"; do umount -l "$m" 2>/dev/null || true; done; }
-trap cleanup EXIT
-for m in proc sys dev; do
-  mountpoint -q "$ROOT/$m" || { mount --rbind "/$m" "$ROOT/$m"; mount --make-rslave "$ROOT/$m"; mounted+=("$ROOT/$m"); }
-done
+trap release_mounts EXIT
+for m in proc sys dev; do mount --rbind "/$m" "$ROOT/$m"; mount --make-rslave "$ROOT/$m"; done
 # qemu-user passes the host's x86 /proc/cpuinfo through, on which LiteRT's CPU detection crashes (SIGSEGV); the
 # emulated Pi sees what a Raspberry Pi 4 (4 x Cortex-A72, NEON) shows instead.
 CPUINFO="$ROOT/.pi4-cpuinfo"
@@ -64,7 +67,7 @@ for i in 0 1 2 3; do
   printf 'CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n'
 done >"$CPUINFO"
 printf 'Hardware\t: BCM2835\nRevision\t: c03111\nModel\t\t: Raspberry Pi 4 Model B Rev 1.1\n' >>"$CPUINFO"
-mount --bind "$CPUINFO" "$ROOT/proc/cpuinfo" && mounted=("$ROOT/proc/cpuinfo" "${mounted[@]}")
+mount --bind "$CPUINFO" "$ROOT/proc/cpuinfo"
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # sudo resets the environment; under emulation it must keep QEMU_CPU (see PI_CPU), or qemu falls back to 'max'.
 echo 'Defaults env_keep += "QEMU_CPU"' >"$ROOT/etc/sudoers.d/qemu-cpu" && chmod 0440 "$ROOT/etc/sudoers.d/qemu-cpu"
