@@ -83,7 +83,10 @@ HELP = {
                           "colour word becomes wrong), brightness by 0.1, saturation by 15%%",
         "augment.crop": "random crop of 85-100%% of each side, resized back (objects shift a little)",
         "augment.flip": "mirror half the images and swap left/right in their captions (en: left/right, ar: "
-                        "اليسار/اليمين); a language without such a lexicon is not flipped (logged)",
+                        "اليسار/اليمين); a language without such a lexicon is not flipped (logged). Not for "
+                        "captions that name objects in reading order, as synth's do: mirrored, each row's order "
+                        "reverses (the demo model resumed for one epoch on fresh scenes: loss 0.24 with flips, "
+                        "0.10 without)",
     },
     TRAINING: {
         "out": "run folder",
