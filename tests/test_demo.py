@@ -58,7 +58,7 @@ def test_the_shipped_decoder_is_the_fastest_candidate_that_keeps_float32_s_capti
 
 def test_the_float32_reference_ships_beside_the_demo_and_agrees_with_it(tmp_path):
     """demo/bundle-float32 is the same model unquantised: on fresh scenes of its style the shipped bundle says
-    the same caption for nearly every one (quality.json: 96.0% on 200 scenes)."""
+    the same caption for nearly every one (quality.json: 98.0% on 200 scenes)."""
     from scenecap.edge.captioner import Captioner
     from scenecap.edge.images import load_image
     from scenecap.train.synthetic import generate
