@@ -34,12 +34,17 @@ def caption_all(bundle: Path, images: dict) -> dict:
             "decoder_ms": float(np.median([c.timings["decoder"] for c in caps.values()]))}
 
 
+def identical_share(texts: dict, reference: dict) -> float:
+    """The share of captions token-for-token the reference's, by image id."""
+    return round(float(np.mean([texts[i] == reference[i] for i in texts])), 4)
+
+
 def scores(texts: dict, reference: dict, refs: dict, scenes: list[dict]) -> dict:
     from scenecap.train.metrics import caption_metrics
     from scenecap.train.synthetic import colour_shape_accuracy, object_scores
 
     m = caption_metrics(refs, texts, meteor=False)
-    return {"identical_to_float32": round(float(np.mean([texts[i] == reference[i] for i in texts])), 4),
+    return {"identical_to_float32": identical_share(texts, reference),
             "BLEU-4": round(m["BLEU-4"], 4), "colour_shape_accuracy": round(colour_shape_accuracy(texts, scenes), 4),
             "exact_scenes": round(object_scores(texts, scenes)["exact_scenes"], 4),
             "distinct_captions": len(set(texts.values()))}
@@ -78,8 +83,7 @@ def compare(export: Path, reference_bundle: Path, quants: list[str], style: str,
                          **scores(got["text"], ref["text"], refs, scenes)})
     if "float32" in texts:  # the decoder's own share: against the same int8 encoder with the float32 step
         for r in rows[1:]:
-            got = texts[r["decoder"]]
-            r["identical_to_float_decoder"] = round(float(np.mean([got[i] == texts["float32"][i] for i in got])), 4)
+            r["identical_to_float_decoder"] = identical_share(texts[r["decoder"]], texts["float32"])
     return rows
 
 
