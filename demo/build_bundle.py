@@ -136,7 +136,7 @@ def calibrate(bundle_dir: Path) -> None:
                 f.rename(calib / split / f.name)
     subprocess.run([sys.executable, "-m", "scenecap.cli", "calibrate", str(bundle_dir), "--images",
                     str(calib / "train"), "--val-images", str(calib / "val"), "--percentile", str(UNSURE_PERCENTILE),
-                    "--outlier-images", str(outlier_folder())], check=True)
+                    "--outlier-images", str(outlier_folder()), "--second-look"], check=True)
 
 
 def bundle(data: Path) -> None:

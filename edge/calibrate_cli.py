@@ -6,6 +6,8 @@ the familiarity scale and, captioned, choose the threshold that keeps (100 - per
 With --outlier-images (photographs and other pictures the bundle must not describe confidently, never the ones
 you test it on), the statistics also get an outlier direction (edge/confidence.py): familiarity then falls for
 images that look more like those than like the scenes, which a Gaussian of the scenes alone can miss.
+With --second-look, each validation caption is also read along its image zoomed in (edge/confidence.py), and a
+second threshold is stored for captions that take that look ('scenecap caption --second-look').
 The stats file is named by its hash and written before the manifest (both atomically), so a crash leaves the
 bundle as it was or as it is meant to be, never a manifest naming a file that is not there.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from scenecap.edge.arg_types import add_command, float_in, int_in
-from scenecap.edge.confidence import MAX_COMPONENTS
+from scenecap.edge.confidence import MAX_COMPONENTS, SECOND_LOOK_ZOOM
 
 log = logging.getLogger("scenecap.edge.calibrate")
 
@@ -32,12 +34,14 @@ DEFAULT_PERCENTILE = 2.0  # 98% of validation captions confident: room for held-
 MIN_IMAGES = 20
 SECTION_VERSION = "1.2"  # the format that first read the section
 DIRECTION_VERSION = "1.3"  # ... and its outlier direction
+SECOND_LOOK_VERSION = "1.4"  # ... and the second look's threshold
 
 EXAMPLES = """examples:
   scenecap synth data/calib --train 600 --val 200 --test 0 --seed 11 --style classic --size 96
   scenecap calibrate demo/bundle --images data/calib/images/train --val-images data/calib/images/val
   scenecap calibrate demo/bundle --images data/calib/images/train --val-images data/calib/images/val \\
       --outlier-images photos/   # pictures it must be unsure of: familiarity also falls towards them
+  scenecap calibrate demo/bundle ... --second-look   # and a threshold for 'scenecap caption --second-look'
 
 The statistics describe the images the bundle was trained on: calibrate with fresh images of the same kind
 (never the test images you judge it on; the same for outlier images). Captions of images unlike them, or whose
@@ -51,6 +55,7 @@ class Measured:
 
     pooled: np.ndarray
     word: float
+    look: float | None = None  # the second look, when calibrating one
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,6 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    default=DEFAULT_PERCENTILE, metavar="P",
                    help=f"threshold at this percentile of validation confidences: P%% of in-distribution "
                    f"captions are marked unsure (default {DEFAULT_PERCENTILE:g}, at most 5)")
+    p.add_argument("--second-look", action="store_true",
+                   help="also read each validation caption along its image zoomed in and store the threshold "
+                   "for captions that take that look ('scenecap caption --second-look'; about twice the "
+                   "calibration time)")
     p.set_defaults(func=run_calibrate)
 
 
@@ -94,15 +103,19 @@ def image_files(folder: str) -> list[Path]:
     return files
 
 
-def measure(captioner, path: Path) -> Measured:
-    """Encode and caption one image with the bundle's own models."""
+def measure(captioner, path: Path, look: bool = False) -> Measured:
+    """Encode and caption one image with the bundle's own models (and take the second look, if asked)."""
     from scenecap.edge import confidence as conf
     from scenecap.edge.images import load_image
     from scenecap.edge.preprocess import prepare
 
-    feats = captioner.encode(prepare(load_image(path), captioner.bundle.manifest.preprocess))
-    cap = captioner.decode(feats)
-    return Measured(conf.pooled_features(feats["features"]), cap.word_confidence)
+    image = prepare(load_image(path), captioner.bundle.manifest.preprocess)
+    feats = captioner.encode(image)
+    cap = captioner.decode(feats, image=image)
+    second = None
+    if look:
+        second = captioner.look_again(image, cap.hypothesis.tokens, SECOND_LOOK_ZOOM) if cap.tokens else 1.0
+    return Measured(conf.pooled_features(feats["features"]), cap.word_confidence, second)
 
 
 def stats_bytes(stats) -> bytes:
@@ -137,7 +150,8 @@ def write_section(bundle_dir: Path, manifest, stats, section: dict) -> str:
         data["files"].pop(old, None)
     data["files"][name] = {"sha256": digest, "bytes": len(raw)}
     data["confidence"] = {"file": name, **section}
-    needed = DIRECTION_VERSION if stats.direction is not None else SECTION_VERSION
+    needed = SECOND_LOOK_VERSION if "second_look" in section else \
+        DIRECTION_VERSION if stats.direction is not None else SECTION_VERSION
     if tuple(map(int, data["format_version"].split("."))) < tuple(map(int, needed.split("."))):
         data["format_version"] = needed
     atomic_write_text(bundle_dir / MANIFEST, json.dumps(data, indent=2, ensure_ascii=False))
@@ -159,7 +173,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         fit_paths = fit_paths[: len(fit_paths) * 3 // 4]
     captioner = Captioner(bundle, threads=1)
     fit = [measure(captioner, p) for p in fit_paths]
-    val = [measure(captioner, p) for p in val_paths]
+    val = [measure(captioner, p, args.second_look) for p in val_paths]
     outliers = [pooled_only(captioner, p) for p in image_files(args.outlier_images)] if args.outlier_images else []
     stats = conf.fit_stats(np.stack([m.pooled for m in fit]), args.components)
     stats = conf.with_references(stats, np.array([conf.distance(stats, m.pooled) for m in val]))
@@ -176,12 +190,20 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if outliers:
         section.update(direction_references=int(stats.direction_references.size), outlier_images=len(outliers),
                        direction="Fisher discriminant towards the outlier images")
+    looked = ""
+    if args.second_look:
+        both = np.array([conf.combine(m.word, conf.image_familiarity(stats, m.pooled), m.look) for m in val])
+        t2 = conf.threshold_at(both, args.percentile)
+        section["second_look"] = {"zoom": SECOND_LOOK_ZOOM, "threshold": round(t2, 6),
+                                  "val_confident": round(float((both >= t2).mean()), 4)}
+        looked = f"; with the second look threshold {t2:.4f}"
     name = write_section(Path(args.bundle), bundle.manifest, stats, section)
     load_bundle(args.bundle)  # what was written reads back, hashes and all
     print(escape(f"{args.bundle}: {name}: {len(fit)} images fit, {len(val)} validation"
                  f"{f', {len(outliers)} outlier' if outliers else ''}; distance q50 {stats.q50:.2f} q95 "
                  f"{stats.q95:.2f}; threshold {threshold:.4f} (percentile {args.percentile:g}): "
-                 f"{kept:.1%} of validation captions confident{_outliers_unsure(stats, outliers, threshold)}"),
+                 f"{kept:.1%} of validation captions confident{_outliers_unsure(stats, outliers, threshold)}"
+                 f"{looked}"),
           file=sys.stdout)
     return 0
 

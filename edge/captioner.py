@@ -12,11 +12,11 @@ import numpy as np
 from scenecap.edge import confidence as conf
 from scenecap.edge import lean_search
 from scenecap.edge.bundle import Bundle, TensorSpec, load_bundle, load_confidence_arrays, load_embedding
-from scenecap.edge.decode import Hypothesis, Logits, beam_search, check_length_penalty, greedy, search_beams
+from scenecap.edge.decode import Hypothesis, Logits, beam_search, check_length_penalty, forced, greedy, search_beams
 from scenecap.edge.errors import ScenecapError
 from scenecap.edge.export_contract import LOG_NORM
 from scenecap.edge.interpreter import TFLiteModel, dequantize, find_runtime, load_edgetpu_delegate, quantize
-from scenecap.edge.preprocess import prepare
+from scenecap.edge.preprocess import prepare, zoomed
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Caption:
     unsure: bool = False
 
     word_confidence: float = 0.0  # the words' geometric-mean probability, before the image's familiarity
+    second_look: float | None = None  # its least likely word's probability on a zoomed view (None: not taken)
 
     @property
     def log_prob(self) -> float:
@@ -142,6 +143,11 @@ class DecoderSession:
                                 length_penalty, stop)
         return beam_search(self.raw_step, self.hidden0(), start, end, max_steps, width, length_penalty, stop)
 
+    def forced(self, start: int, tokens: list[int]) -> np.ndarray:
+        """log p of each of `tokens` after <start> and the ones before it, on this image (teacher forcing):
+        decode.forced through raw_step. Moves this session's state; start another session to search again."""
+        return forced(self.raw_step, self.hidden0(), start, tokens)
+
     def attention_floats(self, attention: np.ndarray) -> np.ndarray:
         return dequantize(attention, self.specs["attention"])
 
@@ -210,7 +216,8 @@ class Captioner:
     """
 
     def __init__(self, bundle: Bundle, threads: int | None = None, device: str = "cpu", beam: int = 1,
-                 length_penalty: float = 0.0, runtime: str | None = None, min_confidence: float | None = None):
+                 length_penalty: float = 0.0, runtime: str | None = None, min_confidence: float | None = None,
+                 second_look: bool = False):
         self.bundle = bundle
         m = bundle.manifest
         self.runtime = find_runtime(runtime)
@@ -246,7 +253,10 @@ class Captioner:
         self.length_penalty = check_length_penalty(length_penalty)
         self.feature_names = [n for n in m.models["encoder"].outputs]
         self._lock = threading.RLock()  # one caption (or encode) at a time: the interpreters' tensors are shared
-        self.novelty, self.min_confidence = _novelty_stats(bundle), _threshold(bundle, min_confidence)
+        # The second look (edge/confidence.py), when asked for: about twice a caption's time, so not by default (the
+        # gate alone costs a few percent). The threshold is the one the bundle calibrated for the looks taken.
+        self.look = _second_look(bundle, second_look)
+        self.novelty, self.min_confidence = _novelty_stats(bundle), _threshold(bundle, min_confidence, self.look)
 
     @classmethod
     def load(cls, bundle_dir: str | Path, **kwargs) -> Captioner:
@@ -308,12 +318,16 @@ class Captioner:
         """Encoder then decoder loop, under the lock (the time spent waiting for it is in no stage)."""
         t1 = time.perf_counter()
         feats = self.encode(image)
-        return self.decode(feats, stop, preprocess_ms, (time.perf_counter() - t1) * 1e3)
+        return self.decode(feats, stop, preprocess_ms, (time.perf_counter() - t1) * 1e3, image)
 
     def decode(self, feats: dict[str, np.ndarray], stop: threading.Event | None = None, preprocess_ms: float = 0.0,
-               encoder_ms: float = 0.0) -> Caption:
+               encoder_ms: float = 0.0, image: np.ndarray | None = None) -> Caption:
         """The caption of one image's features (from encode()), judged like caption()'s: for a caller that needs
-        the features too (calibration) and should not encode twice."""
+        the features too (calibration) and should not encode twice. `image` (the model-size image encoded) is
+        needed when this Captioner takes a second look."""
+        if self.look is not None and image is None:
+            raise ScenecapError("decode() needs the model-size image for the bundle's second look "
+                                "(or load the Captioner with second_look=False)")
         m = self.bundle.manifest
         t2 = time.perf_counter()
         ids = m.tokens
@@ -328,16 +342,29 @@ class Captioner:
                 "decoder_invokes": sum(session.step_ms),
                 "total": preprocess_ms + encoder_ms + (t3 - t2) * 1e3,
             })
-        self._judge(cap, feats)
+        self._judge(cap, feats, image)
         return cap
 
-    def _judge(self, cap: Caption, feats: dict[str, np.ndarray]) -> None:
-        """Fill the caption's familiarity, confidence and unsure (timed as the 'confidence' stage)."""
+    def look_again(self, image: np.ndarray, tokens: list[int], zoom: float | None = None) -> float:
+        """The second look (edge/confidence.py): the probability of the least likely of `tokens` (a caption's,
+        <end> included) read along the model-size `image` zoomed in by `zoom` (default: the bundle's)."""
+        zoom = zoom or self.look
+        if zoom is None:
+            raise ScenecapError("look_again needs a zoom: this Captioner takes no second look")
+        with self._lock:
+            feats = self.encode(zoomed(image, zoom))
+            with self.start(feats) as session:
+                return conf.second_look(session.forced(self.bundle.manifest.tokens["start"], tokens))
+
+    def _judge(self, cap: Caption, feats: dict[str, np.ndarray], image: np.ndarray | None) -> None:
+        """Fill the caption's familiarity, second look, confidence and unsure (timed as the 'confidence' stage)."""
         t0 = time.perf_counter()
         if self.novelty is not None:
             cap.familiarity = conf.image_familiarity(self.novelty, conf.pooled_features(feats["features"]))
         cap.word_confidence = conf.word_confidence(cap.log_prob, len(cap.hypothesis.tokens))
-        cap.confidence = conf.combine(cap.word_confidence, cap.familiarity)
+        if self.look is not None and cap.tokens and not cap.stopped:
+            cap.second_look = self.look_again(image, cap.hypothesis.tokens)
+        cap.confidence = conf.combine(cap.word_confidence, cap.familiarity, cap.second_look)
         cap.unsure = cap.confidence < self.min_confidence
         cap.timings["confidence"] = (time.perf_counter() - t0) * 1e3
         cap.timings["total"] += cap.timings["confidence"]
@@ -360,13 +387,26 @@ def _novelty_stats(bundle: Bundle) -> conf.NoveltyStats | None:
     return conf.stats_from_arrays(arrays, str(bundle.file(bundle.manifest.confidence.file)))
 
 
-def _threshold(bundle: Bundle, min_confidence: float | None) -> float:
-    """The unsure threshold: min_confidence if given, else the bundle's calibrated one, else 0 (never unsure:
-    an uncalibrated bundle has no measured threshold to apply)."""
+def _second_look(bundle: Bundle, wanted: bool) -> float | None:
+    """The second look's zoom when `wanted` (the bundle must have calibrated one), else None."""
+    if not wanted:
+        return None
+    section = bundle.manifest.confidence
+    if section is None or section.second_look is None:
+        raise ScenecapError(f"{bundle.path}: no second look calibrated; run 'scenecap calibrate --second-look' "
+                            "on the bundle first")
+    return section.second_look.zoom
+
+
+def _threshold(bundle: Bundle, min_confidence: float | None, look: float | None = None) -> float:
+    """The unsure threshold: min_confidence if given, else the bundle's calibrated one (with the second look,
+    when taken, else for one look), else 0 (never unsure: an uncalibrated bundle has no measured threshold)."""
     if min_confidence is not None:
         if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or \
                 not 0 <= min_confidence <= 1:
             raise ScenecapError(f"min_confidence {min_confidence!r}; expected a number from 0 to 1")
         return float(min_confidence)
     section = bundle.manifest.confidence
-    return float(section.threshold) if section else 0.0
+    if not section:
+        return 0.0
+    return float(section.second_look.threshold if look is not None else section.threshold)

@@ -28,6 +28,17 @@ the test photographs 0.92 -> 1.00, against the held-out shifted drawing style 0.
 
 confidence = word confidence * familiarity, where word confidence is the geometric mean
 probability of the caption's tokens (<end> included): exp(log_prob / tokens).
+
+Optionally (`scenecap calibrate --second-look`, on by default in a bundle calibrated with it), a second look:
+the image zoomed in by SECOND_LOOK_ZOOM (the centre 95%, resized back) is encoded again and the decoder reads
+the caption's own words along it (teacher forcing). A caption the model would not say again of a slightly
+different view of the same scene is one it has guessed: the second look is the probability of its least likely
+word on that view, exp(min log p), and multiplies the confidence. (Measured on the demo bundle, threshold set to
+keep 95% of 1,000 fresh own-style scenes confident: the share of 3,000 shifted-style scenes captioned
+confidently and wrongly 6.2% -> 3.8%; on those scenes, right against wrong, AUROC 0.61 -> 0.81. The geometric
+mean on the second view, or the least likely word on the first, moved neither; nor did a blur; mirroring and
+turning change the words of a correct caption, so they are no second look for reading it along.) It costs an
+encoder pass and one decoder step per word, about as much as the caption itself.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import numpy as np
 from scenecap.edge.errors import ScenecapError
 
 MAX_COMPONENTS = 16
+SECOND_LOOK_ZOOM = 1.05  # 2-3 pixels each side at 128 px: a new view of every object, none cut off
 MAX_REFERENCES = 100_000  # calibration distances kept in the stats file (a few thousand images is plenty)
 STATS_ARRAYS = ("mean", "components", "variances", "residual", "references")
 OUTLIER_ARRAYS = ("direction", "direction_references")  # with --outlier-images only
@@ -203,9 +215,18 @@ def word_confidence(log_prob: float, n_tokens: int) -> float:
     return float(min(1.0, math.exp(log_prob / n_tokens)))
 
 
-def combine(word: float, familiar: float | None) -> float:
-    """The caption's confidence: word confidence scaled by the image's familiarity (if the bundle has stats)."""
-    return float(word if familiar is None else word * familiar)
+def second_look(log_probs: np.ndarray) -> float:
+    """In [0, 1]: the probability of a caption's least likely word, read along a second view of the image (1.0
+    for a caption with no words: nothing to doubt beyond its word confidence, which is 0)."""
+    lp = np.asarray(log_probs, np.float64)
+    return float(min(1.0, math.exp(lp.min()))) if lp.size else 1.0
+
+
+def combine(word: float, familiar: float | None, look: float | None = None) -> float:
+    """The caption's confidence: word confidence scaled by the image's familiarity (if the bundle has stats) and
+    by the second look (if it took one)."""
+    c = word if familiar is None else word * familiar
+    return float(c if look is None else c * look)
 
 
 def stats_shapes(components: int, pooled_dim: int, references: int,

@@ -184,6 +184,18 @@ def _greedy_word(step: StepFn, token: np.ndarray, hidden: np.ndarray,
     return int(best), best_log_prob(lg, best, scorer), hidden, attn[0]
 
 
+def forced(step: StepFn, hidden0: np.ndarray, start: int, tokens: list[int]) -> np.ndarray:
+    """log p(tokens[i] | <start>, tokens[:i]) [len(tokens)] float32 on the bound image: the decoder read along
+    a given caption (teacher forcing), e.g. a caption of another view of the same image."""
+    out, hidden, prev, scorer = np.empty(len(tokens), np.float32), hidden0, start, RowScorer()
+    for i, token in enumerate(tokens):
+        logits, hidden, _ = step(np.array([prev], np.int32), hidden)
+        out[i] = word_log_prob(as_logits(logits), 0, int(token), scorer)
+        del logits  # a view of the decoder's output: none may live across the next invoke
+        prev = token
+    return out
+
+
 def best_log_prob(lg: Logits, best: np.intp, scorer: RowScorer) -> float:
     """The log-probability of row 0's argmax `best`. With the graph's log_norm: its logit minus log_norm, no pass
     over the vocabulary here. Else one log-sum-exp of the row, not a log-softmax array; the word is the row's

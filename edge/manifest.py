@@ -39,7 +39,9 @@ FORMAT = "scenecap-bundle"
 # models.decoder_step.outputs.log_norm (optional, float32 [batch]: each logits row's log-sum-exp, from convert's
 # float-logit decoders) needs no new version: outputs always mapped names to tensors, and a runtime from before it
 # binds every output the manifest lists and reads only the three it knows (so it computes the log-sum-exp itself).
-FORMAT_VERSION = "1.3"
+# 1.4 adds confidence.second_look (`calibrate --second-look`): the zoom of the gate's second view and the
+# threshold that goes with it; a 1.3 runtime ignores it and applies `threshold`, the one-look one, as before.
+FORMAT_VERSION = "1.4"
 MANIFEST = "manifest.json"
 DECODER_STATES = ("carry", "legacy-zero")
 MODEL_NAMES = ("encoder", "decoder_step")
@@ -148,6 +150,32 @@ class DecoderSpec:
         return {"state": self.state, "batch": self.batch, **table, **self.extra}
 
 
+MAX_ZOOM = 2.0  # a second look at half the image would be another picture, not another view of it
+
+
+@dataclass(frozen=True)
+class SecondLook:
+    """confidence.second_look (format 1.4): the zoom of the second view and the threshold calibrated with it."""
+
+    zoom: float
+    threshold: float
+    extra: dict[str, Any] = field(default_factory=dict)  # how it was chosen (val_confident...), not read
+
+    @classmethod
+    def from_json(cls, c: Any, where: str) -> SecondLook:
+        if not isinstance(c, dict):
+            raise ScenecapError(f"{where} is {type(c).__name__}; expected an object with a zoom and a threshold")
+        z, t = c.get("zoom"), c.get("threshold")
+        if not is_number(z) or not 1 < z <= MAX_ZOOM:
+            raise ScenecapError(f"{where}.zoom is {z!r}; expected a number above 1 and at most {MAX_ZOOM:g}")
+        if not is_number(t) or not 0 <= t <= 1:
+            raise ScenecapError(f"{where}.threshold is {t!r}; expected a number from 0 to 1")
+        return cls(float(z), float(t), _split(c, cls)[1])
+
+    def to_json(self) -> dict:
+        return {"zoom": self.zoom, "threshold": self.threshold, **self.extra}
+
+
 @dataclass(frozen=True)
 class ConfidenceSection:
     """`confidence` (format 1.2, `scenecap calibrate`): the image statistics file, its sizes (the loader sizes the
@@ -160,6 +188,7 @@ class ConfidenceSection:
     references: int
     threshold: float
     direction_references: int = 0  # format 1.3: the outlier direction's scale (0: no outlier exposure)
+    second_look: SecondLook | None = None  # format 1.4: `threshold` applies to one look, this to two
     extra: dict[str, Any] = field(default_factory=dict)  # how they were chosen (percentile, images...), not read
 
     @classmethod
@@ -180,7 +209,8 @@ class ConfidenceSection:
             raise ScenecapError(f"{where}.threshold is {t!r}; expected a number from 0 to 1")
         direction = whole_number(c, "direction_references", 2, MAX_REFERENCES, where) \
             if "direction_references" in c else 0
-        return cls(file, components, c["pooled_dim"], references, t, direction, _split(c, cls)[1])
+        look = SecondLook.from_json(c["second_look"], f"{where}.second_look") if "second_look" in c else None
+        return cls(file, components, c["pooled_dim"], references, t, direction, look, _split(c, cls)[1])
 
     @property
     def array_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -189,8 +219,9 @@ class ConfidenceSection:
 
     def to_json(self) -> dict:
         direction = {"direction_references": self.direction_references} if self.direction_references else {}
+        look = {"second_look": self.second_look.to_json()} if self.second_look else {}
         return {"file": self.file, "components": self.components, "pooled_dim": self.pooled_dim,
-                "references": self.references, "threshold": self.threshold, **direction, **self.extra}
+                "references": self.references, "threshold": self.threshold, **direction, **look, **self.extra}
 
 
 @dataclass(frozen=True)

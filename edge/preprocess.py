@@ -80,3 +80,12 @@ def prepare(frame: np.ndarray, spec: PreprocessSpec, bgr: bool = False) -> np.nd
     y0, x0 = (spec.height - nh) // 2, (spec.width - nw) // 2
     out[y0 : y0 + nh, x0 : x0 + nw] = small
     return out
+
+
+def zoomed(image: np.ndarray, factor: float) -> np.ndarray:
+    """A model-size image [H, W, 3] zoomed in by `factor` (> 1): its centre 1/factor of each side, resized back
+    to H x W (bilinear: the crop is upscaled). The confidence gate's second look (edge/confidence.py)."""
+    h, w = image.shape[:2]
+    ch, cw = max(1, round(h / factor)), max(1, round(w / factor))
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return cv2.resize(image[y : y + ch, x : x + cw], (w, h), interpolation=cv2.INTER_LINEAR)

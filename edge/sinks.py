@@ -36,8 +36,15 @@ def record(item: Captioned) -> dict:
             "caption": jsonable(cap.text), "tokens": [int(t) for t in cap.tokens], "log_prob": round(cap.log_prob, 4),
             "confidence": round(float(getattr(cap, "confidence", 0.0)), 4),
             "unsure": bool(getattr(cap, "unsure", False)),
+            **_second_look(cap),
             "reason": item.reason, "scene_score": round(item.score, 2),
             "latency_ms": {k: round(v, 3) for k, v in cap.timings.items()}}
+
+
+def _second_look(cap) -> dict:
+    """The second look's figure, in records of captions that took one (--second-look)."""
+    look = getattr(cap, "second_look", None)
+    return {} if look is None else {"second_look": round(float(look), 4)}
 
 
 def _why(e: BaseException) -> str:
