@@ -136,6 +136,9 @@ def _confidence_line(c) -> str:
             + f"; image Gaussian of {c.components} components{fit}")
     if c.direction_references:
         line += f"; outlier direction from {escape(x.get('outlier_images', '?'))} outlier images"
+    if c.second_look:
+        line += (f"; with --second-look (the words read again zoomed in {c.second_look.zoom:g}x) unsure below "
+                 f"{c.second_look.threshold:.4g}")
     return line
 
 

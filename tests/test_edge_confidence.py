@@ -295,6 +295,8 @@ def test_inspect_says_what_marks_a_caption_unsure(copy_bundle):
     line = next(ln for ln in shown.stdout.splitlines() if ln.strip().startswith("confidence:"))
     section = load_bundle(DEMO).manifest.confidence
     assert f"unsure below {section.threshold:.4g}" in line and "outlier direction from 300" in line
+    assert f"with --second-look (the words read again zoomed in 1.05x) unsure below " \
+        f"{section.second_look.threshold:.4g}" in line
     b = copy_bundle(DEMO)
 
     def strip(d):
