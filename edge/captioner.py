@@ -357,17 +357,22 @@ class Captioner:
                 return conf.second_look(session.forced(self.bundle.manifest.tokens["start"], tokens))
 
     def _judge(self, cap: Caption, feats: dict[str, np.ndarray], image: np.ndarray | None) -> None:
-        """Fill the caption's familiarity, second look, confidence and unsure (timed as the 'confidence' stage)."""
-        t0 = time.perf_counter()
+        """Fill the caption's familiarity, second look, confidence and unsure (timed as the 'confidence' stage, and
+        the look as 'second_look')."""
+        t0, look_ms = time.perf_counter(), 0.0
         if self.novelty is not None:
             cap.familiarity = conf.image_familiarity(self.novelty, conf.pooled_features(feats["features"]))
         cap.word_confidence = conf.word_confidence(cap.log_prob, len(cap.hypothesis.tokens))
         if self.look is not None and cap.tokens and not cap.stopped:
+            t1 = time.perf_counter()
             cap.second_look = self.look_again(image, cap.hypothesis.tokens)
+            look_ms = (time.perf_counter() - t1) * 1e3
+            cap.timings["second_look"] = look_ms
         cap.confidence = conf.combine(cap.word_confidence, cap.familiarity, cap.second_look)
         cap.unsure = cap.confidence < self.min_confidence
-        cap.timings["confidence"] = (time.perf_counter() - t0) * 1e3
-        cap.timings["total"] += cap.timings["confidence"]
+        gate_ms = (time.perf_counter() - t0) * 1e3
+        cap.timings["confidence"] = gate_ms - look_ms
+        cap.timings["total"] += gate_ms
 
     def _finish(self, hyp: Hypothesis, session: DecoderSession, timings: dict[str, float]) -> Caption:
         end = self.bundle.manifest.tokens["end"]

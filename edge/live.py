@@ -33,7 +33,7 @@ from scenecap.edge.sources import Frame, FrameSource, is_live, open_source
 
 log = logging.getLogger("scenecap.edge.live")
 
-STAGES = ("preprocess", "encoder", "decoder", "confidence", "total", "gate", "output", "frame_age")
+STAGES = ("preprocess", "encoder", "decoder", "confidence", "second_look", "total", "gate", "output", "frame_age")
 LATENCY_SAMPLE = 1024
 
 
