@@ -145,7 +145,10 @@ class DecoderSession:
 
     def forced(self, start: int, tokens: list[int]) -> np.ndarray:
         """log p of each of `tokens` after <start> and the ones before it, on this image (teacher forcing):
-        decode.forced through raw_step. Moves this session's state; start another session to search again."""
+        edge/lean_search.py's loop where the decoder takes it, else decode.forced through raw_step (the same
+        figures). Moves this session's state; start another session to search again."""
+        if lean_search.supports(self):
+            return lean_search.lean_forced(self, start, tokens)
         return forced(self.raw_step, self.hidden0(), start, tokens)
 
     def attention_floats(self, attention: np.ndarray) -> np.ndarray:

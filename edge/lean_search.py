@@ -29,6 +29,7 @@ from scenecap.edge.decode import (
     beam_candidates,
     best_log_prob,
     row_top_words,
+    word_log_prob,
 )
 from scenecap.edge.export_contract import LOG_NORM
 
@@ -84,6 +85,34 @@ def lean_greedy(session: DecoderSession, start: int, end: int, max_steps: int,
     session.invokes += len(hyp.tokens)
     return hyp
 
+def lean_forced(session: DecoderSession, start: int, tokens: list[int]) -> np.ndarray:
+    """decode.forced(session.raw_step, session.hidden0(), start, tokens) for a decoder that `supports` it: the
+    same log-probabilities, read from the output views (the second look's loop, edge/confidence.py)."""
+    dec, lspec = session.decoder, session.specs["logits"]
+    token_in, hidden_in = dec.input_view_fn("token"), dec.input_view_fn("hidden")
+    logits_out, hidden_out = dec.output_view_fn("logits"), dec.output_view_fn("new_hidden")
+    norm_out = dec.output_view_fn(LOG_NORM) if session.log_norm else None
+    scale, zero = (lspec.scale, lspec.zero_point) if lspec.quantized else (None, 0)
+    carried, invoke = session.carried, dec.invoke
+    view = hidden_in()
+    view[...] = carried(session.hidden0())
+    del view
+    out, scorer, prev = np.empty(len(tokens), np.float32), RowScorer(), start
+    for i, token in enumerate(tokens):
+        view = token_in()
+        view[0] = prev
+        del view  # no view of the tensors may live across the invoke
+        invoke()
+        row = logits_out()
+        norm = norm_out().copy() if norm_out is not None else None
+        out[i] = word_log_prob(Logits(row, scale, zero, True, norm), 0, int(token), scorer)
+        del row
+        view = hidden_in()
+        view[...] = carried(hidden_out())
+        del view
+        prev = token
+    session.invokes += len(tokens)
+    return out
 
 
 def lean_expander(session: DecoderSession) -> ExpandFn:

@@ -15,7 +15,7 @@ import pytest
 
 from scenecap.edge import lean_search
 from scenecap.edge.captioner import Captioner
-from scenecap.edge.decode import beam_search, greedy
+from scenecap.edge.decode import beam_search, forced, greedy
 from scenecap.edge.images import load_image
 
 LEAN = ["float32", "int8", "float32:dynamic", "int8:dynamic", "float32:int8"]
@@ -81,6 +81,23 @@ def test_the_lean_loops_give_the_reference_searchs_words_bit_for_bit(make_bundle
         assert not ref[0].stopped
         captions.add(tuple(ref[0].tokens))
     assert len(captions) > 1  # the images differ, and so do their captions: the comparison is not of one sentence
+
+
+@pytest.mark.parametrize("quant", LEAN)
+def test_reading_a_caption_along_another_image_gives_the_reference_figures_bit_for_bit(make_bundle, images, quant):
+    """The second look's loop (teacher forcing): the caption of one image read along another, lean and through
+    raw_step, gives the same log-probability for every word."""
+    from scenecap.edge.preprocess import prepare
+
+    cap = Captioner.load(make_bundle(quant))
+    m = cap.bundle.manifest
+    tokens = cap.caption(images[0]).hypothesis.tokens
+    with cap.start(cap.encode(prepare(images[1], m.preprocess))) as s:
+        ref = forced(s.raw_step, s.hidden0(), m.tokens["start"], tokens)
+    with cap.start(cap.encode(prepare(images[1], m.preprocess))) as s:
+        lean = s.forced(m.tokens["start"], tokens)
+        assert s.invokes == len(tokens)
+    assert lean.dtype == ref.dtype and np.array_equal(lean, ref) and (lean <= 0).all()
 
 
 @pytest.mark.parametrize("width", [1, 3])
