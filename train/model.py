@@ -138,17 +138,26 @@ class ShowAttendTell(keras.Model):
     def step_embedded(self, embedded, hidden, features, keys):
         """`step` after the word-embedding lookup (embedded [B, E]); the Edge TPU decoder is this part, since
         its GATHER cannot map to the TPU and the lookup is done on the CPU from a table in the bundle."""
+        context, attention = self.attend(hidden, features, keys)
+        logits, new_hidden = self.advance(context, embedded, hidden)
+        return logits, new_hidden, attention
+
+    def attend(self, hidden, features, keys):
+        """Bahdanau attention: (hidden [B, U], features, keys) -> (context [B, E], attention [B, L])."""
         query = ops.expand_dims(self.W2(hidden), 1)
         score = self.V(ops.tanh(keys + query))  # [B, L, 1]
         attention = ops.softmax(score, axis=1)
-        context = ops.sum(attention * features, axis=1)
+        return ops.sum(attention * features, axis=1), ops.squeeze(attention, -1)
+
+    def advance(self, context, embedded, hidden):
+        """The GRU and the output layers: (context, embedded word, hidden) -> (logits [B, V], new hidden [B, U])."""
         x = ops.concatenate([context, embedded], axis=-1)
         state = ops.zeros_like(hidden) if self.cfg.decoder_state == "legacy-zero" else hidden
         new_hidden, _ = self.gru(x, [state])
         out = self.fc1(new_hidden)
         if self.fc_rank is not None:  # the low-rank output projection: units -> r -> vocab
             out = self.fc_rank(out)
-        return self.fc2(out), new_hidden, ops.squeeze(attention, -1)
+        return self.fc2(out), new_hidden
 
     def call(self, inputs, training=False):
         """Teacher forcing: (images, input tokens [B, T]) -> logits [B, T, V]."""
