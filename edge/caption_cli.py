@@ -101,7 +101,8 @@ def _model_options(m: argparse._ArgumentGroup) -> None:
     m.add_argument("--second-look", action="store_true",
                    help="before trusting a caption, read its words again on the image zoomed in 5%%: a caption the "
                    "model would not say of that view too is marked unsure (on the demo bundle, confidently wrong "
-                   "captions of an unfamiliar drawing style 6.2%% -> 3.8%%), at about twice the caption's time. "
+                   "captions of an unfamiliar drawing style 6.1%% -> 4.4%%), at about twice the caption's time "
+                   "(none for a caption already unsure). "
                    "Needs a bundle calibrated with 'scenecap calibrate --second-look'")
     m.add_argument("--camera-size", type=_size, default=None, metavar="WxH",
                    help="frame size to ask the camera for (picam low-res stream default 320x240)")

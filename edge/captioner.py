@@ -366,7 +366,10 @@ class Captioner:
         if self.novelty is not None:
             cap.familiarity = conf.image_familiarity(self.novelty, conf.pooled_features(feats["features"]))
         cap.word_confidence = conf.word_confidence(cap.log_prob, len(cap.hypothesis.tokens))
-        if self.look is not None and cap.tokens and not cap.stopped:
+        # A caption already below the threshold stays unsure whatever the look says (it can only lower the
+        # confidence): a photograph, say, costs no second look.
+        first = conf.combine(cap.word_confidence, cap.familiarity)
+        if self.look is not None and cap.tokens and not cap.stopped and first >= self.min_confidence:
             t1 = time.perf_counter()
             cap.second_look = self.look_again(image, cap.hypothesis.tokens)
             look_ms = (time.perf_counter() - t1) * 1e3

@@ -79,7 +79,8 @@ def test_the_second_look_leaves_fewer_confident_errors_on_a_style_it_never_saw(l
     first = {i: one.caption(im) for i, im in images.items()}
     second = {i: two.caption(im) for i, im in images.items()}
     assert all(first[i].text == second[i].text for i in images)  # the look judges a caption, never changes it
-    assert all(0 <= c.second_look <= 1 for c in second.values() if c.tokens)
+    looked = [c.second_look for c in second.values() if c.second_look is not None]
+    assert len(looked) > len(images) / 2 and all(0 <= x <= 1 for x in looked)
     right = np.array([object_scores({s["image_id"]: first[s["image_id"]].text}, [s])["exact_scenes"] == 1
                       for s in scenes])
     unsure1 = np.array([first[s["image_id"]].unsure for s in scenes])
@@ -94,7 +95,11 @@ def test_with_the_second_look_its_own_scenes_stay_confident_and_photographs_unsu
     own = json.loads((ROOT / "demo" / "quality.json").read_text(encoding="utf-8"))["style"]
     images, _ = synth(tmp_path / "own", own, 21, 100)
     assert 1 - np.mean([two.caption(im).unsure for im in images.values()]) >= 0.90
-    assert np.mean([two.caption(im).unsure for im in photographs().values()]) >= 0.90
+    photos = [two.caption(im) for im in photographs().values()]
+    assert np.mean([c.unsure for c in photos]) >= 0.90
+    # A caption one look already doubts needs no second: unsure either way, and no time spent on it.
+    doubted = [c for c in photos if c.familiarity * c.word_confidence < two.min_confidence]
+    assert doubted and all(c.second_look is None and c.unsure and "second_look" not in c.timings for c in doubted)
 
 
 def test_calibrate_stores_the_second_look_and_caption_takes_it(copy_bundle, tmp_path):
@@ -142,9 +147,13 @@ def test_a_second_look_the_bundle_never_calibrated_is_one_line(copy_bundle):
     assert r.returncode != 0 and "second_look.zoom is 0.5" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_decode_without_the_image_cannot_take_the_second_look(looks):
+def test_decode_without_the_image_cannot_take_the_second_look(looks, tmp_path):
     _, two = looks
-    image = prepare(photographs()["coffee.png"], two.bundle.manifest.preprocess)
-    with pytest.raises(ScenecapError, match="needs the model-size image"):
-        two.decode(two.encode(image))
-    assert two.decode(two.encode(image), image=image).second_look is not None
+    own = json.loads((ROOT / "demo" / "quality.json").read_text(encoding="utf-8"))["style"]
+    scenes, _ = synth(tmp_path, own, 25, 5)
+    for im in scenes.values():
+        image = prepare(im, two.bundle.manifest.preprocess)
+        with pytest.raises(ScenecapError, match="needs the model-size image"):
+            two.decode(two.encode(image))
+        got, whole = two.decode(two.encode(image), image=image), two.caption(im)
+        assert (got.text, got.confidence, got.second_look) == (whole.text, whole.confidence, whole.second_look)
