@@ -8,6 +8,8 @@ Writes into one folder:
                     synthetic scenes (scenes_*.json beside the captions) objects invented and missing; several
                     held-out sets side by side
   report.png        bar charts (BLEU-4, CIDEr-D, agreement, size, encoder and decoder-step latency)
+  trust.png         for bundles with a confidence gate, on sets whose scenes are known: the share of captions
+                    confident and wrong against the share kept confident, as the threshold moves
   results/NAME.json captions in COCO results format ([{image_id, caption}]), for any COCO evaluation tool
 
 This module picks the items, the reference and the held-out sets and writes the folder; the captioning is in
@@ -23,8 +25,9 @@ from pathlib import Path
 
 from scenecap import ScenecapError
 from scenecap.convert.report_captions import VariantResult, evaluate_bundle, evaluate_savedmodel, progress
-from scenecap.convert.report_render import chart, markdown
+from scenecap.convert.report_render import chart, markdown, trust_chart
 from scenecap.convert.report_scores import MAX_BLEU4_LOSS, MIN_AGREEMENT, score_set, verdicts
+from scenecap.convert.report_trust import familiarity_auroc
 from scenecap.edge.fileio import atomic_write_text, read_json
 
 
@@ -201,6 +204,7 @@ def write_report(opts: ReportOptions) -> dict[str, Path]:
     show = sys.stderr.isatty() if opts.progress is None else opts.progress
     sets = [_evaluate_set(name, ann, items, reference_path, opts, show)
             for name, ann in held_out_sets(opts.annotations)]
+    _familiarity_against_first(sets)
     first = sets[0][0]
     decoding = "greedy" if opts.beam <= 1 else f"beam {opts.beam}"
     # The top level describes the first set (as before several sets could be given); "sets" holds them all.
@@ -215,4 +219,15 @@ def write_report(opts: ReportOptions) -> dict[str, Path]:
     atomic_write_text(paths["json"], json.dumps(report, indent=2, ensure_ascii=False))
     atomic_write_text(paths["md"], markdown(report))
     chart(report, paths["png"])
+    if trust_chart(report, out / "trust.png"):
+        paths["trust_png"] = out / "trust.png"
     return paths
+
+
+def _familiarity_against_first(sets: list[tuple[dict, list[VariantResult]]]) -> None:
+    """Each later set's gate: how well familiarity alone tells its images from the first set's (AUROC)."""
+    own = {r.name: r for r in sets[0][1]}
+    for hs, results in sets[1:]:
+        for row, r in zip(hs["variants"], results, strict=True):
+            if "gate" in row and r.name in own:
+                row["gate"]["familiarity_auroc_vs_first"] = familiarity_auroc(own[r.name], r)

@@ -28,6 +28,13 @@ class VariantResult:
     step_ms_by_position: dict[int, list[float]] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
     decoder_step_macs: int | None = None
+    # The gate (bundles with a confidence section): per image_id, as the device would judge each caption.
+    confidence: dict = field(default_factory=dict)
+    unsure: dict = field(default_factory=dict)
+    familiarity: dict = field(default_factory=dict)
+    threshold: float | None = None
+    looked: dict = field(default_factory=dict)  # the confidence with the second look, if the bundle calibrated one
+    look_threshold: float | None = None
 
 
 def progress(it, desc: str, enabled: bool):
@@ -63,7 +70,27 @@ def evaluate_bundle(path: Path, samples, frames: dict, opts: ReportOptions, show
             r.step_ms_by_position.setdefault(position, []).append(ms)
         r.tokens[s.image_id], r.captions[s.image_id] = c.tokens, c.text
         r.encoder_ms.append(c.timings["encoder"])
+        if m.confidence:
+            _judged(r, cap, s.image_id, c, frames[s.image_id])
     return r
+
+
+def _judged(r: VariantResult, cap, image_id, c, frame) -> None:
+    """The caption's confidence and verdict, and with the bundle's second look (timed apart from the caption)."""
+    from scenecap.edge import confidence as conf
+    from scenecap.edge.preprocess import prepare
+
+    m = cap.bundle.manifest
+    r.threshold = cap.min_confidence
+    r.confidence[image_id], r.unsure[image_id], r.familiarity[image_id] = c.confidence, c.unsure, c.familiarity
+    look = m.confidence.second_look
+    if look is None:
+        return
+    r.look_threshold = look.threshold
+    second = None  # a caption below the two-look threshold already stays unsure: no look, as on the device
+    if c.tokens and c.confidence >= look.threshold:
+        second = cap.look_again(prepare(frame, m.preprocess), c.hypothesis.tokens, look.zoom)
+    r.looked[image_id] = conf.combine(c.word_confidence, c.familiarity, second)
 
 
 def evaluate_savedmodel(path: Path, samples, frames: dict, opts: ReportOptions, show: bool) -> VariantResult:

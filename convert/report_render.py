@@ -37,6 +37,7 @@ def markdown(report: dict) -> str:
     lines += _sets_lines(report)
     lines += _baseline_lines(report)
     lines += _objects_lines(report)
+    lines += _trust_lines(report)
     lines += ["", "## Decoder-step cost does not grow with caption length", "",
               "The attention keys (W1 . features) are computed once per image by the encoder, so every decoder "
               "step runs the same fixed-shape graph: its multiply-accumulates are the same at every word.", ""]
@@ -126,6 +127,69 @@ def _objects_lines(report: dict) -> list[str]:
             lines.append(f"- On {hs['name']} ({o['scenes']} scenes, {o['objects']} objects), {r['name']} invents "
                          f"{o['invented']} and misses {o['missing']}.")
     return lines
+
+
+def _share(x) -> str:
+    return _fmt(x, ".1%")
+
+
+def _trust_lines(report: dict) -> list[str]:
+    """The confidence gate on every set: unsure, confidently wrong, right when confident, with the second look."""
+    rows = [(hs, r) for hs in report["sets"] for r in hs["variants"] if r.get("gate")]
+    if not rows:
+        return []
+    lines = ["", "## When the device is unsure", "",
+             "Each bundle's gate as the device applies it: the share of captions marked unsure, and where the "
+             "scenes are known the share said confidently and wrongly (a cane would say it aloud) and how often a "
+             "confident caption is right; then the same with `--second-look` (bundles calibrated with it); and, "
+             "for every set after the first, how well the image familiarity alone tells its images from the "
+             "first set's (AUROC; 0.5 is chance). trust.png draws the trade-off as the threshold moves.", "",
+             "| set | variant | unsure | confidently wrong | right when confident | second look: unsure | "
+             "confidently wrong | familiarity AUROC vs first set |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for hs, r in rows:
+        g, look = r["gate"], r["gate"].get("second_look") or {}
+        lines.append(f"| {hs['name']} | {r['name']} | {_share(g['unsure'])} | {_share(g.get('confidently_wrong'))} | "
+                     f"{_share(g.get('right_when_confident'))} | {_share(look.get('unsure'))} | "
+                     f"{_share(look.get('confidently_wrong'))} | {_fmt(g.get('familiarity_auroc_vs_first'), '.3f')} |")
+    return lines
+
+
+def trust_chart(report: dict, path: Path) -> bool:
+    """trust.png: per set whose scenes are known, each gated bundle's confidently-wrong share against the share
+    it keeps confident (solid: one look, dashed: the second look), its threshold's point marked. False (and no
+    file) when no set has such a curve."""
+    sets = [(hs, [r for r in hs["variants"] if (r.get("gate") or {}).get("curve")]) for hs in report["sets"]]
+    sets = [(hs, rows) for hs, rows in sets if rows]
+    if not sets:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 4.2), squeeze=False)
+    for ax, (hs, rows) in zip(axes[0], sets, strict=True):
+        for k, r in enumerate(rows):
+            colour = f"C{k}"
+            for g, style, label in ((r["gate"], "-", r["name"]), (r["gate"].get("second_look"), "--",
+                                                                   f"{r['name']}, second look")):
+                if not g or not g.get("curve"):
+                    continue
+                x, y = zip(*g["curve"], strict=True)
+                ax.plot([100 * v for v in x], [100 * v for v in y], style, color=colour, label=label)
+                ax.plot(100 * (1 - g["unsure"]), 100 * g["confidently_wrong"], "o", color=colour)
+        ax.set_title(f"{hs['name']} ({hs['images']} images)", fontsize=10)
+        ax.set_xlabel("captions kept confident (%)")
+        ax.set_ylabel("confident and wrong (% of all)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("What the confidence gate trades: dots at each bundle's threshold")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return True
 
 
 def _label(v: float) -> str:

@@ -8,6 +8,7 @@ import statistics
 import numpy as np
 
 from scenecap.convert.report_captions import VariantResult
+from scenecap.convert.report_trust import gate_row
 
 # The target for full-integer variants on the synthetic held-out set.
 MIN_AGREEMENT = 0.95
@@ -76,9 +77,15 @@ def score_set(results: list[VariantResult], refs: dict, reference: VariantResult
         baseline["objects"] = object_scores({i: baseline["caption"] for i in set(refs)}, scenes, lang)
     for r, row in zip(results, rows, strict=True):
         row["trivial"] = trivial_reasons(row["metrics"], row["distinct_captions"], row["images"], baseline)
+        right = None
         if scenes is not None:
             row["objects"] = object_scores(r.captions, scenes, lang)
             row["trivial"] += _object_reasons(row["objects"], baseline["objects"])
+            right = {sc["image_id"]: object_scores({sc["image_id"]: r.captions[sc["image_id"]]}, [sc], lang)
+                     ["exact_scenes"] == 1 for sc in scenes if sc["image_id"] in r.captions}
+        gate = gate_row(r, right if right and set(right) == set(r.confidence) else None)
+        if gate is not None:
+            row["gate"] = gate
     return rows, baseline
 
 

@@ -3,8 +3,9 @@
 Two out-of-distribution sets, both offline: real photographs and micrographs that scikit-image's wheel ships
 (each also as four corner crops), and procedural non-scenes (noise, rendered text, gradients, 1/f textures, flat
 colours). `outlier_exposure` gives other real pictures, disjoint from both, for `scenecap calibrate
---outlier-images`. `gate_figures` gives, for any set of captions, the share marked unsure and the share that is
-confident but wrong; `auroc` says how well the image-familiarity score alone tells two sets apart.
+--outlier-images`. `gate_figures` and `auroc` are the quality report's (convert/report_trust.py): for any set of
+captions, the share marked unsure and the share that is confident but wrong; and how well the image-familiarity
+score alone tells two sets apart.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import importlib.resources
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from scenecap.convert.report_trust import auroc, gate_figures  # noqa: F401  (the quality report's own figures)
 
 PHOTOS = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
           "hubble_deep_field.jpg", "retina.jpg", "coins.png", "moon.png", "ihc.png", "clock_motion.png",
@@ -110,22 +113,4 @@ def procedural(n: int = 40, seed: int = 5) -> dict[str, np.ndarray]:
         else:
             im = np.full((96, 96, 3), rng.integers(0, 256, 3), np.uint8)
         out[f"{kind}_{i:02d}"] = im
-    return out
-
-
-def auroc(familiar: list[float], novel: list[float]) -> float:
-    """P(a novel image looks less familiar than an in-distribution one), ties counted half."""
-    a, b = np.asarray(familiar)[:, None], np.asarray(novel)[None, :]
-    return float((a > b).mean() + 0.5 * (a == b).mean())
-
-
-def gate_figures(unsure: list[bool], right: list[bool] | None = None) -> dict:
-    """The share of captions marked unsure and, where the truth is known, the share that is confident and wrong
-    (what the cane would say aloud, wrongly) and how often a confident caption is right."""
-    u = np.asarray(unsure, bool)
-    out = {"images": int(u.size), "unsure": round(float(u.mean()), 4) if u.size else 0.0}
-    if right is not None:
-        r = np.asarray(right, bool)
-        out["confidently_wrong"] = round(float((~u & ~r).mean()), 4) if u.size else 0.0
-        out["right_when_confident"] = round(float(r[~u].mean()), 4) if (~u).any() else None
     return out
