@@ -87,9 +87,7 @@ def _judged(r: VariantResult, cap, image_id, c, frame) -> None:
     if look is None:
         return
     r.look_threshold = look.threshold
-    second = None  # a caption below the two-look threshold already stays unsure: no look, as on the device
-    if c.tokens and c.confidence >= look.threshold:
-        second = cap.look_again(prepare(frame, m.preprocess), c.hypothesis.tokens, look.zoom)
+    second = cap.look_if_it_matters(c, prepare(frame, m.preprocess), look.zoom, look.threshold)  # as on the device
     r.looked[image_id] = conf.combine(c.word_confidence, c.familiarity, second)
 
 

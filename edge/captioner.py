@@ -359,6 +359,16 @@ class Captioner:
             with self.start(feats) as session:
                 return conf.second_look(session.forced(self.bundle.manifest.tokens["start"], tokens))
 
+    def look_if_it_matters(self, cap: Caption, image: np.ndarray, zoom: float | None = None,
+                           threshold: float | None = None) -> float | None:
+        """look_again for `cap` where the look could change its verdict, else None: a caption with no words, a
+        stopped one, or one already below `threshold` (default: this Captioner's) on one look stays unsure
+        whatever the look says, since it can only lower the confidence (a photograph costs no second look)."""
+        threshold = self.min_confidence if threshold is None else threshold
+        if not cap.tokens or cap.stopped or conf.combine(cap.word_confidence, cap.familiarity) < threshold:
+            return None
+        return self.look_again(image, cap.hypothesis.tokens, zoom)
+
     def _judge(self, cap: Caption, feats: dict[str, np.ndarray], image: np.ndarray | None) -> None:
         """Fill the caption's familiarity, second look, confidence and unsure (timed as the 'confidence' stage, and
         the look as 'second_look')."""
@@ -366,14 +376,12 @@ class Captioner:
         if self.novelty is not None:
             cap.familiarity = conf.image_familiarity(self.novelty, conf.pooled_features(feats["features"]))
         cap.word_confidence = conf.word_confidence(cap.log_prob, len(cap.hypothesis.tokens))
-        # A caption already below the threshold stays unsure whatever the look says (it can only lower the
-        # confidence): a photograph, say, costs no second look.
-        first = conf.combine(cap.word_confidence, cap.familiarity)
-        if self.look is not None and cap.tokens and not cap.stopped and first >= self.min_confidence:
+        if self.look is not None:
             t1 = time.perf_counter()
-            cap.second_look = self.look_again(image, cap.hypothesis.tokens)
-            look_ms = (time.perf_counter() - t1) * 1e3
-            cap.timings["second_look"] = look_ms
+            cap.second_look = self.look_if_it_matters(cap, image)
+            if cap.second_look is not None:
+                look_ms = (time.perf_counter() - t1) * 1e3
+                cap.timings["second_look"] = look_ms
         cap.confidence = conf.combine(cap.word_confidence, cap.familiarity, cap.second_look)
         cap.unsure = cap.confidence < self.min_confidence
         gate_ms = (time.perf_counter() - t0) * 1e3
