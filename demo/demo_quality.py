@@ -42,8 +42,10 @@ def measure(bundle: Path, captions_json: Path, scenes_json: Path, out: Path | No
     samples = load_coco(captions_json)
     scenes = json.loads(Path(scenes_json).read_text(encoding="utf-8"))
     cap = Captioner.load(bundle)
-    caps = {s.image_id: cap.caption(load_image(s.image)) for s in tqdm(samples, desc="captioning", unit="img")}
+    images = {s.image_id: load_image(s.image) for s in samples}
+    caps = {i: cap.caption(im) for i, im in tqdm(images.items(), desc="captioning", unit="img")}
     hyps = {i: c.text for i, c in caps.items()}
+    right = _right(hyps, scenes)
     refs = {s.image_id: s.captions for s in samples}
     scores = caption_metrics(refs, hyps, meteor=False)
     objects = object_scores(hyps, scenes)
@@ -61,15 +63,14 @@ def measure(bundle: Path, captions_json: Path, scenes_json: Path, out: Path | No
         "constant_caption": {**baseline, "objects": object_scores({i: baseline["caption"] for i in refs}, scenes)},
         "examples": [{"image": samples[i].image.name, "caption": hyps[samples[i].image_id],
                       "unsure": caps[samples[i].image_id].unsure} for i in range(5)],
-        "gate": gate_figures([caps[s["image_id"]].unsure for s in scenes], _right(hyps, scenes)),
+        "gate": gate_figures([caps[s["image_id"]].unsure for s in scenes], right),
         "familiarity": [caps[s["image_id"]].familiarity for s in scenes],
         "decoder_ms": round(float(np.median([c.timings["decoder"] for c in caps.values()])), 3),
-        "caption_ms": round(float(np.median([c.timings["total"] for c in caps.values()])), 3),
+        "caption_ms": _median_ms(caps),
     }
-    looked = second_look(bundle, {s.image_id: load_image(s.image) for s in samples})
+    looked = second_look(bundle, images)
     if looked:  # the same captions, judged with the second look too
-        result["second_look"] = {**gate_figures([looked[s["image_id"]].unsure for s in scenes],
-                                                _right(hyps, scenes)),
+        result["second_look"] = {**gate_figures([looked[s["image_id"]].unsure for s in scenes], right),
                                  "caption_ms": _median_ms(looked)}
     if out:
         out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -29,17 +29,17 @@ the test photographs 0.92 -> 1.00, against the held-out shifted drawing style 0.
 confidence = word confidence * familiarity, where word confidence is the geometric mean
 probability of the caption's tokens (<end> included): exp(log_prob / tokens).
 
-Optionally (`scenecap calibrate --second-look`, on by default in a bundle calibrated with it), a second look:
+Optionally (`scenecap caption --second-look`, on a bundle calibrated with `scenecap calibrate --second-look`):
 the image zoomed in by SECOND_LOOK_ZOOM (the centre 95%, resized back) is encoded again and the decoder reads
 the caption's own words along it (teacher forcing). A caption the model would not say again of a slightly
 different view of the same scene is one it has guessed: the second look is the probability of its least likely
 word on that view, exp(min log p), and multiplies the confidence. (Measured on the demo bundle, its threshold
 set to keep 95% of 200 fresh own-style scenes confident: the share of 3,000 shifted-style scenes captioned
 confidently and wrongly 6.1% -> 4.4%, 3.8% with the threshold set on 1,000; on those scenes, right against
-wrong, AUROC 0.61 -> 0.81. The geometric
-mean on the second view, or the least likely word on the first, moved neither; nor did a blur; mirroring and
-turning change the words of a correct caption, so they are no second look for reading it along.) It costs an
-encoder pass and one decoder step per word, about as much as the caption itself.
+wrong, AUROC 0.61 -> 0.81. The geometric mean on the second view, or the least likely word on the first, moved
+neither; nor did a blur; mirroring and turning change the words of a correct caption, so they are no second
+look for reading it along.) It costs an encoder pass and one decoder step per word, about as much as the caption
+itself, which is why it is not the default.
 """
 
 from __future__ import annotations
