@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -42,17 +43,32 @@ def supports(session: DecoderSession) -> bool:
     return session.batch == 1 and session.embedding is None
 
 
+class _Views(NamedTuple):
+    """A session's decoder tensors as zero-copy view makers, fetched once per caption, and its logits' scale."""
+
+    token_in: Callable
+    hidden_in: Callable
+    logits_out: Callable
+    hidden_out: Callable
+    attn_out: Callable
+    norm_out: Callable | None  # the graph's log_norm, when it has one
+    scale: float | None  # None: float logits
+    zero: int
+
+
+def _views(session: DecoderSession) -> _Views:
+    dec, lspec = session.decoder, session.specs["logits"]
+    scale, zero = (lspec.scale, lspec.zero_point) if lspec.quantized else (None, 0)
+    return _Views(dec.input_view_fn("token"), dec.input_view_fn("hidden"), dec.output_view_fn("logits"),
+                  dec.output_view_fn("new_hidden"), dec.output_view_fn("attention"),
+                  dec.output_view_fn(LOG_NORM) if session.log_norm else None, scale, zero)
+
+
 def lean_greedy(session: DecoderSession, start: int, end: int, max_steps: int,
                 stop: threading.Event | None = None) -> Hypothesis:
     """decode.greedy(session.raw_step, session.hidden0(), ...) for a decoder that `supports` it."""
-    dec, specs = session.decoder, session.specs
-    token_in, hidden_in = dec.input_view_fn("token"), dec.input_view_fn("hidden")
-    logits_out, hidden_out = dec.output_view_fn("logits"), dec.output_view_fn("new_hidden")
-    attn_out = dec.output_view_fn("attention")
-    norm_out = dec.output_view_fn(LOG_NORM) if session.log_norm else None
-    lspec = specs["logits"]
-    scale, zero = (lspec.scale, lspec.zero_point) if lspec.quantized else (None, 0)
-    carried, invoke, step_ms, perf = session.carried, dec.invoke, session.step_ms, time.perf_counter
+    token_in, hidden_in, logits_out, hidden_out, attn_out, norm_out, scale, zero = _views(session)
+    carried, invoke, step_ms, perf = session.carried, session.decoder.invoke, session.step_ms, time.perf_counter
     view = hidden_in()
     view[...] = carried(session.hidden0())
     del view
@@ -88,12 +104,8 @@ def lean_greedy(session: DecoderSession, start: int, end: int, max_steps: int,
 def lean_forced(session: DecoderSession, start: int, tokens: list[int]) -> np.ndarray:
     """decode.forced(session.raw_step, session.hidden0(), start, tokens) for a decoder that `supports` it: the
     same log-probabilities, read from the output views (the second look's loop, edge/confidence.py)."""
-    dec, lspec = session.decoder, session.specs["logits"]
-    token_in, hidden_in = dec.input_view_fn("token"), dec.input_view_fn("hidden")
-    logits_out, hidden_out = dec.output_view_fn("logits"), dec.output_view_fn("new_hidden")
-    norm_out = dec.output_view_fn(LOG_NORM) if session.log_norm else None
-    scale, zero = (lspec.scale, lspec.zero_point) if lspec.quantized else (None, 0)
-    carried, invoke = session.carried, dec.invoke
+    token_in, hidden_in, logits_out, hidden_out, _, norm_out, scale, zero = _views(session)
+    carried, invoke = session.carried, session.decoder.invoke
     view = hidden_in()
     view[...] = carried(session.hidden0())
     del view
@@ -118,14 +130,10 @@ def lean_forced(session: DecoderSession, start: int, tokens: list[int]) -> np.nd
 def lean_expander(session: DecoderSession) -> ExpandFn:
     """decode.step_expander(session.raw_step) for a decoder that `supports` it: one invoke per beam, each beam's
     candidates taken from the logits tensor in place (a scratch row: top-k may mask it)."""
-    dec, specs = session.decoder, session.specs
-    token_in, hidden_in = dec.input_view_fn("token"), dec.input_view_fn("hidden")
-    logits_out, hidden_out = dec.output_view_fn("logits"), dec.output_view_fn("new_hidden")
-    attn_out = dec.output_view_fn("attention")
-    norm_out = dec.output_view_fn(LOG_NORM) if session.log_norm else None
+    token_in, hidden_in, logits_out, hidden_out, attn_out, norm_out, scale, zero = _views(session)
+    specs = session.specs
     lspec, sspec, aspec = specs["logits"], specs["new_hidden"], specs["attention"]
-    scale, zero = (lspec.scale, lspec.zero_point) if lspec.quantized else (None, 0)
-    carried, invoke, perf, scorer = session.carried, dec.invoke, time.perf_counter, RowScorer()
+    carried, invoke, perf, scorer = session.carried, session.decoder.invoke, time.perf_counter, RowScorer()
 
     def expand(last: np.ndarray, hiddens: np.ndarray, k: int):
         n, k = len(last), min(k, lspec.shape[-1])
