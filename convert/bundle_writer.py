@@ -127,14 +127,14 @@ def guarded_folder(target: Path, tag: str = "", parent: Path | None = None) -> I
     parent = parent or target.parent
     stem = f".{target.name}.{os.getpid()}.{tag}{secrets.token_hex(4)}"
     tmp, old = parent / (stem + PARTIAL), parent / (stem + OLD)
-    with _janitor(target, tmp, old):
+    with janitor_watching(target, tmp, old):
         tmp.mkdir()
         tmp.chmod(default_mode(directory=True))  # the bundle's folder mode, whatever the umask
         yield tmp, old
 
 
 @contextmanager
-def _janitor(target: Path, tmp: Path, old: Path) -> Iterator[None]:
+def janitor_watching(target: Path, tmp: Path, old: Path) -> Iterator[None]:
     """A janitor process for this write: it recovers if we die, and exits quietly once told we are done."""
     # Run as a file in isolated mode: it needs only the standard library, so it starts fast and works however
     # scenecap was put on sys.path. Its own session: a Ctrl-C to our process group does not reach it.
@@ -165,7 +165,7 @@ def replace_dir(new: Path, target: Path, old: Path | None = None) -> None:
     parent = target.parent
     if not target.exists():
         new.rename(target)
-    elif _exchange(new, target):
+    elif exchange_atomically(new, target):
         shutil.rmtree(new, ignore_errors=True)  # now the previous bundle
     else:
         target.rename(old)
@@ -174,7 +174,7 @@ def replace_dir(new: Path, target: Path, old: Path | None = None) -> None:
     _sync_dir(parent)
 
 
-def _exchange(a: Path, b: Path) -> bool:
+def exchange_atomically(a: Path, b: Path) -> bool:
     """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE). False where the system cannot."""
     if not sys.platform.startswith("linux"):
         return False

@@ -137,7 +137,7 @@ def run_caption(args: argparse.Namespace) -> int:
         describe_source(args.source)  # an unsupported URL scheme is refused before the bundle loads
     captioner = Captioner.load(args.bundle, threads=args.threads, device=args.device, beam=args.beam,
                                length_penalty=args.length_penalty, min_confidence=args.min_confidence,
-                               second_look=args.second_look)
+                               second_look=args.second_look, attention=args.attention)
     outputs = _open_outputs(args, captioner.bundle.manifest.language, use_stdout)
     try:
         stats = run(captioner, args.source or list(args.sources), outputs, options=_loop_options(args))

@@ -25,7 +25,7 @@ class Caption:
     tokens: list[int]  # generated ids, <end> excluded
     words: list[str]
     hypothesis: Hypothesis = field(repr=False)  # the search's result; log_prob reads it
-    attention: np.ndarray  # [n_words, locations]
+    attention: np.ndarray | None  # [n_words, locations]; None unless the Captioner keeps it (attention=True)
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     invokes: int = 0  # decoder invokes used
     stopped: bool = False  # cut short by `stop`: the words so far, unfinished; never say or show it as a caption
@@ -124,20 +124,23 @@ class DecoderSession:
             return hidden
         return quantize(dequantize(hidden, self.specs["new_hidden"]), self.specs["hidden"])
 
-    def greedy(self, start: int, end: int, max_steps: int, stop: threading.Event | None = None) -> Hypothesis:
+    def greedy(self, start: int, end: int, max_steps: int, stop: threading.Event | None = None,
+               attention: bool = True) -> Hypothesis:
         """Greedy search from <start> over this image: edge/lean_search.py's flat loop where the decoder takes it
-        (batch 1, token ids in), else decode.greedy through raw_step. The same words either way."""
+        (batch 1, token ids in), else decode.greedy through raw_step. The same words either way. `attention`
+        False: the flat loop keeps no attention rows (the reference keeps them regardless)."""
         if lean_search.supports(self):
-            return lean_search.lean_greedy(self, start, end, max_steps, stop)
+            return lean_search.lean_greedy(self, start, end, max_steps, stop, attention)
         return greedy(self.raw_step, self.hidden0(), start, end, max_steps, stop)
 
     def beam_search(self, start: int, end: int, max_steps: int, width: int, length_penalty: float = 0.0,
-                    stop: threading.Event | None = None) -> Hypothesis:
-        """Beam search from <start> over this image (greedy at width 1): decode.search_beams with
-        edge/lean_search.py's expand step where the decoder takes it, else decode.beam_search through raw_step."""
+                    stop: threading.Event | None = None, attention: bool = True) -> Hypothesis:
+        """Beam search from <start> over this image (greedy at width 1, where `attention` applies): decode.search_beams
+        with edge/lean_search.py's expand step where the decoder takes it, else decode.beam_search through
+        raw_step."""
         length_penalty = check_length_penalty(length_penalty)
         if width <= 1:
-            return self.greedy(start, end, max_steps, stop)
+            return self.greedy(start, end, max_steps, stop, attention)
         if lean_search.supports(self):
             return search_beams(lean_search.lean_expander(self), self.hidden0(), start, end, max_steps, width,
                                 length_penalty, stop)
@@ -216,12 +219,16 @@ class Captioner:
 
     Thread-safe: one caption runs at a time (a lock around each); a LiteRT interpreter holds one image's tensors
     and cannot be invoked from two threads at once. For captions in parallel, load one Captioner per thread.
+
+    attention=True keeps each word's attention map in Caption.attention (heat-maps: `caption --attention`); a
+    caption that is spoken needs none, so by default none is kept (about 2 us a word saved).
     """
 
     def __init__(self, bundle: Bundle, threads: int | None = None, device: str = "cpu", beam: int = 1,
                  length_penalty: float = 0.0, runtime: str | None = None, min_confidence: float | None = None,
-                 second_look: bool = False):
+                 second_look: bool = False, attention: bool = False):
         self.bundle = bundle
+        self.attention = attention
         m = bundle.manifest
         self.runtime = find_runtime(runtime)
         delegate = None
@@ -336,7 +343,7 @@ class Captioner:
         ids = m.tokens
         with self.start(feats) as session:
             hyp = session.beam_search(ids["start"], ids["end"], m.max_length - 1, self.beam, self.length_penalty,
-                                      stop)
+                                      stop, self.attention)
             t3 = time.perf_counter()
             cap = self._finish(hyp, session, {
                 "preprocess": preprocess_ms,
@@ -393,8 +400,10 @@ class Captioner:
         tokens = [t for t in hyp.tokens if t != end]
         words = self.vocab.decode(tokens)
         # Attention rows were kept raw; dequantised once here, not once per word.
-        attn = session.attention_floats(np.stack(hyp.attention[: len(tokens)])) if tokens else \
-            np.zeros((0, 0), np.float32)
+        attn = None
+        if self.attention:
+            attn = session.attention_floats(np.stack(hyp.attention[: len(tokens)])) if tokens else \
+                np.zeros((0, 0), np.float32)
         return Caption(" ".join(words), tokens, words, hyp, attn, timings, session.invokes, hyp.stopped,
                        session.step_ms)
 

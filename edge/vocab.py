@@ -68,15 +68,14 @@ class Vocab:
 
     def decode(self, ids) -> list[str]:
         """Ids -> words, stopping at <end> and skipping the other special tokens."""
-        skip = {self.pad, self.start, self.unk}
+        # The ids looked up once, not per word: each lookup reads the 26,556-entry index, cold after a caption.
+        end, skip, tokens = self.end, {self.pad, self.start, self.unk}, self.tokens
         words = []
-        for i in ids:
-            i = int(i)
-            if i == self.end:
+        for i in map(int, ids):
+            if i == end:
                 break
-            if i in skip or not 0 <= i < len(self.tokens):
-                continue
-            words.append(self.tokens[i])
+            if i not in skip and 0 <= i < len(tokens):
+                words.append(tokens[i])
         return words
 
     def to_json(self) -> dict:

@@ -431,7 +431,7 @@ def test_real_bundle_beam_1_is_greedy_and_beam_3_is_at_least_as_likely(float_bun
 
     g = Captioner.load(float_bundle)
     b1 = Captioner.load(float_bundle, beam=1)
-    b3 = Captioner.load(float_bundle, beam=3)
+    b3 = Captioner.load(float_bundle, beam=3, attention=True)
     end = g.bundle.manifest.tokens["end"]
     better = 0
     for img in images:

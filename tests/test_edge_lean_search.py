@@ -83,6 +83,19 @@ def test_the_lean_loops_give_the_reference_searchs_words_bit_for_bit(make_bundle
     assert len(captions) > 1  # the images differ, and so do their captions: the comparison is not of one sentence
 
 
+def test_a_caption_keeps_attention_only_when_asked_and_its_words_do_not_change(make_bundle, images):
+    """A spoken caption needs no attention maps, so a Captioner keeps none unless asked (attention=True, as
+    `caption --attention` does): the same words and log-probability either way."""
+    bundle = make_bundle("int8:dynamic")
+    plain, maps = Captioner.load(bundle), Captioner.load(bundle, attention=True)
+    for image in images[:4]:
+        a, b = plain.caption(image), maps.caption(image)
+        assert a.attention is None and not a.hypothesis.attention
+        assert (a.tokens, a.log_prob, a.confidence) == (b.tokens, b.log_prob, b.confidence)
+        assert b.attention.shape == (len(b.tokens), plain.decoder.output_spec("attention").shape[-1])
+        assert np.allclose(b.attention.sum(axis=1), 1.0, atol=1e-2)  # each word's map is a distribution
+
+
 @pytest.mark.parametrize("quant", LEAN)
 def test_reading_a_caption_along_another_image_gives_the_reference_figures_bit_for_bit(make_bundle, images, quant):
     """The second look's loop (teacher forcing): the caption of one image read along another, lean and through

@@ -126,7 +126,7 @@ def test_python_api_iterates_captions_over_a_video(float_bundle, tmp_path):
 
     path = tmp_path / "walk.mp4"
     cuts = write_cut_video(path, pick_scenes(float_bundle, 3), 20, fps=10)
-    cap = Captioner.load(float_bundle)
+    cap = Captioner.load(float_bundle, attention=True)
     got = list(cap.captions(str(path), when="change", min_interval=1.0))
     assert [c.frame.index for c in got] == cuts
     assert all(c.caption.text and c.caption.attention.shape[0] == len(c.caption.tokens) for c in got)

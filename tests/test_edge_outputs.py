@@ -94,7 +94,7 @@ def test_attention_grid_has_a_tile_per_word(float_bundle):
     from scenecap.edge.captioner import Captioner
 
     img = scene(70)
-    cap = Captioner.load(float_bundle).caption(img)
+    cap = Captioner.load(float_bundle, attention=True).caption(img)
     grid = attention_grid(img, cap.words, cap.attention, tile=96, columns=4)
     n = len(cap.words) + 1
     rows = -(-n // 4)

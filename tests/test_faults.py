@@ -81,7 +81,7 @@ def test_sigkill_during_scenecap_convert_keeps_the_previous_bundle(float_bundle,
 KILL_AT = {
     "while writing the models": ("describe_model", "old"),
     "after checking the new bundle, before the swap": ("load_bundle", "old"),
-    "right after the atomic swap": ("_exchange", "new"),
+    "right after the atomic swap": ("exchange_atomically", "new"),
     "between the two renames (no atomic swap)": ("rename:old", "old"),
     "after the two renames (no atomic swap)": ("rename:target", "new"),
 }
@@ -107,10 +107,10 @@ def after(fn):
         die()
     return wrapped
 
-if step in ("describe_model", "load_bundle", "_exchange"):
+if step in ("describe_model", "load_bundle", "exchange_atomically"):
     setattr(bw, step, after(getattr(bw, step)))
 if step.startswith("rename:"):
-    bw._exchange = lambda a, b: False  # a filesystem without RENAME_EXCHANGE
+    bw.exchange_atomically = lambda a, b: False  # a filesystem without RENAME_EXCHANGE
     rename = Path.rename
     def killing_rename(self, dest):
         result = rename(self, dest)
@@ -120,8 +120,8 @@ if step.startswith("rename:"):
     Path.rename = killing_rename
 if step == "no-janitor":  # a power cut: the janitor dies too
     import contextlib
-    bw._janitor = lambda *a: contextlib.nullcontext()
-    bw._exchange = lambda a, b: False
+    bw.janitor_watching = lambda *a: contextlib.nullcontext()
+    bw.exchange_atomically = lambda a, b: False
     rename = Path.rename
     def rename_then_power_cut(self, dest):
         result = rename(self, dest)
