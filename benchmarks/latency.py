@@ -80,21 +80,6 @@ def block_tensorflow() -> None:
     sys.meta_path.insert(0, Blocker())
 
 
-def timed_invokes(model) -> list[float]:
-    """Time every interpreter invoke of a TFLiteModel (shadowing its method on this instance); returns the list
-    the milliseconds are appended to."""
-    spent: list[float] = []
-    invoke = model.interpreter.invoke
-
-    def timed() -> None:
-        t0 = time.perf_counter()
-        invoke()
-        spent.append((time.perf_counter() - t0) * 1e3)
-
-    model.invoke = timed
-    return spent
-
-
 def file_sizes(bundle: Path) -> dict[str, int]:
     """Bytes of each file in the bundle (models, vocab, manifest) and their total."""
     sizes = {p.name: p.stat().st_size for p in sorted(Path(bundle).iterdir()) if p.is_file()}
@@ -186,7 +171,7 @@ def _load_variants(spec: dict, threads: int) -> tuple[dict, dict, dict]:
     for name, item in spec["bundles"].items():
         cap = Captioner.load(item["path"], threads=threads, device=item.get("device", "cpu"))
         caps[name] = cap
-        invokes[name] = (timed_invokes(cap.encoder), timed_invokes(cap.decoder))
+        invokes[name] = (cap.encoder.record_invokes(), cap.decoder.record_invokes())
         out[name] = _describe(cap, item)
     return caps, out, invokes
 

@@ -96,6 +96,20 @@ def test_a_caption_keeps_attention_only_when_asked_and_its_words_do_not_change(m
         assert np.allclose(b.attention.sum(axis=1), 1.0, atol=1e-2)  # each word's map is a distribution
 
 
+def test_a_benchmark_sees_every_invoke_of_a_caption(make_bundle, images):
+    """What `scenecap bench` subtracts from a whole caption to find the Python around the interpreter: every
+    encoder and decoder invoke, timed by the model itself (no method replaced on the instance)."""
+    cap = Captioner.load(make_bundle("int8:dynamic"), beam=3)
+    enc, dec = cap.encoder.record_invokes(), cap.decoder.record_invokes()
+    for width in (1, 3):
+        cap.beam = width
+        enc.clear()
+        dec.clear()
+        c = cap.caption(images[0])
+        assert len(enc) == 1 and len(dec) == c.invokes > len(c.tokens) * (width > 1)
+        assert 0 < sum(enc) <= c.timings["encoder"] and 0 < sum(dec) <= c.timings["decoder"]
+
+
 @pytest.mark.parametrize("quant", LEAN)
 def test_reading_a_caption_along_another_image_gives_the_reference_figures_bit_for_bit(make_bundle, images, quant):
     """The second look's loop (teacher forcing): the caption of one image read along another, lean and through
