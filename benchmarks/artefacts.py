@@ -6,7 +6,7 @@ Two model sets ("dims"), each a Keras model for the baselines plus one bundle pe
   original  the replaced system's dimensions (MobileNetV2 alpha 1.4 at 224 px, 49x1792 features, embedding 256,
             GRU 512, vocabulary 26556) with random weights in its original file layout, imported with
             `scenecap import-seed`'s code and converted with `scenecap convert`'s (`scenecap bench --vocab-limit N`:
-            imported with `--vocab-limit N`, in a folder of its own)
+            imported again with `--vocab-limit N`, in a folder of its own, and measured beside the full bundles)
 
 Each set's folder holds recipe.json (everything that determines its contents); a later run with the same recipe
 reuses the folder, so the slow conversions happen once, and the folder can be copied to a Raspberry Pi to measure
@@ -262,6 +262,20 @@ def original_set(work: Path, variants: list[str], tokenizer: str | None = None, 
                         f"{vocab_limit})")
     ms.files["keras"] = sorted(p for p in weights.rglob("*.npy")) + [backbone]
     return ms
+
+
+def vocab_limited_name(variant: str, limit: int) -> str:
+    """The name a --vocab-limit bundle is measured under beside the full set's: int8-dynamic-vocab4000."""
+    return f"{variant}-vocab{limit}"
+
+
+def add_vocab_limited(full: ModelSet, limited: ModelSet, limit: int) -> None:
+    """`limited`'s bundles measured with `full`'s, in the same worker and rounds, so their speed-up is a ratio to
+    the same naive eager loop: the replaced system's, with every id (what --vocab-limit is measured against)."""
+    for v, path in limited.bundles.items():
+        full.bundles[vocab_limited_name(v, limit)] = path
+    # Its notes say why a variant is missing; the one that its baselines do not run is void here.
+    full.notes += [n for n in limited.notes if not n.startswith("baselines:")]
 
 
 def _write_original_seed(folder: Path, dims, write_tok: Path | None, backbone: Path) -> None:

@@ -304,8 +304,11 @@ def _model_sets(opts: BenchOptions, variants: list[str], work: Path) -> list[Mod
             sets.append(artefacts.synth_set(work, variants, opts.quick, opts.synth_run, opts.synth_export,
                                             opts.rebuild))
         else:
-            sets.append(artefacts.original_set(work, variants, opts.seed_tokenizer, opts.rebuild,
-                                               vocab_limit=opts.vocab_limit))
+            full = artefacts.original_set(work, variants, opts.seed_tokenizer, opts.rebuild)
+            if opts.vocab_limit is not None:
+                artefacts.add_vocab_limited(full, artefacts.original_set(
+                    work, variants, opts.seed_tokenizer, opts.rebuild, vocab_limit=opts.vocab_limit), opts.vocab_limit)
+            sets.append(full)
     return sets
 
 

@@ -82,8 +82,9 @@ def _add_model_options(p: argparse.ArgumentParser, full: BenchOptions) -> None:
                    help="the original's tokenizer.pickle for the original-dims vocabulary (default: 26555 made-up "
                    "Arabic words, the same count)")
     p.add_argument("--vocab-limit", type=int, metavar="N",
-                   help="build the original dims with 'import-seed --vocab-limit N' (the N most frequent ids; its own "
-                   "folder in --work; no TensorFlow baselines) to time a cheaper output layer (default: every id)")
+                   help="also import the original dims with 'import-seed --vocab-limit N' (the N most frequent ids; "
+                   "its own folder in --work) and measure those bundles beside the full ones as VARIANT-vocabN, "
+                   "against the same naive eager loop with every id (default: every id only)")
     p.add_argument("--work", default=full.work, help=f"folder for the models and worker files (default {full.work})")
 
 

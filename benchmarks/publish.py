@@ -41,7 +41,14 @@ def _mb(b: float | None) -> str:
 
 
 def _by_order(names) -> list[str]:
-    return sorted(names, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER))
+    """ORDER's variants in its order, each --vocab-limit one (int8-vocab4000) after its full one, then the rest."""
+    def key(name: str) -> tuple[int, int]:
+        base, sep, limit = name.rpartition("-vocab")
+        if sep and limit.isdigit() and base in ORDER:
+            return ORDER.index(base), int(limit)
+        return (ORDER.index(name), 0) if name in ORDER else (len(ORDER), 0)
+
+    return sorted(names, key=key)
 
 
 def _rows(latency: dict):

@@ -7,6 +7,8 @@ and where the time (or the bytes) went.
              caption and <= 15% of a beam-3 one (original dims)
   search_overhead   the search loop's part of it (Python per word times the words: the issue's own measure, its
              "99 us per word, 20% of the caption"), against the same limits; reported beside the whole caption's
+  vocab_speedup   with `scenecap bench --vocab-limit N`: the recommended bundle imported with the N most frequent
+             ids (int8-dynamic-vocabN) >= 60x faster than the same naive eager loop, every id, at 1 thread
   size       int8 bundle <= 30% of the float32 bundle
   memory     edge captioning process peak RSS <= 150 MB
 The targets are defined at the original system's dimensions; a run without them (--quick) evaluates them at the
@@ -23,6 +25,7 @@ OVERHEAD_MAX_PCT = 5.0
 # beam search's per-step work (top-k per beam, the ranking; a log-sum-exp per beam without log_norm) is Python
 BEAM_OVERHEAD_MAX_PCT = 15.0
 SIZE_MAX_RATIO = 0.30
+VOCAB_SPEEDUP_MIN = 60.0  # at 1 thread, issue 13's figure for a 4,000-word output layer
 RSS_MAX_MB = 150.0
 
 
@@ -260,6 +263,33 @@ def _search_overhead(dims: str, t: str, row: dict, variant: str, stage: str = "g
     return res
 
 
+def _vocab_speedup(dims: str, t: str, row: dict) -> list[dict]:
+    """The recommended bundle with a --vocab-limit output layer against the naive eager loop with every id (the
+    replaced system), at 1 thread: one entry per limit the run measured."""
+    base, eager = _recommended(row), row.get("eager")
+    if int(t) != 1 or not eager:
+        return []
+    prefix, out = f"{base}-vocab", []
+    for name in sorted(n for n in row if n.startswith(prefix) and n[len(prefix):].isdigit()):
+        v = row[name]
+        q, e, enc = _p50(v, "greedy"), _p50(eager, "greedy"), _p50(v, "encoder")
+        full = _p50(row.get(base, {}), "greedy")
+        ratio, limit = e / q, VOCAB_SPEEDUP_MIN
+        res = {"target": "vocab_speedup", "title": f"{name} greedy caption vs naive eager (every id)", "dims": dims,
+               "threads": 1, "measured": ratio, "limit": limit, "unit": "x", "met": ratio >= limit,
+               "figures": {"variant": name, "greedy_ms": q, "eager_greedy_ms": e, "full_vocabulary_greedy_ms": full,
+                           "words": v.get("greedy_words"), "eager_words": eager.get("greedy_words")}}
+        res["detail"] = (f"eager {e:.1f} ms vs {name} {q:.1f} ms per caption ({eager.get('greedy_words')} vs "
+                         f"{v.get('greedy_words')} words); encoder {enc:.1f} ms, decoder step {_p50(v, 'step'):.3f} ms")
+        if full:
+            res["detail"] += f"; {base} with every id {full:.1f} ms"
+        if not res["met"]:
+            res["missed_by"] = f"{limit / ratio:.2f}x short ({name} would need {e / limit:.1f} ms)"
+            res["why"] = f"with the output layer cut, the encoder ({enc:.1f} ms) is {100 * enc / q:.0f}% of a caption"
+        out.append(res)
+    return out
+
+
 def _size(dims: str, sizes: dict) -> dict | None:
     if "int8" not in sizes or "float32" not in sizes:
         return None
@@ -306,7 +336,8 @@ def _latency_targets(main: str, dims: dict) -> list[dict]:
     for t, row in dims[main].get("latency", {}).items():
         v = _recommended(row)
         out += [_speedup(main, t, row), _overhead(main, t, row, v), _search_overhead(main, t, row, v),
-                _overhead(main, t, row, v, stage="beam"), _search_overhead(main, t, row, v, stage="beam")]
+                _overhead(main, t, row, v, stage="beam"), _search_overhead(main, t, row, v, stage="beam"),
+                *_vocab_speedup(main, t, row)]
     if main != "synth" and "synth" in dims:  # reported, not chased: tiny models' invokes take microseconds
         out += [_overhead("synth", t, row) for t, row in dims["synth"].get("latency", {}).items()]
     return [item for item in out if item]
