@@ -108,9 +108,9 @@ def python_costs_us(cap, width: int = 3, calls: int = 200) -> dict[str, float]:
         dec.write(token, value)
         dec.write("hidden", hidden)
 
-    def read_outputs() -> None:  # as DecoderSession does: the logits viewed, the rest copied
+    def read_outputs() -> None:  # as the greedy loop does: the logits viewed, the state copied (no attention kept)
         view = dec.view("logits")
-        dec.read("new_hidden"), dec.read("attention")
+        dec.read("new_hidden")
         if norm is not None:
             dec.read(LOG_NORM)
         del view

@@ -150,7 +150,7 @@ def _python_parts(costs: dict | None, stage: str) -> dict[str, float]:
     (one without): the normaliser computed in numpy, a pass over the vocabulary per row."""
     if not costs or "read_outputs" not in costs:
         return {}
-    reading = ("reading the outputs (the logits viewed, the state and attention copied)" if "top_k" in costs
+    reading = ("reading the outputs (the logits viewed, the state copied)" if "top_k" in costs
                else "copying the three outputs out")
     parts = {reading: costs["read_outputs"],
              "writing the token and state": costs["write_inputs"], "argmax on the raw logits": costs["argmax"]}

@@ -85,6 +85,20 @@ def test_make_demo_command_captions_every_sample_without_tensorflow():
     assert all(line.split("\t")[1].strip() for line in lines)
 
 
+def test_the_readme_python_example_runs_on_the_demo_without_tensorflow():
+    """The README's "From Python" block, as a user pastes it, from the repository root, with TensorFlow blocked."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    no_tf = BLOCK_TF.split("from scenecap.cli import main")[0]
+    r = subprocess.run([sys.executable, "-c", no_tf + block], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    first, *changes = r.stdout.splitlines()
+    assert first.split()[-1] in ("confident", "unsure") and len(first.split()) > 3
+    assert changes and changes[0].split()[:2] == ["demo/video/walk.mp4#frame=0", "first"]
+    assert all(line.split()[1] == "change" for line in changes[1:])
+    assert "TensorFlow is not allowed" not in r.stderr
+
+
 def test_shipped_quality_figures_hold_on_fresh_scenes(tmp_path):
     """demo/quality.json (quoted in the README) was measured on 200 held-out scenes of the style the bundle was
     trained on; 100 scenes drawn with another seed must give the same picture, within sampling error (about 3
