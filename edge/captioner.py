@@ -135,15 +135,15 @@ class DecoderSession:
 
     def beam_search(self, start: int, end: int, max_steps: int, width: int, length_penalty: float = 0.0,
                     stop: threading.Event | None = None, attention: bool = True) -> Hypothesis:
-        """Beam search from <start> over this image (greedy at width 1, where `attention` applies): decode.search_beams
-        with edge/lean_search.py's expand step where the decoder takes it, else decode.beam_search through
-        raw_step."""
+        """Beam search from <start> over this image (greedy at width 1): decode.search_beams with edge/lean_search.py's
+        expand step where the decoder takes it, else decode.beam_search through raw_step. `attention` False: the
+        lean steps keep no attention rows (the reference keeps them regardless)."""
         length_penalty = check_length_penalty(length_penalty)
         if width <= 1:
             return self.greedy(start, end, max_steps, stop, attention)
         if lean_search.supports(self):
-            return search_beams(lean_search.lean_expander(self), self.hidden0(), start, end, max_steps, width,
-                                length_penalty, stop)
+            return search_beams(lean_search.lean_expander(self, attention), self.hidden0(), start, end, max_steps,
+                                width, length_penalty, stop)
         return beam_search(self.raw_step, self.hidden0(), start, end, max_steps, width, length_penalty, stop)
 
     def forced(self, start: int, tokens: list[int]) -> np.ndarray:

@@ -135,9 +135,10 @@ def lean_forced(session: DecoderSession, start: int, tokens: list[int]) -> np.nd
     return out
 
 
-def lean_expander(session: DecoderSession) -> ExpandFn:
+def lean_expander(session: DecoderSession, attention: bool = True) -> ExpandFn:
     """decode.step_expander(session.raw_step) for a decoder that `supports` it: one invoke per beam, each beam's
-    candidates taken from the logits tensor in place (a scratch row: top-k may mask it)."""
+    candidates taken from the logits tensor in place (a scratch row: top-k may mask it). `attention` False: no
+    attention rows read (the expand step gives None for them, and the hypotheses keep none)."""
     token_in, hidden_in, logits_out, hidden_out, attn_out, norm_out, scale, zero = _views(session)
     specs = session.specs
     lspec, sspec, aspec = specs["logits"], specs["new_hidden"], specs["attention"]
@@ -148,7 +149,7 @@ def lean_expander(session: DecoderSession) -> ExpandFn:
         direct = norm_out is not None and scale is None and lspec.dtype == "float32" and k <= ARGMAX_TOP_K
         words, gain = np.empty((n, k), np.intp), np.empty((n, k), np.float32)
         states = np.empty((n, *sspec.shape[1:]), sspec.dtype)
-        attention = np.empty((n, *aspec.shape[1:]), aspec.dtype)
+        rows = np.empty((n, *aspec.shape[1:]), aspec.dtype) if attention else None
         t0 = perf()
         for i in range(n):
             view = token_in()
@@ -165,9 +166,11 @@ def lean_expander(session: DecoderSession) -> ExpandFn:
                 norm = norm_out().copy() if norm_out is not None else None
                 words[i], gain[i] = (a[0] for a in beam_candidates(Logits(row, scale, zero, True, norm), k, scorer))
             del row
-            states[i], attention[i] = hidden_out()[0], attn_out()[0]
+            states[i] = hidden_out()[0]
+            if rows is not None:
+                rows[i] = attn_out()[0]
         session.step_ms.append((perf() - t0) * 1e3)
         session.invokes += n
-        return words, gain, states, attention
+        return words, gain, states, rows
 
     return expand

@@ -87,13 +87,14 @@ def test_a_caption_keeps_attention_only_when_asked_and_its_words_do_not_change(m
     """A spoken caption needs no attention maps, so a Captioner keeps none unless asked (attention=True, as
     `caption --attention` does): the same words and log-probability either way."""
     bundle = make_bundle("int8:dynamic")
-    plain, maps = Captioner.load(bundle), Captioner.load(bundle, attention=True)
-    for image in images[:4]:
-        a, b = plain.caption(image), maps.caption(image)
-        assert a.attention is None and not a.hypothesis.attention
-        assert (a.tokens, a.log_prob, a.confidence) == (b.tokens, b.log_prob, b.confidence)
-        assert b.attention.shape == (len(b.tokens), plain.decoder.output_spec("attention").shape[-1])
-        assert np.allclose(b.attention.sum(axis=1), 1.0, atol=1e-2)  # each word's map is a distribution
+    for beam in (1, 3):
+        plain, maps = Captioner.load(bundle, beam=beam), Captioner.load(bundle, beam=beam, attention=True)
+        for image in images[:4]:
+            a, b = plain.caption(image), maps.caption(image)
+            assert a.attention is None and not a.hypothesis.attention
+            assert (a.tokens, a.log_prob, a.confidence) == (b.tokens, b.log_prob, b.confidence)
+            assert b.attention.shape == (len(b.tokens), plain.decoder.output_spec("attention").shape[-1])
+            assert np.allclose(b.attention.sum(axis=1), 1.0, atol=1e-2)  # each word's map is a distribution
 
 
 def test_a_benchmark_sees_every_invoke_of_a_caption(make_bundle, images):
