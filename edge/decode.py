@@ -230,7 +230,7 @@ def beam_search(step: StepFn, hidden0: np.ndarray, start: int, end: int, max_ste
 # new states [n, U], attention rows [n, L] or None when not kept): one decoder step for n beams and each beam's k
 # likeliest next words, its argmax first (top_words' order). step_expander makes one from a StepFn; a session may
 # run its own.
-ExpandFn = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+ExpandFn = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]
 
 
 def step_expander(step: StepFn) -> ExpandFn:

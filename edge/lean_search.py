@@ -75,7 +75,7 @@ def lean_greedy(session: DecoderSession, start: int, end: int, max_steps: int,
     view[...] = session.carried(session.hidden0())
     del view
     aspec = session.specs["attention"]
-    rows = np.empty((max_steps, *aspec.shape[1:]), aspec.dtype) if attention else None  # filled in place
+    attn_rows = np.empty((max_steps, *aspec.shape[1:]), aspec.dtype) if attention else None  # filled in place
     hyp, scorer, token, tokens = Hypothesis([], 0.0), RowScorer(), start, []
     for i in range(max_steps):
         if stop is not None and stop.is_set():
@@ -95,8 +95,8 @@ def lean_greedy(session: DecoderSession, start: int, end: int, max_steps: int,
             norm = norm_out().copy() if norm_out is not None else None
             hyp.log_prob += best_log_prob(Logits(row, scale, zero, True, norm), np.intp(token), scorer)
         del row
-        if rows is not None:
-            rows[i] = attn_out()[0]
+        if attn_rows is not None:
+            attn_rows[i] = attn_out()[0]
         view = hidden_in()
         view[...] = hidden_out() if carry is None else carry(hidden_out())  # the state stays in the model's dtype
         del view
@@ -104,8 +104,8 @@ def lean_greedy(session: DecoderSession, start: int, end: int, max_steps: int,
         if token == end:
             break
     hyp.tokens = tokens
-    if rows is not None:
-        hyp.attention = list(rows[: len(tokens)])
+    if attn_rows is not None:
+        hyp.attention = list(attn_rows[: len(tokens)])
     session.invokes += len(tokens)
     return hyp
 
@@ -149,7 +149,7 @@ def lean_expander(session: DecoderSession, attention: bool = True) -> ExpandFn:
         direct = norm_out is not None and scale is None and lspec.dtype == "float32" and k <= ARGMAX_TOP_K
         words, gain = np.empty((n, k), np.intp), np.empty((n, k), np.float32)
         states = np.empty((n, *sspec.shape[1:]), sspec.dtype)
-        rows = np.empty((n, *aspec.shape[1:]), aspec.dtype) if attention else None
+        attn_rows = np.empty((n, *aspec.shape[1:]), aspec.dtype) if attention else None
         t0 = perf()
         for i in range(n):
             view = token_in()
@@ -167,10 +167,10 @@ def lean_expander(session: DecoderSession, attention: bool = True) -> ExpandFn:
                 words[i], gain[i] = (a[0] for a in beam_candidates(Logits(row, scale, zero, True, norm), k, scorer))
             del row
             states[i] = hidden_out()[0]
-            if rows is not None:
-                rows[i] = attn_out()[0]
+            if attn_rows is not None:
+                attn_rows[i] = attn_out()[0]
         session.step_ms.append((perf() - t0) * 1e3)
         session.invokes += n
-        return words, gain, states, rows
+        return words, gain, states, attn_rows
 
     return expand
