@@ -26,8 +26,8 @@ OWN_SEED, SHIFTED_SEED, COUNT = 31, 32, 200  # seeds no demo training split uses
 
 def measure(bundle: Path, captions_json: Path, scenes_json: Path, out: Path | None = None) -> dict:
     from tqdm import tqdm
-    from trust import gate_figures
 
+    from scenecap.convert.report_trust import gate_figures
     from scenecap.edge.captioner import Captioner
     from scenecap.edge.images import load_image
     from scenecap.train.datasets import load_coco
@@ -108,8 +108,9 @@ def held_out(folder: Path, style: str, seed: int, count: int = COUNT) -> Path:
 
 def measure_ood(bundle: Path) -> dict:
     """The gate on images that are not scenes at all: the share marked unsure, and their familiarity scores."""
-    from trust import gate_figures, photographs, procedural
+    from trust import photographs, procedural
 
+    from scenecap.convert.report_trust import gate_figures
     from scenecap.edge.captioner import Captioner
 
     cap = Captioner.load(bundle)
@@ -126,7 +127,7 @@ def measure_ood(bundle: Path) -> dict:
 
 
 def _auroc_against(own: list, other: list) -> float | None:
-    from trust import auroc
+    from scenecap.convert.report_trust import auroc
 
     return None if None in own + other else round(auroc(own, other), 4)
 

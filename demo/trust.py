@@ -3,9 +3,8 @@
 Two out-of-distribution sets, both offline: real photographs and micrographs that scikit-image's wheel ships
 (each also as four corner crops), and procedural non-scenes (noise, rendered text, gradients, 1/f textures, flat
 colours). `outlier_exposure` gives other real pictures, disjoint from both, for `scenecap calibrate
---outlier-images`. `gate_figures` and `auroc` are the quality report's (convert/report_trust.py): for any set of
-captions, the share marked unsure and the share that is confident but wrong; and how well the image-familiarity
-score alone tells two sets apart.
+--outlier-images`. The figures made of them (the share unsure, confidently wrong, the familiarity AUROC) are the
+quality report's: scenecap.convert.report_trust.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ import importlib.resources
 
 import numpy as np
 from PIL import Image, ImageDraw
-
-from scenecap.convert.report_trust import auroc, gate_figures  # noqa: F401  (the quality report's own figures)
 
 PHOTOS = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
           "hubble_deep_field.jpg", "retina.jpg", "coins.png", "moon.png", "ihc.png", "clock_motion.png",

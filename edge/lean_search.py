@@ -54,6 +54,7 @@ class _Views(NamedTuple):
     norm_out: Callable | None  # the graph's log_norm, when it has one
     scale: float | None  # None: float logits
     zero: int
+    carry: Callable | None  # session.carried; None when the state goes back in as it is (a call saved per word)
 
 
 def _views(session: DecoderSession) -> _Views:
@@ -61,16 +62,16 @@ def _views(session: DecoderSession) -> _Views:
     scale, zero = (lspec.scale, lspec.zero_point) if lspec.quantized else (None, 0)
     return _Views(dec.input_view_fn("token"), dec.input_view_fn("hidden"), dec.output_view_fn("logits"),
                   dec.output_view_fn("new_hidden"), dec.output_view_fn("attention"),
-                  dec.output_view_fn(LOG_NORM) if session.log_norm else None, scale, zero)
+                  dec.output_view_fn(LOG_NORM) if session.log_norm else None, scale, zero,
+                  None if session.carry_raw else session.carried)
 
 
 def lean_greedy(session: DecoderSession, start: int, end: int, max_steps: int,
                 stop: threading.Event | None = None, attention: bool = True) -> Hypothesis:
     """decode.greedy(session.raw_step, session.hidden0(), ...) for a decoder that `supports` it. `attention`
     False: no attention rows kept (hyp.attention empty), two of the word's dozen small operations saved."""
-    token_in, hidden_in, logits_out, hidden_out, attn_out, norm_out, scale, zero = _views(session)
+    token_in, hidden_in, logits_out, hidden_out, attn_out, norm_out, scale, zero, carry = _views(session)
     invoke, step_ms, perf = session.decoder.invoke, session.step_ms, time.perf_counter
-    carry = None if session.carry_raw else session.carried  # a call saved per word when the state goes as it is
     view = hidden_in()
     view[...] = session.carried(session.hidden0())
     del view
@@ -109,13 +110,14 @@ def lean_greedy(session: DecoderSession, start: int, end: int, max_steps: int,
     session.invokes += len(tokens)
     return hyp
 
+
 def lean_forced(session: DecoderSession, start: int, tokens: list[int]) -> np.ndarray:
     """decode.forced(session.raw_step, session.hidden0(), start, tokens) for a decoder that `supports` it: the
     same log-probabilities, read from the output views (the second look's loop, edge/confidence.py)."""
-    token_in, hidden_in, logits_out, hidden_out, _, norm_out, scale, zero = _views(session)
-    carried, invoke = session.carried, session.decoder.invoke
+    token_in, hidden_in, logits_out, hidden_out, _, norm_out, scale, zero, carry = _views(session)
+    invoke = session.decoder.invoke
     view = hidden_in()
-    view[...] = carried(session.hidden0())
+    view[...] = session.carried(session.hidden0())
     del view
     out, scorer, prev = np.empty(len(tokens), np.float32), RowScorer(), start
     for i, token in enumerate(tokens):
@@ -128,7 +130,7 @@ def lean_forced(session: DecoderSession, start: int, tokens: list[int]) -> np.nd
         out[i] = word_log_prob(Logits(row, scale, zero, True, norm), 0, int(token), scorer)
         del row
         view = hidden_in()
-        view[...] = carried(hidden_out())
+        view[...] = hidden_out() if carry is None else carry(hidden_out())
         del view
         prev = token
     session.invokes += len(tokens)
@@ -139,10 +141,10 @@ def lean_expander(session: DecoderSession, attention: bool = True) -> ExpandFn:
     """decode.step_expander(session.raw_step) for a decoder that `supports` it: one invoke per beam, each beam's
     candidates taken from the logits tensor in place (a scratch row: top-k may mask it). `attention` False: no
     attention rows read (the expand step gives None for them, and the hypotheses keep none)."""
-    token_in, hidden_in, logits_out, hidden_out, attn_out, norm_out, scale, zero = _views(session)
+    token_in, hidden_in, logits_out, hidden_out, attn_out, norm_out, scale, zero, carry = _views(session)
     specs = session.specs
     lspec, sspec, aspec = specs["logits"], specs["new_hidden"], specs["attention"]
-    carried, invoke, perf, scorer = session.carried, session.decoder.invoke, time.perf_counter, RowScorer()
+    invoke, perf, scorer = session.decoder.invoke, time.perf_counter, RowScorer()
 
     def expand(last: np.ndarray, hiddens: np.ndarray, k: int):
         n, k = len(last), min(k, lspec.shape[-1])
@@ -155,7 +157,7 @@ def lean_expander(session: DecoderSession, attention: bool = True) -> ExpandFn:
             view = token_in()
             view[0] = last[i]
             view = hidden_in()
-            view[...] = carried(hiddens[i : i + 1])
+            view[...] = hiddens[i : i + 1] if carry is None else carry(hiddens[i : i + 1])
             del view  # no view of the tensors may live across the invoke
             invoke()
             row = logits_out()
