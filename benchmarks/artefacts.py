@@ -269,6 +269,12 @@ def vocab_limited_name(variant: str, limit: int) -> str:
     return f"{variant}-vocab{limit}"
 
 
+def vocab_limited_parts(name: str) -> tuple[str, int] | None:
+    """(variant, limit) of a vocab_limited_name, else None: int8-dynamic-vocab4000 -> ('int8-dynamic', 4000)."""
+    base, sep, limit = name.rpartition("-vocab")
+    return (base, int(limit)) if sep and base and limit.isdigit() else None
+
+
 def add_vocab_limited(full: ModelSet, limited: ModelSet, limit: int) -> None:
     """`limited`'s bundles measured with `full`'s, in the same worker and rounds, so their speed-up is a ratio to
     the same naive eager loop: the replaced system's, with every id (what --vocab-limit is measured against)."""

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+from scenecap.benchmarks.artefacts import vocab_limited_parts
 from scenecap.benchmarks.bench import INT8_DOT_FEATURES
 from scenecap.benchmarks.latency import STAGE_TITLES, STAGES
 from scenecap.edge.fileio import atomic_write_bytes, atomic_write_text
@@ -43,9 +44,9 @@ def _mb(b: float | None) -> str:
 def _by_order(names) -> list[str]:
     """ORDER's variants in its order, each --vocab-limit one (int8-vocab4000) after its full one, then the rest."""
     def key(name: str) -> tuple[int, int]:
-        base, sep, limit = name.rpartition("-vocab")
-        if sep and limit.isdigit() and base in ORDER:
-            return ORDER.index(base), int(limit)
+        limited = vocab_limited_parts(name)
+        if limited and limited[0] in ORDER:
+            return ORDER.index(limited[0]), limited[1]
         return (ORDER.index(name), 0) if name in ORDER else (len(ORDER), 0)
 
     return sorted(names, key=key)

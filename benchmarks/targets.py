@@ -17,6 +17,7 @@ synthetic-scenes dimensions and says so.
 
 from __future__ import annotations
 
+from scenecap.benchmarks.artefacts import vocab_limited_parts
 from scenecap.edge.manifest_models import LOG_NORM_QUANTS
 
 SPEEDUP_MIN = {1: 30.0, 2: 55.0}  # by thread count; more threads: the 2-thread figure
@@ -269,8 +270,8 @@ def _vocab_speedup(dims: str, t: str, row: dict) -> list[dict]:
     base, eager = _recommended(row), row.get("eager")
     if int(t) != 1 or not eager:
         return []
-    prefix, out = f"{base}-vocab", []
-    for name in sorted(n for n in row if n.startswith(prefix) and n[len(prefix):].isdigit()):
+    out = []
+    for name in sorted(n for n in row if (parts := vocab_limited_parts(n)) and parts[0] == base):
         v = row[name]
         q, e, enc = _p50(v, "greedy"), _p50(eager, "greedy"), _p50(v, "encoder")
         full = _p50(row.get(base, {}), "greedy")
