@@ -236,8 +236,8 @@ def original_set(work: Path, variants: list[str], tokenizer: str | None = None, 
     weights, backbone = folder / "canesee" / "weights", folder / "mobilenet_v2_1.4_224.weights.h5"
     tok = Path(tokenizer) if tokenizer else folder / "canesee" / "tokenizer.pickle"
     cal, export_dir = folder / "calibration", folder / "export"
-    # The TensorFlow baselines rebuild the full model from the seed files: with a limit they would measure
-    # another model than the bundles, so they do not run.
+    # The TensorFlow baselines rebuild the full model from the seed files: a limited set has none of its own and
+    # is measured beside the full one, against its baselines (add_vocab_limited).
     keras = None if vocab_limit is not None else {"kind": "seed", "weights": str(weights.resolve()),
                                                   "backbone": str(backbone.resolve()), "tokenizer": str(tok.resolve())}
     ms = ModelSet("original", folder, _bundle_dirs(folder, variants), keras, folder / "frame.jpg")
@@ -257,9 +257,6 @@ def original_set(work: Path, variants: list[str], tokenizer: str | None = None, 
         log.info("original: model ready in %.0f s", time.perf_counter() - t0)
     ensure_variants(folder, export_dir, variants, str(cal), calibration_count)
     ms.notes = [f"{k}: {v}" for k, v in _notes(folder).items() if k in variants]
-    if vocab_limit is not None:
-        ms.notes.append(f"baselines: not run (the Keras rebuild has the full vocabulary, the bundles --vocab-limit "
-                        f"{vocab_limit})")
     ms.files["keras"] = sorted(p for p in weights.rglob("*.npy")) + [backbone]
     return ms
 
@@ -280,8 +277,7 @@ def add_vocab_limited(full: ModelSet, limited: ModelSet, limit: int) -> None:
     the same naive eager loop: the replaced system's, with every id (what --vocab-limit is measured against)."""
     for v, path in limited.bundles.items():
         full.bundles[vocab_limited_name(v, limit)] = path
-    # Its notes say why a variant is missing; the one that its baselines do not run is void here.
-    full.notes += [n for n in limited.notes if not n.startswith("baselines:")]
+    full.notes += limited.notes  # why a variant is missing
 
 
 def _write_original_seed(folder: Path, dims, write_tok: Path | None, backbone: Path) -> None:
