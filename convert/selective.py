@@ -26,6 +26,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from scenecap.convert import flatbuffer as fb
+
 PARTS = ("attention", "state", "head", "recurrent")
 # The decoder recipes (quant names): int8, with these parts of the step float.
 SELECTIVE: dict[str, tuple[str, ...]] = {
@@ -43,70 +45,7 @@ MIN_HYBRID_WEIGHTS = 1024
 _HYBRID_FC_VERSION = {True: 12, False: 9}
 
 
-def _schema():
-    try:
-        from tensorflow.lite.python import schema_py_generated as schema
-    except ImportError:  # pragma: no cover - the converter always has TensorFlow
-        from ai_edge_litert import schema_py_generated as schema
-    return schema
-
-
-def _unpack(model: bytes):
-    schema = _schema()
-    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(model), 0))
-
-
-def _pack(m) -> bytes:
-    import flatbuffers
-
-    b = flatbuffers.Builder(1024)  # grows as needed
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
-
-
-def _text(name) -> str:
-    return name.decode() if isinstance(name, bytes) else (name or "")
-
-
-class _Graph:
-    """The single subgraph's operators by type, who produces and who consumes each tensor, signature names."""
-
-    def __init__(self, m):
-        schema = _schema()
-        names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-        self.sg = m.subgraphs[0]
-        self.kinds = [names.get(max(m.operatorCodes[op.opcodeIndex].builtinCode,
-                                    m.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode), "")
-                      for op in self.sg.operators]
-        self.producer, self.consumers = {}, {}
-        for i, op in enumerate(self.sg.operators):
-            for t in op.outputs:
-                self.producer[int(t)] = i
-            for t in op.inputs:
-                if t >= 0:
-                    self.consumers.setdefault(int(t), []).append(i)
-        sig = m.signatureDefs[0]
-        self.inputs = {_text(t.name): int(t.tensorIndex) for t in sig.inputs}
-        self.outputs = {_text(t.name): int(t.tensorIndex) for t in sig.outputs}
-
-    def op_inputs(self, i: int) -> list[int]:
-        return [int(t) for t in self.sg.operators[i].inputs if t >= 0]
-
-    def op_outputs(self, i: int) -> list[int]:
-        return [int(t) for t in self.sg.operators[i].outputs]
-
-    def forward(self, starts: Iterable[int], through) -> set[int]:
-        """Ops reachable from ops `starts` through consumers while `through(op)` holds (starts included)."""
-        return _walk(starts, lambda i: [c for t in self.op_outputs(i) for c in self.consumers.get(t, [])
-                                        if through(c)])
-
-    def backward(self, starts: Iterable[int], through) -> set[int]:
-        """Ops reaching ops `starts` through producers while `through(op)` holds (starts included)."""
-        return _walk(starts, lambda i: [self.producer[t] for t in self.op_inputs(i)
-                                        if t in self.producer and through(self.producer[t])])
-
-
-def _part_ops(g: _Graph, part: str) -> set[int]:
+def _part_ops(g: fb.Graph, part: str) -> set[int]:
     softmax = [i for i, k in enumerate(g.kinds) if k == "SOFTMAX"]
     if part == "attention":
         return g.forward(softmax, lambda i: g.kinds[i] not in _STOP_ATTENTION)
@@ -126,10 +65,10 @@ def _part_ops(g: _Graph, part: str) -> set[int]:
 def float_nodes(calibrated: bytes, parts: Iterable[str]) -> list[str]:
     """The output tensor names of the ops in `parts` of a calibrated decoder step: the quantiser's
     `denylisted_nodes`, which it leaves float."""
-    m = _unpack(calibrated)
-    g = _Graph(m)
+    m = fb.unpack(calibrated)
+    g = fb.Graph(m)
     ops = set().union(*(_part_ops(g, p) for p in parts))
-    return sorted({_text(g.sg.tensors[t].name) for i in ops for t in g.op_outputs(i)})
+    return sorted({fb.text(g.sg.tensors[t].name) for i in ops for t in g.op_outputs(i)})
 
 
 def integer_edges(model: bytes, keep_float: Iterable[str] = ()) -> bytes:
@@ -137,8 +76,8 @@ def integer_edges(model: bytes, keep_float: Iterable[str] = ()) -> bytes:
 
     The quantiser leaves every edge float (a QUANTIZE after each input, a DEQUANTIZE before each output). Features
     and keys are set once per image, so as int8 inputs they are quantised once, not again in every step."""
-    m = _unpack(model)
-    g = _Graph(m)
+    m = fb.unpack(model)
+    g = fb.Graph(m)
     keep = set(keep_float)
     sig = m.signatureDefs[0]
     drop = set()
@@ -156,7 +95,7 @@ def integer_edges(model: bytes, keep_float: Iterable[str] = ()) -> bytes:
                 drop.add(i)
     # The float tensors left unused stay in the table: unreferenced, the interpreter allocates nothing for them.
     g.sg.operators = [op for i, op in enumerate(g.sg.operators) if i not in drop]
-    return _pack(m)
+    return fb.pack(m)
 
 
 def _rewire(edges, tensor_maps, old: int, new: int) -> None:
@@ -172,19 +111,19 @@ def _rewire(edges, tensor_maps, old: int, new: int) -> None:
 def hybrid_weights(model: bytes, per_channel: bool = True) -> bytes:
     """Float FULLY_CONNECTED layers with constant float weights -> int8 weights (symmetric, one scale per output
     channel or per tensor) run by the hybrid kernel: float activations, each input quantised on the fly."""
-    schema = _schema()
-    m = _unpack(model)
-    g = _Graph(m)
+    schema = fb.schema()
+    m = fb.unpack(model)
+    g = fb.Graph(m)
     code = None
     for i, kind in enumerate(g.kinds):
         op = g.sg.operators[i]
         if kind != "FULLY_CONNECTED" or not _hybridise(m, op, per_channel, schema):
             continue
         if code is None:
-            code = _opcode(m, schema.BuiltinOperator.FULLY_CONNECTED, _HYBRID_FC_VERSION[per_channel], schema)
+            code = fb.opcode(m, schema.BuiltinOperator.FULLY_CONNECTED, _HYBRID_FC_VERSION[per_channel])
         op.opcodeIndex = code
         op.builtinOptions.asymmetricQuantizeInputs = True
-    return _pack(m)
+    return fb.pack(m)
 
 
 def _hybridise(m, op, per_channel: bool, schema) -> bool:
@@ -206,21 +145,10 @@ def _hybridise(m, op, per_channel: bool, schema) -> bool:
     return True
 
 
-def _opcode(m, builtin: int, version: int, schema) -> int:
-    """The index of the operator code (builtin, version), added if the model has none."""
-    for i, c in enumerate(m.operatorCodes):
-        if max(c.builtinCode, c.deprecatedBuiltinCode) == builtin and c.version == version:
-            return i
-    c = schema.OperatorCodeT()
-    c.builtinCode, c.deprecatedBuiltinCode, c.version = builtin, min(builtin, 127), version
-    m.operatorCodes.append(c)
-    return len(m.operatorCodes) - 1
-
-
 def tensor_ranges(calibrated: bytes, names: Iterable[str]) -> dict[str, tuple[float, float]]:
     """The calibration range (min, max) recorded for each named signature input/output of a calibrated model."""
-    m = _unpack(calibrated)
-    g = _Graph(m)
+    m = fb.unpack(calibrated)
+    g = fb.Graph(m)
     where = {**g.inputs, **g.outputs}
     out = {}
     for name in names:
@@ -232,16 +160,16 @@ def tensor_ranges(calibrated: bytes, names: Iterable[str]) -> dict[str, tuple[fl
 
 def set_ranges(calibrated: bytes, ranges: dict[str, tuple[float, float]]) -> bytes:
     """Replace the calibration range of named signature inputs/outputs: the quantiser makes their scales from it."""
-    schema = _schema()
-    m = _unpack(calibrated)
-    g = _Graph(m)
+    schema = fb.schema()
+    m = fb.unpack(calibrated)
+    g = fb.Graph(m)
     where = {**g.inputs, **g.outputs}
     for name, (lo, hi) in ranges.items():
         t = g.sg.tensors[where[name]]
         if t.quantization is None:
             t.quantization = schema.QuantizationParametersT()
         t.quantization.min, t.quantization.max = [float(lo)], [float(hi)]
-    return _pack(m)
+    return fb.pack(m)
 
 
 def integer_decoder_ranges(calibrated: bytes) -> dict[str, tuple[float, float]]:
@@ -261,15 +189,3 @@ def integer_decoder_ranges(calibrated: bytes) -> dict[str, tuple[float, float]]:
     if "logits" in r and r["logits"][1] > 0:
         out["logits"] = (0.0, r["logits"][1])
     return out
-
-
-def _walk(starts: Iterable[int], neighbours) -> set[int]:
-    """Every op reachable from `starts` (included) by repeatedly taking `neighbours(op)`."""
-    seen, todo = set(), list(starts)
-    while todo:
-        i = todo.pop()
-        if i in seen:
-            continue
-        seen.add(i)
-        todo += neighbours(i)
-    return seen

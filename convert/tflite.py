@@ -19,6 +19,7 @@ int8-fattn   the attention softmax and the weighted sum of the features (and the
 int8-mixed   int8 where it costs no captions (the attention scores over every location, the GRU's input matmul);
              float activations for the attention softmax and context, the GRU's recurrent matmul and gates, and
              the output layers; hidden in and new_hidden out float32
+Every float model's one-unit dense layers (the attention score) then run as MUL+SUM (convert/single_output_dense.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from scenecap.convert.selective import (
     integer_edges,
     set_ranges,
 )
+from scenecap.convert.single_output_dense import reduce_single_output_dense
 from scenecap.edge.bundle import QUANTS
 from scenecap.edge.errors import first_line
 
@@ -59,13 +61,18 @@ def convert_signature(saved_model: str | Path, signature: str, quant: str,
             raise ScenecapError(f"{signature}: {quant} needs calibration data; none was given")
     try:
         if calibrated_path:
-            return _from_calibrated(saved_model, signature, quant, representative, per_tensor_dense)
-        return _converter(saved_model, signature, quant, representative, io_type, input_type,
-                          per_tensor_dense).convert()
+            model = _from_calibrated(saved_model, signature, quant, representative, per_tensor_dense)
+        else:
+            model = _converter(saved_model, signature, quant, representative, io_type, input_type,
+                               per_tensor_dense).convert()
     except ScenecapError:
         raise
     except Exception as e:  # the converter raises many types; the first line says what went wrong
         raise ScenecapError(f"{saved_model} [{signature}] -> {quant}: conversion failed ({first_line(e)})") from None
+    model, rewritten = reduce_single_output_dense(model)
+    if rewritten:
+        log.info("%s [%s]: %d one-unit dense layer(s) (the attention score) as MUL+SUM", signature, quant, rewritten)
+    return model
 
 
 def _converter(saved_model: str | Path, signature: str, quant: str, representative, io_type: str,

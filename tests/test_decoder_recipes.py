@@ -153,3 +153,57 @@ def test_tflite_runtime_214_gets_the_per_tensor_mixed_decoder(tiny_export, tmp_p
                                           calibration_steps=100, target_runtime="tflite-runtime-2.14"),
                            [("float32", "int8-mixed")])
     assert any("per-tensor dense weights used for tflite-runtime-2.14" in c for c in r.changes), r.changes
+
+
+def test_float_decoders_score_attention_without_a_one_unit_dense_layer(tiny_recipe_bundles):
+    """The attention's score layer (one output unit) runs as MUL+SUM in every float decoder step (float32,
+    dynamic), where XNNPACK's matrix kernels would waste most of their work on it; the Edge TPU step keeps its
+    integer FULLY_CONNECTED (the compiler maps it)."""
+    from scenecap.convert import flatbuffer as fb
+    from scenecap.convert.single_output_dense import reduce_single_output_dense
+
+    for recipe in ("float32", "dynamic"):
+        model = (tiny_recipe_bundles[recipe] / "decoder_step.tflite").read_bytes()
+        assert reduce_single_output_dense(model)[1] == 0, recipe  # nothing left to rewrite
+        assert "SUM" in fb.Graph(fb.unpack(model)).kinds
+    edgetpu = fb.unpack((tiny_recipe_bundles["edgetpu"] / "decoder_step.tflite").read_bytes())
+    g = fb.Graph(edgetpu)
+    one_unit = [i for i, k in enumerate(g.kinds) if k == "FULLY_CONNECTED"
+                and int(g.sg.tensors[g.op_inputs(i)[1]].shape[0]) == 1]
+    assert one_unit, "the Edge TPU step's score layer should stay a FULLY_CONNECTED"
+
+
+def test_one_unit_dense_as_multiply_sum_gives_the_same_outputs(tmp_path):
+    """The rewrite on a graph of its own: a score layer over locations (3-D, with bias) and a 2-D one without,
+    beside a dense layer of 8 units left alone; the outputs agree to float rounding."""
+    import tensorflow as tf
+
+    from scenecap.convert import flatbuffer as fb
+    from scenecap.convert.single_output_dense import reduce_single_output_dense
+    from scenecap.edge.interpreter import find_runtime
+
+    rng = np.random.default_rng(3)
+    v, b = tf.constant(rng.normal(size=(24, 1)), tf.float32), tf.constant([0.7])
+    u, w8 = tf.constant(rng.normal(size=(24, 1)), tf.float32), tf.constant(rng.normal(size=(24, 8)), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 40, 24), tf.float32), tf.TensorSpec((1, 24), tf.float32)])
+    def graph(t, h):
+        score = tf.tensordot(tf.tanh(t), v, 1) + b
+        return {"score": tf.nn.softmax(score, axis=1), "plain": tf.matmul(h, u), "wide": tf.matmul(h, w8)}
+
+    module = tf.Module()
+    module.graph = graph
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures={"graph": graph})
+    before = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "saved"), signature_keys=["graph"]).convert()
+    after, rewritten = reduce_single_output_dense(before)
+    assert rewritten == 2
+    kinds = fb.Graph(fb.unpack(after)).kinds
+    assert kinds.count("FULLY_CONNECTED") == 1 and kinds.count("SUM") == 2  # the 8-unit layer stays
+    assert reduce_single_output_dense(after) == (after, 0)
+    inputs = {"t": rng.normal(size=(1, 40, 24)).astype(np.float32), "h": rng.normal(size=(1, 24)).astype(np.float32)}
+    outs = []
+    for model in (before, after):
+        runner = find_runtime().interpreter_cls(model_content=model).get_signature_runner()
+        outs.append(runner(**inputs))
+    for name in ("score", "plain", "wide"):
+        np.testing.assert_allclose(outs[1][name], outs[0][name], rtol=1e-5, atol=1e-6, err_msg=name)
