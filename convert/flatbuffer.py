@@ -36,7 +36,8 @@ def text(name) -> str:
 
 
 class Graph:
-    """The single subgraph's operators by type, who produces and who consumes each tensor, signature names."""
+    """The single subgraph's operators by type, who produces and who consumes each tensor, signature names
+    (none without a signature)."""
 
     def __init__(self, m):
         names = {v: k for k, v in vars(schema().BuiltinOperator).items() if not k.startswith("_")}
@@ -51,9 +52,9 @@ class Graph:
             for t in op.inputs:
                 if t >= 0:
                     self.consumers.setdefault(int(t), []).append(i)
-        sig = m.signatureDefs[0]
-        self.inputs = {text(t.name): int(t.tensorIndex) for t in sig.inputs}
-        self.outputs = {text(t.name): int(t.tensorIndex) for t in sig.outputs}
+        sig = m.signatureDefs[0] if m.signatureDefs else None  # a model from concrete functions has none
+        self.inputs = {text(t.name): int(t.tensorIndex) for t in sig.inputs} if sig else {}
+        self.outputs = {text(t.name): int(t.tensorIndex) for t in sig.outputs} if sig else {}
 
     def op_inputs(self, i: int) -> list[int]:
         return [int(t) for t in self.sg.operators[i].inputs if t >= 0]
