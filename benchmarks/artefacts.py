@@ -10,11 +10,13 @@ Two model sets ("dims"), each a Keras model for the baselines plus one bundle pe
 
 Each set's folder holds recipe.json (everything that determines its contents); a later run with the same recipe
 reuses the folder, so the slow conversions happen once, and the folder can be copied to a Raspberry Pi to measure
-the same bundles there without TensorFlow.
+the same bundles there without TensorFlow. Its bundles are converted again when the converter's code has changed
+since (bundles/converter.sha256: a bench after a converter change measures what `scenecap convert` now writes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -41,6 +43,7 @@ QUICK_MODEL = dict(image_size=64, alpha=0.35, feature_stride=8, embed_dim=64, un
                    fc_units=128, max_length=16)
 RECIPE = "recipe.json"
 DONE = ".done"
+CONVERTER_STAMP = "converter.sha256"
 
 
 @dataclass
@@ -122,8 +125,37 @@ def _notes(folder: Path) -> dict[str, str]:
         return {}
 
 
+def converter_code() -> str:
+    """sha256 over the converter's source (scenecap.convert): bundles it wrote differ when it differs."""
+    import scenecap.convert
+
+    h = hashlib.sha256()
+    for f in sorted(Path(scenecap.convert.__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _drop_stale_bundles(folder: Path) -> None:
+    """Remove folder/bundles if another converter wrote them and this machine can convert again (a folder copied
+    to a Pi, with no TensorFlow, keeps its bundles: they are what it was copied to measure)."""
+    bundles, code = folder / "bundles", converter_code()
+    try:
+        stamp = (bundles / CONVERTER_STAMP).read_text(encoding="utf-8").strip()
+    except OSError:
+        stamp = None
+    if not bundles.is_dir() or stamp == code:
+        return
+    if importlib.util.find_spec("tensorflow") is None:
+        log.warning("%s: its bundles were converted by other converter code; measuring them as they are", folder)
+        return
+    log.info("%s: its bundles were converted by other converter code; converting them again", folder)
+    shutil.rmtree(bundles)
+
+
 def ensure_variants(folder: Path, export: Path, variants: list[str], calibration: str | None, count: int) -> None:
-    """Convert the variants that are not in folder/bundles yet, each model once; Edge TPU notes to notes.json."""
+    """Convert the variants that are not in folder/bundles yet (all of them after a converter change), each model
+    once; Edge TPU notes to notes.json."""
+    _drop_stale_bundles(folder)
     missing = [v for v in variants if not (folder / "bundles" / v / "manifest.json").is_file()]
     if not missing:
         return
@@ -148,6 +180,7 @@ def ensure_variants(folder: Path, export: Path, variants: list[str], calibration
             notes[v] = res.edgetpu
     shutil.rmtree(tmp, ignore_errors=True)
     atomic_write_text(folder / "notes.json", json.dumps(notes, indent=2))
+    atomic_write_text(folder / "bundles" / CONVERTER_STAMP, converter_code() + "\n")
     log.info("%s: converted in %.0f s", folder, time.perf_counter() - t0)
 
 

@@ -249,3 +249,21 @@ def test_a_vocab_limited_bundle_is_judged_against_the_eager_loop_with_every_id()
     (t,) = [x for x in _latency_targets("original", {"original": {"latency": {"1": row}}})
             if x["target"] == "vocab_speedup"]
     assert not t["met"] and "1.23x short" in t["missed_by"] and "46% of a caption" in t["why"]
+
+
+def test_a_work_folder_converts_its_bundles_again_after_a_converter_change(tiny_export, tmp_path):
+    """A bench reuses a work folder's bundles (the slow conversions happen once) until the converter's code
+    changes: then it measures what `scenecap convert` now writes, not what an older one wrote."""
+    from scenecap.benchmarks.artefacts import CONVERTER_STAMP, converter_code, ensure_variants
+
+    folder = tmp_path / "set"
+    ensure_variants(folder, tiny_export, ["float32"], None, 8)
+    stamp, marker = folder / "bundles" / CONVERTER_STAMP, folder / "bundles" / "float32" / "seen"
+    assert stamp.read_text(encoding="utf-8").strip() == converter_code()
+    marker.touch()
+    ensure_variants(folder, tiny_export, ["float32"], None, 8)
+    assert marker.exists(), "same converter: the bundle is reused"
+    stamp.write_text("another converter\n", encoding="utf-8")
+    ensure_variants(folder, tiny_export, ["float32"], None, 8)
+    assert not marker.exists() and (folder / "bundles" / "float32" / "manifest.json").is_file()
+    assert stamp.read_text(encoding="utf-8").strip() == converter_code()
