@@ -19,7 +19,8 @@ int8-fattn   the attention softmax and the weighted sum of the features (and the
 int8-mixed   int8 where it costs no captions (the attention scores over every location, the GRU's input matmul);
              float activations for the attention softmax and context, the GRU's recurrent matmul and gates, and
              the output layers; hidden in and new_hidden out float32
-Every float model's one-unit dense layers (the attention score) then run as MUL+SUM (convert/single_output_dense.py).
+Every float model's one-unit dense layers (the attention score) then run as MUL+SUM (convert/single_output_dense.py),
+and every embedding lookup reads its token id without Keras's negative-id wrap (convert/token_lookup.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from scenecap.convert.selective import (
     set_ranges,
 )
 from scenecap.convert.single_output_dense import reduce_single_output_dense
+from scenecap.convert.token_lookup import drop_negative_index_wrap
 from scenecap.edge.bundle import QUANTS
 from scenecap.edge.errors import first_line
 
@@ -72,6 +74,9 @@ def convert_signature(saved_model: str | Path, signature: str, quant: str,
     model, rewritten = reduce_single_output_dense(model)
     if rewritten:
         log.info("%s [%s]: %d one-unit dense layer(s) (the attention score) as MUL+SUM", signature, quant, rewritten)
+    model, unwrapped = drop_negative_index_wrap(model)
+    if unwrapped:
+        log.info("%s [%s]: %d embedding lookup(s) without the negative-id wrap", signature, quant, unwrapped)
     return model
 
 

@@ -207,3 +207,34 @@ def test_one_unit_dense_as_multiply_sum_gives_the_same_outputs(tmp_path):
         outs.append(runner(**inputs))
     for name in ("score", "plain", "wide"):
         np.testing.assert_allclose(outs[1][name], outs[0][name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_decoder_embedding_lookup_reads_the_token_without_the_negative_id_wrap(tiny_recipe_bundles, tmp_path):
+    """Keras's lookup wraps negative ids with LESS/ADD/SELECT, which XNNPACK does not run: the converted decoder
+    steps gather the token's row directly, and on a graph of its own the lookup gives the same rows for every id."""
+    import tensorflow as tf
+
+    from scenecap.convert import flatbuffer as fb
+    from scenecap.convert.token_lookup import drop_negative_index_wrap
+    from scenecap.edge.interpreter import find_runtime
+
+    for recipe in ("float32", "dynamic", "int8-mixed"):
+        kinds = fb.Graph(fb.unpack((tiny_recipe_bundles[recipe] / "decoder_step.tflite").read_bytes())).kinds
+        assert "GATHER" in kinds and "SELECT" not in kinds and "LESS" not in kinds, (recipe, kinds)
+
+    import keras
+
+    table = tf.constant(np.random.default_rng(4).normal(size=(11, 4)), tf.float32)
+    module = tf.Module()
+    module.lookup = tf.function(lambda token: {"row": keras.ops.take(table, token, axis=0)},  # as Embedding does
+                                input_signature=[tf.TensorSpec((1,), tf.int32, name="token")])
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures={"lookup": module.lookup})
+    before = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "saved"), signature_keys=["lookup"]).convert()
+    assert "SELECT" in fb.Graph(fb.unpack(before)).kinds  # what Keras writes
+    after, changed = drop_negative_index_wrap(before)
+    kinds = fb.Graph(fb.unpack(after)).kinds
+    assert changed == 1 and "GATHER" in kinds and not {"LESS", "ADD", "SELECT"} & set(kinds), kinds
+    runners = [find_runtime().interpreter_cls(model_content=m).get_signature_runner() for m in (before, after)]
+    for token in range(11):
+        rows = [r(token=np.array([token], np.int32))["row"] for r in runners]
+        np.testing.assert_array_equal(rows[1], rows[0])
