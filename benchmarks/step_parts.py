@@ -69,15 +69,17 @@ def part_functions(model) -> dict:
 
 
 def convert(fn, recipe: str) -> bytes:
-    """As `scenecap convert` writes it: its one-unit dense layers (the attention score) as MUL+SUM too."""
+    """As `scenecap convert` writes it: its one-unit dense layers (the attention score) as MUL+SUM, its embedding
+    lookup without the negative-id wrap."""
     import tensorflow as tf
 
     from scenecap.convert.single_output_dense import reduce_single_output_dense
+    from scenecap.convert.token_lookup import drop_negative_index_wrap
 
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
     if recipe == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    return reduce_single_output_dense(conv.convert())[0]
+    return drop_negative_index_wrap(reduce_single_output_dense(conv.convert())[0])[0]
 
 
 def time_models(models: dict[tuple[str, str], Path], rounds: int, invokes: int) -> dict[tuple[str, str], float]:
