@@ -17,28 +17,29 @@ def drop_negative_index_wrap(model: bytes) -> tuple[bytes, int]:
     nothing else reads them. Returns the model and how many lookups changed (the model unchanged when none)."""
     m = fb.unpack(model)
     g = fb.Graph(m)
-    drop: set[int] = set()
+    groups: dict[int, set[int]] = {}  # SELECT op -> its three ops
     changed = 0
     for i, kind in enumerate(g.kinds):
         if kind != "GATHER":
             continue
         wrap = _wrap(m, g, int(g.sg.operators[i].inputs[1]))
         if wrap is not None:
-            raw, ops = wrap
+            raw, sel, ops = wrap
             g.sg.operators[i].inputs[1] = raw
-            drop |= ops
+            groups[sel] = ops
             changed += 1
-    if not drop:
+    if not changed:
         return model, 0
-    still_read = {t for k, op in enumerate(g.sg.operators) if k not in drop for t in op.inputs}
-    outputs = set(g.outputs.values())
-    drop = {k for k in drop if not any(t in still_read or t in outputs for t in g.op_outputs(k))}
+    # A wrap goes as a whole once nothing reads its SELECT (its LESS and ADD feed only that SELECT: _wrap).
+    still_read = {int(t) for op in g.sg.operators for t in op.inputs} | set(g.outputs.values())
+    drop = {k for sel, ops in groups.items() if g.op_outputs(sel)[0] not in still_read for k in ops}
     g.sg.operators = [op for k, op in enumerate(g.sg.operators) if k not in drop]
     return fb.pack(m), changed
 
 
-def _wrap(m, g: fb.Graph, indices: int) -> tuple[int, set[int]] | None:
-    """(i, the three ops) when tensor `indices` is SELECT(LESS(i, 0), ADD(i, n), i), else None."""
+def _wrap(m, g: fb.Graph, indices: int) -> tuple[int, int, set[int]] | None:
+    """(i, the SELECT, the three ops) when tensor `indices` is SELECT(LESS(i, 0), ADD(i, n), i) and its LESS and
+    ADD feed nothing else, else None."""
     sel = g.producer.get(indices)
     if sel is None or g.kinds[sel] not in ("SELECT", "SELECT_V2"):
         return None
@@ -49,7 +50,9 @@ def _wrap(m, g: fb.Graph, indices: int) -> tuple[int, set[int]] | None:
     (a, zero), (b, _) = g.op_inputs(less), g.op_inputs(add)
     if a != raw or b != raw or not _is_zero(m, g, zero):
         return None
-    return raw, {sel, less, add}
+    if g.consumers.get(cond) != [sel] or g.consumers.get(wrapped) != [sel]:
+        return None
+    return raw, sel, {sel, less, add}
 
 
 def _is_zero(m, g: fb.Graph, t: int) -> bool:
